@@ -1,0 +1,1 @@
+"""Routers: baselines and learned agents."""

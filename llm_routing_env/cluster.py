@@ -1,0 +1,222 @@
+"""What both simulators share: the cluster configuration, the record layout, input validation.
+
+The semantics of an instance (admission, prefill/decode iterations, KV blocks, preemption) are
+specified in ``docs/simulator.md``; :mod:`llm_routing_env.simulator` implements them fast and
+:mod:`llm_routing_env.reference_simulator` implements them slowly and readably.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .profiles import LatencyProfile, get_profile
+
+# Request status codes (RequestRecords.status)
+NOT_DISPATCHED, WAITING, RUNNING, COMPLETED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Instance-level scheduler options, the same for every instance of a cluster.
+
+    ``max_num_seqs`` / ``max_num_batched_tokens`` default to the profile's values (vLLM's 128 and
+    4096) without chunked prefill, and to the profile's ``max_num_seqs`` and a 512-token budget
+    with it (vLLM v1 / Sarathi).
+    """
+
+    chunked_prefill: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    watermark_frac: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunked_prefill, (bool, np.bool_)):
+            raise ValueError(f"chunked_prefill must be True or False, got {self.chunked_prefill!r}")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        w = self.watermark_frac
+        if not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w < 1:
+            raise ValueError(f"watermark_frac must be a number in [0, 1), got {w!r}")
+
+
+@dataclass(frozen=True)
+class InstanceLimits:
+    """Resolved per-instance limits (profile + scheduler options)."""
+
+    kv_capacity_blocks: int
+    watermark_blocks: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+
+
+class ClusterConfig:
+    """N instances (profiles may differ: heterogeneous clusters) and one scheduler config."""
+
+    def __init__(self, instances, scheduler: SchedulerConfig | None = None):
+        if isinstance(instances, (str, LatencyProfile)):
+            raise ValueError("instances must be a list of profiles or profile names, one per instance")
+        self.profiles: tuple[LatencyProfile, ...] = tuple(get_profile(p) for p in instances)
+        if not self.profiles:
+            raise ValueError("a cluster needs at least one instance")
+        self.scheduler = scheduler if scheduler is not None else SchedulerConfig()
+        self.limits = tuple(self._resolve(p) for p in self.profiles)
+
+    def _resolve(self, p: LatencyProfile) -> InstanceLimits:
+        s = self.scheduler
+        max_num_seqs = s.max_num_seqs or p.max_num_seqs
+        if s.chunked_prefill:
+            budget = s.max_num_batched_tokens or 512
+            if budget <= max_num_seqs:
+                raise ValueError(
+                    f"with chunked_prefill, max_num_batched_tokens ({budget}) must exceed max_num_seqs "
+                    f"({max_num_seqs}) so that prefills progress beside a full decode batch"
+                )
+        else:
+            budget = s.max_num_batched_tokens or p.max_num_batched_tokens
+            if budget < p.max_model_len:
+                raise ValueError(
+                    f"without chunked_prefill, max_num_batched_tokens ({budget}) must be at least the "
+                    f"profile {p.name!r}'s max_model_len ({p.max_model_len}), or long prompts never run"
+                )
+        return InstanceLimits(
+            kv_capacity_blocks=p.kv_capacity_blocks,
+            watermark_blocks=int(s.watermark_frac * p.kv_capacity_blocks),
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=budget,
+            max_model_len=p.max_model_len,
+        )
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.profiles)
+
+    def per_instance(self, attr: str) -> np.ndarray:
+        """A limit as an (N,) int64 array."""
+        return np.array([getattr(lim, attr) for lim in self.limits], dtype=np.int64)
+
+    def coefficient_table(self) -> np.ndarray:
+        """(N, 7) float64 array of iteration-time coefficients, in profile.coefficients order."""
+        return np.array([p.coefficients for p in self.profiles], dtype=np.float64)
+
+
+@dataclass
+class RequestRecords:
+    """Per-request records, each a (B, R) array; times in seconds, NaN where not (yet) reached.
+
+    ``arrival_s`` is the arrival at the router, ``dispatch_s`` the moment the router sent the
+    request to ``instance``, ``first_scheduled_s`` its first admission to a batch,
+    ``first_token_s`` the end of its first prefill and ``completion_s`` the end of the iteration
+    that produced its last token.
+    """
+
+    status: np.ndarray
+    instance: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    generated_tokens: np.ndarray
+    preemptions: np.ndarray
+    arrival_s: np.ndarray
+    dispatch_s: np.ndarray
+    first_scheduled_s: np.ndarray
+    first_token_s: np.ndarray
+    completion_s: np.ndarray
+
+    def for_cluster(self, b: int) -> "RequestRecords":
+        return RequestRecords(**{f.name: getattr(self, f.name)[b] for f in fields(self)})
+
+
+@dataclass
+class InstanceState:
+    """What a router can observe about each instance, each a (B, N) array."""
+
+    num_running: np.ndarray
+    num_waiting: np.ndarray
+    kv_blocks_used: np.ndarray
+    kv_blocks_free: np.ndarray
+    pending_prefill_tokens: np.ndarray
+    busy_until_s: np.ndarray
+
+
+def _as_int_array(name: str, value, n: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = np.full(n, arr.item() if arr.size else 0)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have length {n}, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            raise ValueError(f"{name} must be integers, got {arr[bad][0]!r}")
+    elif arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def validate_dispatch(config: ClusterConfig, num_clusters: int, max_requests: int, now_s: np.ndarray,
+                      status: np.ndarray, cluster, request_id, instance, prompt_tokens, output_tokens,
+                      arrival_s):
+    """Check a batch of dispatches; returns them as arrays. Raises ValueError naming field and value."""
+    n = max(np.size(x) for x in (cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s))
+    cluster = _as_int_array("cluster", cluster, n)
+    request_id = _as_int_array("request_id", request_id, n)
+    instance = _as_int_array("instance", instance, n)
+    prompt = _as_int_array("prompt_tokens", prompt_tokens, n)
+    output = _as_int_array("output_tokens", output_tokens, n)
+    arrival = np.asarray(arrival_s, dtype=np.float64)
+    if arrival.ndim == 0:
+        arrival = np.full(n, float(arrival))
+    if arrival.shape != (n,):
+        raise ValueError(f"arrival_s must be a scalar or have length {n}, got shape {arrival.shape}")
+
+    def first_bad(name, mask, values):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise ValueError(f"{name} out of range: {values[i]!r} (dispatch #{i})")
+
+    first_bad("cluster", (cluster < 0) | (cluster >= num_clusters), cluster)
+    first_bad("request_id", (request_id < 0) | (request_id >= max_requests), request_id)
+    first_bad(f"instance (cluster has {config.num_instances})", (instance < 0) | (instance >= config.num_instances), instance)
+    if (prompt < 1).any():
+        first_bad("prompt_tokens (must be >= 1)", prompt < 1, prompt)
+    if (output < 1).any():
+        first_bad("output_tokens (must be >= 1)", output < 1, output)
+    if np.isnan(arrival).any():
+        first_bad("arrival_s (NaN)", np.isnan(arrival), arrival)
+    first_bad("arrival_s (negative)", arrival < 0, arrival)
+    first_bad("arrival_s (after the cluster's current time)", arrival > now_s[cluster], arrival)
+    max_len = config.per_instance("max_model_len")[instance]
+    too_long = prompt + output > max_len
+    if too_long.any():
+        i = int(np.flatnonzero(too_long)[0])
+        raise ValueError(
+            f"prompt_tokens + output_tokens = {prompt[i] + output[i]} exceeds max_model_len={max_len[i]} "
+            f"of instance {instance[i]} (dispatch #{i}); clip the request first"
+        )
+    if (status[cluster, request_id] != NOT_DISPATCHED).any():
+        first_bad("request_id (already dispatched in this cluster)", status[cluster, request_id] != NOT_DISPATCHED, request_id)
+    keys = cluster * max_requests + request_id
+    if np.unique(keys).size != n:
+        raise ValueError("request_id: the same request is dispatched twice in one call")
+    return cluster, request_id, instance, prompt, output, arrival
+
+
+def validate_target_times(now_s: np.ndarray, t_s) -> np.ndarray:
+    """advance_to's argument as a (B,) array; time never goes back, NaN is refused."""
+    t = np.asarray(t_s, dtype=np.float64)
+    if t.ndim == 0:
+        t = np.full(now_s.shape, float(t))
+    if t.shape != now_s.shape:
+        raise ValueError(f"t_s must be a scalar or have shape {now_s.shape}, got {t.shape}")
+    if np.isnan(t).any():
+        raise ValueError("t_s must not be NaN")
+    back = t < now_s
+    if back.any():
+        b = int(np.flatnonzero(back)[0])
+        raise ValueError(f"t_s={t[b]!r} is before cluster {b}'s current time {now_s[b]!r}: time never goes back")
+    return t

@@ -1,0 +1,92 @@
+"""Latency metrics: the one place that defines them.
+
+Per request (seconds):
+
+* ``e2e``: arrival at the router to the last token (``completion - arrival``);
+* ``ttft``: arrival at the router to the first token;
+* ``tpot``: mean time per output token after the first, ``(completion - first_token) / (output - 1)``
+  (undefined, so left out, for one-token outputs);
+* ``router_wait``: arrival at the router to dispatch;
+* ``instance_wait``: dispatch to the first admission into a batch at the instance.
+
+Per run: mean, p50, p90 and p99 of each, over completed requests; prompt and generated tokens per
+second over the makespan (first arrival to last completion); preemptions; completed and arrived
+counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cluster import COMPLETED, NOT_DISPATCHED, RequestRecords
+
+PER_REQUEST_METRICS = ("e2e", "ttft", "tpot", "router_wait", "instance_wait")
+QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
+
+
+def per_request(records: RequestRecords) -> dict[str, np.ndarray]:
+    """Per-request metrics (seconds) of one cluster's records; NaN where not defined yet."""
+    out_minus_one = records.output_tokens - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out_minus_one > 0, (records.completion_s - records.first_token_s) / out_minus_one, np.nan)
+    return {
+        "e2e": records.completion_s - records.arrival_s,
+        "ttft": records.first_token_s - records.arrival_s,
+        "tpot": tpot,
+        "router_wait": records.dispatch_s - records.arrival_s,
+        "instance_wait": records.first_scheduled_s - records.dispatch_s,
+    }
+
+
+def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, float]:
+    """Run summary of one cluster's records (the (R,) arrays of ``RequestRecords.for_cluster``).
+
+    ``arrived`` is the number of requests that reached the router (defaults to the dispatched ones;
+    pass it when some requests still wait at the router).
+    """
+    if records.status.ndim != 1:
+        raise ValueError("summarize takes one cluster's records: use records.for_cluster(b)")
+    done = records.status == COMPLETED
+    dispatched = records.status != NOT_DISPATCHED
+    metrics = per_request(records)
+    summary: dict[str, float] = {}
+    for name in PER_REQUEST_METRICS:
+        values = metrics[name][done]
+        values = values[~np.isnan(values)]
+        summary[f"mean_{name}_s"] = float(values.mean()) if values.size else float("nan")
+        for q_name, q in QUANTILES.items():
+            summary[f"{q_name}_{name}_s"] = float(np.percentile(values, q)) if values.size else float("nan")
+    completed = int(done.sum())
+    summary["completed"] = completed
+    summary["arrived"] = int(arrived if arrived is not None else dispatched.sum())
+    summary["preemptions"] = int(records.preemptions[dispatched].sum())
+    if completed:
+        start = float(np.nanmin(records.arrival_s[dispatched]))
+        makespan = float(np.nanmax(records.completion_s[done])) - start
+        summary["makespan_s"] = makespan
+        summary["prompt_tokens_per_s"] = float(records.prompt_tokens[done].sum() / makespan) if makespan > 0 else float("nan")
+        summary["generated_tokens_per_s"] = float(records.output_tokens[done].sum() / makespan) if makespan > 0 else float("nan")
+    else:
+        summary["makespan_s"] = summary["prompt_tokens_per_s"] = summary["generated_tokens_per_s"] = float("nan")
+    return summary
+
+
+def format_table(rows: list[tuple[str, dict[str, float]]],
+                 columns=("mean_e2e_s", "p50_e2e_s", "p90_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s",
+                          "mean_tpot_s", "mean_router_wait_s", "preemptions", "completed")) -> str:
+    """A plain-text table: one row per (label, summary)."""
+    header = ["", *columns]
+    body = [[label, *(_fmt(summary.get(c, float("nan"))) for c in columns)] for label, summary in rows]
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).rjust(w) if i else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if value != value:  # NaN
+        return "-"
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
