@@ -66,6 +66,7 @@ class ClusterConfig:
             raise ValueError("a cluster needs at least one instance")
         self.scheduler = scheduler if scheduler is not None else SchedulerConfig()
         self.limits = tuple(self._resolve(p) for p in self.profiles)
+        self.max_model_len_per_instance = self.per_instance("max_model_len")
 
     def _resolve(self, p: LatencyProfile) -> InstanceLimits:
         s = self.scheduler
@@ -143,54 +144,51 @@ class InstanceState:
     busy_until_s: np.ndarray
 
 
-def _as_int_array(name: str, value, n: int) -> np.ndarray:
+_DISPATCH_INT_FIELDS = ("cluster", "request_id", "instance", "prompt_tokens", "output_tokens")
+
+
+def _check_int_field(name: str, value, n: int) -> np.ndarray:
     arr = np.asarray(value)
-    if arr.ndim == 0:
-        arr = np.full(n, arr.item() if arr.size else 0)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must be a scalar or have length {n}, got shape {arr.shape}")
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
-            raise ValueError(f"{name} must be integers, got {arr[bad][0]!r}")
+            raise ValueError(f"{name} must be integers, got {arr[bad].ravel()[0]!r}")
     elif arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
+        raise ValueError(f"{name} must be integers, got {value!r} (dtype {arr.dtype})")
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise ValueError(f"{name} must be a scalar or have length {n}, got shape {arr.shape}")
+    return arr
 
 
 def validate_dispatch(config: ClusterConfig, num_clusters: int, max_requests: int, now_s: np.ndarray,
                       status: np.ndarray, cluster, request_id, instance, prompt_tokens, output_tokens,
                       arrival_s):
     """Check a batch of dispatches; returns them as arrays. Raises ValueError naming field and value."""
-    n = max(np.size(x) for x in (cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s))
-    cluster = _as_int_array("cluster", cluster, n)
-    request_id = _as_int_array("request_id", request_id, n)
-    instance = _as_int_array("instance", instance, n)
-    prompt = _as_int_array("prompt_tokens", prompt_tokens, n)
-    output = _as_int_array("output_tokens", output_tokens, n)
-    arrival = np.asarray(arrival_s, dtype=np.float64)
-    if arrival.ndim == 0:
-        arrival = np.full(n, float(arrival))
-    if arrival.shape != (n,):
-        raise ValueError(f"arrival_s must be a scalar or have length {n}, got shape {arrival.shape}")
-
-    def first_bad(name, mask, values):
-        if mask.any():
-            i = int(np.flatnonzero(mask)[0])
-            raise ValueError(f"{name} out of range: {values[i]!r} (dispatch #{i})")
-
-    first_bad("cluster", (cluster < 0) | (cluster >= num_clusters), cluster)
-    first_bad("request_id", (request_id < 0) | (request_id >= max_requests), request_id)
-    first_bad(f"instance (cluster has {config.num_instances})", (instance < 0) | (instance >= config.num_instances), instance)
-    if (prompt < 1).any():
-        first_bad("prompt_tokens (must be >= 1)", prompt < 1, prompt)
-    if (output < 1).any():
-        first_bad("output_tokens (must be >= 1)", output < 1, output)
-    if np.isnan(arrival).any():
-        first_bad("arrival_s (NaN)", np.isnan(arrival), arrival)
-    first_bad("arrival_s (negative)", arrival < 0, arrival)
-    first_bad("arrival_s (after the cluster's current time)", arrival > now_s[cluster], arrival)
-    max_len = config.per_instance("max_model_len")[instance]
+    values = (cluster, request_id, instance, prompt_tokens, output_tokens)
+    n = max(np.size(x) for x in (*values, arrival_s))
+    ints = np.empty((5, n), dtype=np.int64)
+    for k, (name, v) in enumerate(zip(_DISPATCH_INT_FIELDS, values)):
+        ints[k] = _check_int_field(name, v, n)
+    lows = np.array([0, 0, 0, 1, 1])[:, None]
+    highs = np.array([num_clusters - 1, max_requests - 1, config.num_instances - 1, 2**62, 2**62])[:, None]
+    bad = (ints < lows) | (ints > highs)
+    if bad.any():
+        f, i = (int(v[0]) for v in np.nonzero(bad))
+        rule = "must be >= 1" if f >= 3 else f"must be in [0, {int(highs[f, 0])}]"
+        raise ValueError(f"{_DISPATCH_INT_FIELDS[f]} ({rule}) out of range: {int(ints[f, i])} (dispatch #{i})")
+    cluster, request_id, instance, prompt, output = ints
+    given = np.asarray(arrival_s, dtype=np.float64)
+    if given.ndim > 1 or (given.ndim == 1 and given.shape[0] != n):
+        raise ValueError(f"arrival_s must be a scalar or have length {n}, got shape {given.shape}")
+    arrival = np.empty(n)
+    arrival[:] = given
+    now = now_s[cluster]
+    if not (arrival <= now).all() or not (arrival >= 0).all():  # NaN fails both
+        i = int(np.flatnonzero(~((arrival <= now) & (arrival >= 0)))[0])
+        why = "NaN" if np.isnan(arrival[i]) else "negative" if arrival[i] < 0 else "after the cluster's current time"
+        raise ValueError(f"arrival_s ({why}) out of range: {float(arrival[i])!r}, cluster time "
+                         f"{float(now[i])!r} (dispatch #{i})")
+    max_len = config.max_model_len_per_instance[instance]
     too_long = prompt + output > max_len
     if too_long.any():
         i = int(np.flatnonzero(too_long)[0])
@@ -198,10 +196,11 @@ def validate_dispatch(config: ClusterConfig, num_clusters: int, max_requests: in
             f"prompt_tokens + output_tokens = {prompt[i] + output[i]} exceeds max_model_len={max_len[i]} "
             f"of instance {instance[i]} (dispatch #{i}); clip the request first"
         )
-    if (status[cluster, request_id] != NOT_DISPATCHED).any():
-        first_bad("request_id (already dispatched in this cluster)", status[cluster, request_id] != NOT_DISPATCHED, request_id)
-    keys = cluster * max_requests + request_id
-    if np.unique(keys).size != n:
+    taken = status[cluster, request_id] != NOT_DISPATCHED
+    if taken.any():
+        i = int(np.flatnonzero(taken)[0])
+        raise ValueError(f"request_id (already dispatched in cluster {cluster[i]}): {request_id[i]} (dispatch #{i})")
+    if n > 1 and np.unique(cluster * max_requests + request_id).size != n:
         raise ValueError("request_id: the same request is dispatched twice in one call")
     return cluster, request_id, instance, prompt, output, arrival
 

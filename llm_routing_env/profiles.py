@@ -155,7 +155,7 @@ register_profile(
         knee_tokens=0,
         c3_ms_per_chunk_token_sq=0.0,
         c4_ms_per_chunk_prior_token=0.0,
-        c5_ms_per_decode_context_token=1.603e-3,
+        c5_ms_per_decode_context_token=1.604e-3,
         # (0.9 * 32 GiB - 13.5 GiB of fp16 weights) / 0.5 MiB of KV per token = 31,334 tokens
         kv_capacity_blocks=1958,
         max_model_len=4096,
@@ -246,7 +246,7 @@ register_profile(
 register_profile(
     LatencyProfile(
         name="llama3.1-8b-a100",
-        c0_ms=9.672,
+        c0_ms=11.53,
         c1_ms_per_token=0.0483,
         c2_ms_per_token_above_knee=0.02494,
         knee_tokens=256,
@@ -263,8 +263,8 @@ register_profile(
         fit_mape_pct=float("nan"),
         fit_max_ape_pct=float("nan"),
         notes=(
-            "Not fitted: llama2-7b-a100 with c1, c2 x 1.136 (matmul parameters) and c5 x 0.25 (GQA KV "
-            "cache)."
+            "Not fitted: llama2-7b-a100 with c0 x 1.192 (weight bytes), c1, c2 x 1.136 (matmul "
+            "parameters) and c5 x 0.25 (GQA KV cache)."
         ),
     )
 )

@@ -64,8 +64,8 @@ class ClusterSimulator:
         self._max_seqs = tile(config.per_instance("max_num_seqs"))
         self._budget = tile(config.per_instance("max_num_batched_tokens"))
         coeffs = config.coefficient_table()
-        self._coeffs = tuple(tile(coeffs[:, i]) for i in range(7))
-        self._c5 = self._coeffs[6]
+        self._coeffs = np.tile(coeffs, (self.B, 1))  # (rows, 7)
+        self._c5 = self._coeffs[:, 6].copy()
         self._row_cluster = np.repeat(np.arange(self.B), self.N)
         self.S = int(self._max_seqs.max())
 
@@ -151,14 +151,14 @@ class ClusterSimulator:
             return
         q = cluster * self.R + request_id
         row = cluster * self.N + instance
-        # rank of each dispatch among those to the same row, preserving the given order
-        order = np.argsort(row, kind="stable")
-        sorted_rows = row[order]
-        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-        group_start = np.repeat(starts, np.diff(np.r_[starts, sorted_rows.size]))
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size) - group_start
         counts = np.bincount(row, minlength=self._rows)
+        if counts.max() > 1:  # rank of each dispatch among those to the same row, in the given order
+            order = np.argsort(row, kind="stable")
+            first_of_row = np.cumsum(counts) - counts
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size) - first_of_row[row[order]]
+        else:
+            rank = 0
         if (self.w_count + counts).max() > self._wcap:
             self._grow_waiting(int((self.w_count + counts).max()))
         pos = (self.w_head[row] + self.w_count[row] + rank) % self._wcap
@@ -272,7 +272,7 @@ class ClusterSimulator:
             r = int(rows[np.flatnonzero(ntok == 0)[0]])
             raise RuntimeError(f"instance row {r} has work but an empty iteration (simulator invariant broken)")
         sum_ctx = np.where(decoding, prompt_gen, 0).sum(axis=1)
-        c = tuple(coef[rows] for coef in self._coeffs)
+        c = self._coeffs[rows].T
         t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, sum_ctx)
         k_iter = np.ones(k_rows, dtype=np.int64)
         skippable = ntok == n_decode
@@ -427,33 +427,26 @@ class ClusterSimulator:
 
     def _decode_run_length(self, rows, target, t0_ms, n, sub, in_decode, prompt_gen, free) -> np.ndarray:
         """How many decode iterations each row can run at once (>= 1); see docs/simulator.md."""
-        big = _NO_LIMIT
-        to_completion = np.where(in_decode, sub[..., OUTPUT] - sub[..., GEN], big).min(axis=1)
-        slack = np.where(in_decode, sub[..., BLOCKS] * KV_BLOCK_TOKENS - prompt_gen + 1, big).min(axis=1)
-        guaranteed_blocks = slack + KV_BLOCK_TOKENS * (free // n)
-        k = np.minimum(to_completion, guaranteed_blocks)
-        # iterations that start before the target: start(x) = busy + (x*t0 + c5*n*x*(x-1)/2)/1000
-        finite = np.isfinite(target)
-        if finite.any():
-            busy = self.busy_until_s[rows]
-            a_ms = self._c5[rows] * n / 2.0
-            b_ms = t0_ms - a_ms
-            room_ms = (target - busy) * 1000.0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                root = np.where(a_ms > 0, (-b_ms + np.sqrt(b_ms * b_ms + 4.0 * a_ms * room_ms)) / (2.0 * a_ms),
-                                room_ms / t0_ms)
-            x = np.where(finite, np.ceil(np.minimum(root, 1e9)) - 1, 0).astype(np.int64)
-            x = np.clip(x, 0, None)
-            c5 = self._c5[rows]
+        to_completion = np.where(in_decode, sub[..., OUTPUT] - sub[..., GEN], _NO_LIMIT).min(axis=1)
+        slack = np.where(in_decode, sub[..., BLOCKS] * KV_BLOCK_TOKENS - prompt_gen + 1, _NO_LIMIT).min(axis=1)
+        k = np.minimum(to_completion, slack + KV_BLOCK_TOKENS * (free // n))
+        # Iterations that start before the target. Iteration x (from 0) starts at
+        # busy + (x * t0 + c5 * n * x * (x - 1) / 2) / 1000: solve the quadratic for x (in the
+        # stable form 2c / (b + sqrt(b^2 + 4ac)); b = t0 - c5 n / 2 > 0), then correct its rounding
+        # with the exact start times.
+        busy = self.busy_until_s[rows]
+        c5n = self._c5[rows] * n
+        b = t0_ms - c5n / 2.0
+        room_ms = np.minimum((target - busy) * 1000.0, 1e15)  # a finite stand-in for "no target"
+        root = 2.0 * room_ms / (b + np.sqrt(b * b + 2.0 * c5n * room_ms))
+        x = np.maximum(np.ceil(np.minimum(root, 1e9)) - 1.0, 0.0).astype(np.int64)
 
-            def start(xx):
-                return busy + (xx * t0_ms + c5 * n * (xx * (xx - 1) // 2)) / 1000.0
+        def start(xx):
+            return busy + (xx * t0_ms + c5n * (xx * (xx - 1) // 2)) / 1000.0
 
-            for _ in range(2):  # fix rounding of the root, both ways
-                x = np.where((x > 0) & (start(x) >= target), x - 1, x)
-                x = np.where(start(x + 1) < target, x + 1, x)
-            k = np.where(finite, np.minimum(k, x + 1), k)
-        return np.maximum(k, 1)
+        x -= (x > 0) & (start(x) >= target)
+        x += start(x + 1) < target
+        return np.maximum(np.minimum(k, x + 1), 1)
 
     # -------------------------------------------------------------------------------- observing
     def records(self) -> RequestRecords:

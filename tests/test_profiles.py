@@ -121,7 +121,9 @@ def test_llama31_8b_is_scaled_from_llama2_7b():
     assert p8.c1_ms_per_token == pytest.approx(p7.c1_ms_per_token * ratio, rel=1e-3)
     assert p8.c2_ms_per_token_above_knee == pytest.approx(p7.c2_ms_per_token_above_knee * ratio, rel=1e-3)
     assert p8.c5_ms_per_decode_context_token == pytest.approx(p7.c5_ms_per_decode_context_token / 4, rel=1e-3)
-    same = ("c0_ms", "knee_tokens", "c3_ms_per_chunk_token_sq", "c4_ms_per_chunk_prior_token")
+    weights = 8_030_261_248 / 6_738_415_616  # all parameters (weight bytes), from the architectures
+    assert p8.c0_ms == pytest.approx(p7.c0_ms * weights, rel=1e-3)
+    same = ("knee_tokens", "c3_ms_per_chunk_token_sq", "c4_ms_per_chunk_prior_token")
     assert all(getattr(p8, a) == getattr(p7, a) for a in same)
     assert math.isnan(p8.fit_mape_pct)
 

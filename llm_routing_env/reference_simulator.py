@@ -1,0 +1,389 @@
+"""A slow, readable reference implementation of the cluster simulator.
+
+It follows ``docs/simulator.md`` literally: every instance runs one iteration at a time, and every
+request is a small Python object moved between a FCFS ``waiting`` deque and a ``running`` list.
+There is no vectorization and no skipping of decode iterations, so it is easy to check by hand;
+``tests/test_differential.py`` uses it as the oracle for the fast NumPy simulator
+(:mod:`llm_routing_env.simulator`), which has the same public API.
+
+Iteration durations are computed by :func:`llm_routing_env.profiles.iteration_time_ms` with Python
+ints and added to the instance clock as ``busy_until_s += t_ms / 1000.0``, exactly as the fast
+simulator does on the iterations it does not skip, so both agree to the last bit there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from .cluster import (
+    COMPLETED,
+    NOT_DISPATCHED,
+    RUNNING,
+    WAITING,
+    ClusterConfig,
+    InstanceLimits,
+    InstanceState,
+    RequestRecords,
+    validate_dispatch,
+    validate_target_times,
+)
+from .profiles import blocks_for_tokens, iteration_time_ms
+
+NAN = float("nan")
+
+
+class _Request:
+    """One request's scheduling state and timestamps (times in seconds, NaN until reached)."""
+
+    __slots__ = (
+        "request_id", "instance", "prompt", "output", "arrival_s", "dispatch_s",
+        "status", "generated", "blocks", "prefill_target", "prefilled", "preemptions",
+        "first_scheduled_s", "first_token_s", "completion_s",
+    )
+
+    def __init__(self, request_id: int, instance: int, prompt: int, output: int,
+                 arrival_s: float, dispatch_s: float):
+        self.request_id = request_id
+        self.instance = instance
+        self.prompt = prompt            # true prompt length
+        self.output = output            # true output length
+        self.arrival_s = arrival_s      # arrival at the router
+        self.dispatch_s = dispatch_s    # hand-over to the instance
+        self.status = WAITING
+        self.generated = 0              # output tokens produced so far
+        self.blocks = 0                 # KV blocks held
+        self.prefill_target = 0         # prompt + generated at the last admission
+        self.prefilled = 0              # tokens of the current prefill already processed
+        self.preemptions = 0
+        self.first_scheduled_s = NAN
+        self.first_token_s = NAN
+        self.completion_s = NAN
+
+    @property
+    def prefill_done(self) -> bool:
+        """For a running request: its current prefill is fully processed, it is decoding."""
+        return self.prefilled == self.prefill_target
+
+    @property
+    def context(self) -> int:
+        """Decode context: tokens in the KV cache once this iteration's token is stored."""
+        return self.prompt + self.generated
+
+
+class _Instance:
+    """One serving instance: a running list (admission order), a FCFS waiting queue, a KV cache."""
+
+    def __init__(self, limits: InstanceLimits, coefficients, chunked_prefill: bool):
+        self.limits = limits
+        self.coefficients = coefficients
+        self.chunked_prefill = chunked_prefill
+        self.running: list[_Request] = []
+        self.waiting: deque[_Request] = deque()
+        self.free_blocks = limits.kv_capacity_blocks
+        self.busy_until_s = 0.0         # end of the iteration last started
+        self.iterations = 0
+
+    # --- observation ------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self.running) or bool(self.waiting)
+
+    def pending_prefill_tokens(self) -> int:
+        waiting = sum(r.prompt + r.generated for r in self.waiting)
+        running = sum(r.prefill_target - r.prefilled for r in self.running if not r.prefill_done)
+        return waiting + running
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def enqueue(self, request: _Request, now_s: float) -> None:
+        """A request joins the tail of the waiting queue; an idle instance's clock catches up."""
+        if not self.has_work():
+            self.busy_until_s = max(self.busy_until_s, now_s)
+        self.waiting.append(request)
+
+    # --- time -------------------------------------------------------------------------------
+
+    def advance_to(self, t_s: float) -> None:
+        """Start iterations while there is work and the clock is strictly before ``t_s``."""
+        while self.has_work() and self.busy_until_s < t_s:
+            self.run_iteration()
+
+    # --- one iteration ----------------------------------------------------------------------
+
+    def run_iteration(self) -> None:
+        start_s = self.busy_until_s
+        if self.chunked_prefill:
+            decodes, chunks = self._schedule_chunked(start_s)
+        else:
+            decodes, chunks = self._schedule_prefill_first(start_s)
+        assert decodes or chunks, "an instance with work always schedules something"
+
+        # Duration (Python ints into the shared latency model), then the clock moves.
+        ntok = sum(chunk for _, chunk, _ in chunks) + len(decodes)
+        sum_chunk_sq = sum(chunk * chunk for _, chunk, _ in chunks)
+        sum_chunk_prior = sum(chunk * prior for _, chunk, prior in chunks)
+        sum_decode_context = sum(r.context for r in decodes)
+        t_ms = iteration_time_ms(self.coefficients, ntok, sum_chunk_sq, sum_chunk_prior, sum_decode_context)
+        self.busy_until_s += t_ms / 1000.0
+        self.busy_until_s = float(self.busy_until_s)
+        self.iterations += 1
+        end_s = self.busy_until_s
+
+        # Effects at the end of the iteration.
+        for r in decodes:
+            r.generated += 1
+        for r, chunk, _ in chunks:
+            r.prefilled += chunk
+            if r.prefilled == r.prefill_target:      # the prefill's last chunk yields a token
+                r.generated += 1
+                if math.isnan(r.first_token_s):
+                    r.first_token_s = end_s
+        still_running = []
+        for r in self.running:
+            if r.generated == r.output:
+                r.status = COMPLETED
+                r.completion_s = end_s
+                self.free_blocks += r.blocks
+                r.blocks = 0
+            else:
+                still_running.append(r)
+        self.running = still_running
+
+    def _schedule_prefill_first(self, start_s: float):
+        """vLLM v0: a prefill-only batch if anything is admitted, else a decode-only batch."""
+        admitted = self._admit(self.limits.max_num_batched_tokens, start_s)
+        if admitted:
+            # Each admitted request's whole target is one chunk with nothing in the cache before.
+            return [], [(r, chunk, 0) for r, chunk in admitted]
+        self._allocate_decode_blocks()
+        return list(self.running), []
+
+    def _schedule_chunked(self, start_s: float):
+        """Sarathi / vLLM v1: decodes first, then running prefills' chunks, then admissions."""
+        preempted = self._allocate_decode_blocks()
+        decodes = [r for r in self.running if r.prefill_done]
+        budget_left = self.limits.max_num_batched_tokens - len(decodes)
+        chunks = []
+        for r in self.running:
+            if r.prefill_done:
+                continue
+            chunk = min(r.prefill_target - r.prefilled, budget_left)
+            if chunk > 0:
+                chunks.append((r, chunk, r.prefilled))
+                budget_left -= chunk
+        if not preempted:
+            chunks.extend((r, chunk, 0) for r, chunk in self._admit(budget_left, start_s))
+        return decodes, chunks
+
+    def _admit(self, budget_left: int, start_s: float) -> list[tuple[_Request, int]]:
+        """Move requests from the waiting head to the running list while the rules allow (FCFS).
+
+        Returns (request, chunk) pairs: without chunked prefill the chunk is the whole target, with
+        it ``min(target, budget left)``.
+        """
+        lim = self.limits
+        admitted = []
+        while self.waiting:
+            r = self.waiting[0]
+            target = r.prompt + r.generated
+            blocks = blocks_for_tokens(target)
+            if len(self.running) >= lim.max_num_seqs:
+                break
+            if self.free_blocks - blocks < lim.watermark_blocks:
+                break
+            if self.chunked_prefill:
+                if budget_left <= 0:
+                    break
+                chunk = min(target, budget_left)
+            else:
+                if target > budget_left:
+                    break
+                chunk = target
+            self.waiting.popleft()
+            self.free_blocks -= blocks
+            r.blocks = blocks                 # the whole target's blocks at once
+            r.prefill_target = target
+            r.prefilled = 0
+            r.status = RUNNING
+            if math.isnan(r.first_scheduled_s):
+                r.first_scheduled_s = start_s
+            self.running.append(r)
+            budget_left -= chunk
+            admitted.append((r, chunk))
+        return admitted
+
+    def _allocate_decode_blocks(self) -> list[_Request]:
+        """Give each decoding request the block it needs, preempting from the tail (recompute).
+
+        Walks the running list in order. A decoding request whose KV cache cannot hold its decode
+        context needs one new block; when none is free the tail of the running list (the most
+        recently admitted request) is preempted, until the block is found or the current request
+        is itself the tail and gets preempted. Returns the preempted requests.
+        """
+        preempted: list[_Request] = []
+        i = 0
+        while i < len(self.running):
+            r = self.running[i]
+            if r.prefill_done and r.blocks < blocks_for_tokens(r.context):
+                assert r.blocks + 1 == blocks_for_tokens(r.context)
+                while self.free_blocks == 0:
+                    victim = self.running.pop()
+                    self._preempt(victim)
+                    preempted.append(victim)
+                    if victim is r:
+                        break
+                if r.status == WAITING:       # r was the tail and is itself preempted
+                    break
+                r.blocks += 1
+                self.free_blocks -= 1
+            i += 1
+        # Tail first was preempted first: pushing each onto the head in turn leaves them in
+        # admission order at the head of the waiting queue.
+        for victim in preempted:
+            self.waiting.appendleft(victim)
+        return preempted
+
+    def _preempt(self, r: _Request) -> None:
+        self.free_blocks += r.blocks
+        r.blocks = 0
+        r.prefilled = 0
+        r.prefill_target = 0
+        r.preemptions += 1
+        r.status = WAITING
+
+
+class ReferenceSimulator:
+    """B independent clusters of N instances each, simulated one iteration at a time.
+
+    Same public API as :class:`llm_routing_env.simulator.ClusterSimulator`.
+    """
+
+    def __init__(self, config: ClusterConfig, num_clusters: int = 1, max_requests: int = 1024):
+        if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, np.integer)) or num_clusters < 1:
+            raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}")
+        if isinstance(max_requests, bool) or not isinstance(max_requests, (int, np.integer)) or max_requests < 1:
+            raise ValueError(f"max_requests must be a positive integer, got {max_requests!r}")
+        self.config = config
+        self.num_clusters = int(num_clusters)
+        self.max_requests = int(max_requests)
+        self.now_s = np.zeros(self.num_clusters, dtype=np.float64)
+        self.iterations = np.zeros((self.num_clusters, config.num_instances), dtype=np.int64)
+        self._instances: list[list[_Instance]] = [[] for _ in range(self.num_clusters)]
+        self._requests: list[dict[int, _Request]] = [{} for _ in range(self.num_clusters)]
+        self.reset()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def reset(self, clusters=None) -> None:
+        """Return the given clusters (all if None; an index array or a (B,) bool mask) to time 0."""
+        for b in self._cluster_indices(clusters):
+            self.now_s[b] = 0.0
+            self.iterations[b, :] = 0
+            self._requests[b] = {}
+            self._instances[b] = [
+                _Instance(lim, prof.coefficients, self.config.scheduler.chunked_prefill)
+                for lim, prof in zip(self.config.limits, self.config.profiles)
+            ]
+
+    def _cluster_indices(self, clusters) -> list[int]:
+        if clusters is None:
+            return list(range(self.num_clusters))
+        arr = np.asarray(clusters)
+        if arr.dtype == np.bool_:
+            if arr.shape != (self.num_clusters,):
+                raise ValueError(f"clusters mask must have shape ({self.num_clusters},), got {arr.shape}")
+            return [int(b) for b in np.flatnonzero(arr)]
+        arr = np.atleast_1d(arr)
+        if arr.size == 0:
+            return []
+        if arr.dtype.kind not in "iu" or ((arr < 0) | (arr >= self.num_clusters)).any():
+            raise ValueError(f"clusters must be indices in [0, {self.num_clusters}) or a bool mask, got {clusters!r}")
+        return [int(b) for b in arr]
+
+    # --- router actions ---------------------------------------------------------------------
+
+    def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
+        """Hand requests to instances at their cluster's current time (tail of the waiting queue)."""
+        status = self._status_array()
+        cluster, request_id, instance, prompt, output, arrival = validate_dispatch(
+            self.config, self.num_clusters, self.max_requests, self.now_s, status,
+            cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s,
+        )
+        for b, rid, n, p, o, a in zip(cluster.tolist(), request_id.tolist(), instance.tolist(),
+                                      prompt.tolist(), output.tolist(), arrival.tolist()):
+            now = float(self.now_s[b])
+            request = _Request(rid, n, p, o, a, now)
+            self._requests[b][rid] = request
+            self._instances[b][n].enqueue(request, now)
+
+    def advance_to(self, t_s) -> None:
+        """Run every instance up to time ``t_s`` (scalar or (B,)); ``inf`` runs to idleness."""
+        targets = validate_target_times(self.now_s, t_s)
+        for b in range(self.num_clusters):
+            t = float(targets[b])
+            for n, inst in enumerate(self._instances[b]):
+                inst.advance_to(t)
+                self.iterations[b, n] = inst.iterations
+            if math.isinf(t):
+                # Everything has finished: the clock stops at the end of the last iteration.
+                last_end = max(inst.busy_until_s for inst in self._instances[b])
+                self.now_s[b] = max(float(self.now_s[b]), last_end)
+            else:
+                self.now_s[b] = t
+
+    def run_until_idle(self) -> None:
+        """Run every dispatched request to completion; now_s stops at the last iteration's end."""
+        self.advance_to(np.inf)
+
+    # --- observation ------------------------------------------------------------------------
+
+    def _status_array(self) -> np.ndarray:
+        status = np.full((self.num_clusters, self.max_requests), NOT_DISPATCHED, dtype=np.int64)
+        for b, requests in enumerate(self._requests):
+            for rid, r in requests.items():
+                status[b, rid] = r.status
+        return status
+
+    def records(self) -> RequestRecords:
+        shape = (self.num_clusters, self.max_requests)
+        ints = {name: np.zeros(shape, dtype=np.int64) for name in
+                ("status", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions")}
+        instance = np.full(shape, -1, dtype=np.int64)
+        times = {name: np.full(shape, np.nan, dtype=np.float64) for name in
+                 ("arrival_s", "dispatch_s", "first_scheduled_s", "first_token_s", "completion_s")}
+        for b, requests in enumerate(self._requests):
+            for rid, r in requests.items():
+                ints["status"][b, rid] = r.status
+                instance[b, rid] = r.instance
+                ints["prompt_tokens"][b, rid] = r.prompt
+                ints["output_tokens"][b, rid] = r.output
+                ints["generated_tokens"][b, rid] = r.generated
+                ints["preemptions"][b, rid] = r.preemptions
+                times["arrival_s"][b, rid] = r.arrival_s
+                times["dispatch_s"][b, rid] = r.dispatch_s
+                times["first_scheduled_s"][b, rid] = r.first_scheduled_s
+                times["first_token_s"][b, rid] = r.first_token_s
+                times["completion_s"][b, rid] = r.completion_s
+        return RequestRecords(instance=instance, **ints, **times)
+
+    def instance_state(self) -> InstanceState:
+        shape = (self.num_clusters, self.config.num_instances)
+        num_running = np.zeros(shape, dtype=np.int64)
+        num_waiting = np.zeros(shape, dtype=np.int64)
+        used = np.zeros(shape, dtype=np.int64)
+        free = np.zeros(shape, dtype=np.int64)
+        pending = np.zeros(shape, dtype=np.int64)
+        busy = np.zeros(shape, dtype=np.float64)
+        for b, instances in enumerate(self._instances):
+            for n, inst in enumerate(instances):
+                num_running[b, n] = len(inst.running)
+                num_waiting[b, n] = len(inst.waiting)
+                used[b, n] = inst.limits.kv_capacity_blocks - inst.free_blocks
+                free[b, n] = inst.free_blocks
+                pending[b, n] = inst.pending_prefill_tokens()
+                busy[b, n] = inst.busy_until_s
+        return InstanceState(num_running=num_running, num_waiting=num_waiting, kv_blocks_used=used,
+                             kv_blocks_free=free, pending_prefill_tokens=pending, busy_until_s=busy)

@@ -1,0 +1,411 @@
+"""Scenarios: a named cluster + workload + arrivals + episode length, and the saturation tool.
+
+A scenario is what ``gym.make(..., scenario=...)``, ``evaluate.py --scenario`` and
+``train.py --scenario`` take: a shipped name (``python -m llm_routing_env.scenarios`` lists them
+with the load each puts on its cluster) or the path of a small TOML (or YAML) file::
+
+    name = "my-cluster"
+    description = "my fleet on my traffic"
+    [cluster]
+    profile = "llama2-7b-a100"      # or: instances = ["llama2-7b-a100", "llama3.1-8b-a100"]
+    num_instances = 4
+    chunked_prefill = false
+    [workload]
+    trace = "my_requests.csv"       # or: mix = "paper-mix"
+    arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
+    load = 0.9                      # or: rate_per_s = 20
+    num_requests = 2000             # episode length (and/or duration_s)
+
+**Load** is the offered rate over the cluster's *saturation rate* for that workload: the highest
+rate round-robin sustains with bounded queues. :func:`saturation_rate` measures it as the rate at
+which instances take in work when every one of them has a backlog: 2,000 requests per instance are
+sent round-robin at t = 0 and the admission rate (first admissions per second) is read between the
+30th and 90th percentile of admissions, while every queue is still non-empty. A stable queue cannot
+absorb more than that. Completions are not used: with heavy-tailed output lengths they come
+short-first and take minutes to reach a steady mix. Repeats with other seeds agree within about
+5%. Results are cached per cluster and workload, in memory and on disk
+(``$LLM_ROUTING_ENV_CACHE`` or ``~/.cache/llm_routing_env``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cluster import ClusterConfig, SchedulerConfig
+from .profiles import get_profile
+from .simulator import ClusterSimulator
+from .traces import BUILTIN_TRACES, replay
+from .workloads import Workload, generate, get_mix, mix_names
+
+SATURATION_REQUESTS_PER_INSTANCE = 2000
+SATURATION_SEED = 20240801
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Cluster, workload, arrivals and episode length. ``rate_per_s`` or ``load`` sets the rate."""
+
+    name: str
+    description: str = ""
+    instances: tuple[str, ...] = ("llama2-7b-v100",) * 4
+    chunked_prefill: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    mix: str | None = "paper-mix"
+    trace: str | None = None
+    arrivals: str = "poisson"
+    cv: float | None = None
+    rate_per_s: float | None = None
+    load: float | None = None
+    num_requests: int | None = 2000
+    duration_s: float | None = None
+    source: str = field(default="built-in", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.instances:
+            raise ValueError(f"scenario {self.name!r}: the cluster needs at least one instance")
+        for p in self.instances:
+            get_profile(p)  # unknown profile -> ValueError naming the known ones
+        if (self.mix is None) == (self.trace is None):
+            raise ValueError(f"scenario {self.name!r}: give exactly one of workload.mix or workload.trace")
+        if self.mix is not None and self.mix not in mix_names():
+            raise ValueError(f"scenario {self.name!r}: unknown mix {self.mix!r}; known mixes: {', '.join(mix_names())}")
+        if self.trace is not None and self.trace not in BUILTIN_TRACES and not Path(self.trace).exists():
+            raise ValueError(f"scenario {self.name!r}: trace {self.trace!r} is neither a built-in trace "
+                             f"({', '.join(sorted(BUILTIN_TRACES))}) nor an existing file")
+        if (self.rate_per_s is None) == (self.load is None):
+            raise ValueError(f"scenario {self.name!r}: give exactly one of workload.rate_per_s or workload.load")
+        for name in ("rate_per_s", "load", "cv", "duration_s"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+                raise ValueError(f"scenario {self.name!r}: {name} must be a positive finite number, got {v!r}")
+        n = self.num_requests
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"scenario {self.name!r}: num_requests must be a positive integer, got {n!r}")
+        if n is None and self.duration_s is None:
+            raise ValueError(f"scenario {self.name!r}: give num_requests and/or duration_s (a finite episode)")
+        self.cluster_config()  # validates the scheduler options against the profiles
+
+    # ----------------------------------------------------------------------------------------
+    def cluster_config(self) -> ClusterConfig:
+        return ClusterConfig(list(self.instances), SchedulerConfig(
+            chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens))
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.instances)
+
+    @property
+    def max_model_len(self) -> int:
+        return min(get_profile(p).max_model_len for p in self.instances)
+
+    def with_overrides(self, **changes) -> "Scenario":
+        """A copy with some fields changed (``profile=``/``num_instances=`` rebuild ``instances``;
+        ``rate_per_s=`` clears ``load`` and vice versa)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        profile = changes.pop("profile", None)
+        num = changes.pop("num_instances", None)
+        if profile is not None or num is not None:
+            profile = profile or self.instances[0]
+            num = num or self.num_instances
+            if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+                raise ValueError(f"num_instances must be a positive integer, got {num!r}")
+            changes["instances"] = (profile,) * num
+        if "rate_per_s" in changes:
+            changes["load"] = None
+        elif "load" in changes:
+            changes["rate_per_s"] = None
+        if "trace" in changes:
+            changes["mix"] = None
+        changes.setdefault("name", self.name + "*")
+        return dataclasses.replace(self, **changes)
+
+    def saturation_rate(self) -> float:
+        return saturation_rate(self.cluster_config(), self.mix, self.trace)
+
+    def offered_rate(self) -> float:
+        """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate."""
+        return self.rate_per_s if self.rate_per_s is not None else self.load * self.saturation_rate()
+
+    def make_workload(self, seed: int | np.random.SeedSequence | None) -> Workload:
+        """One episode's requests. For a trace, the seed picks the window's first request."""
+        rate = self.offered_rate()
+        if self.mix is not None:
+            return generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
+                            duration_s=None if self.duration_s is None else self.duration_s * 1.0,
+                            seed=seed)
+        full = _trace_workload(self.trace, self.max_model_len)
+        rng = np.random.default_rng(seed)
+        n = min(self.num_requests or len(full), len(full))
+        start = int(rng.integers(0, len(full) - n + 1))
+        window = full.subset(np.arange(start, start + n))
+        w = replay(window, rate_per_s=rate).workload
+        if self.duration_s is not None:
+            w = w.window(0.0, self.duration_s)
+        return w
+
+    def summary_line(self) -> str:
+        sat = self.saturation_rate()
+        rate = self.offered_rate()
+        cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "")
+        workload = self.mix if self.mix is not None else f"trace {self.trace}"
+        horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
+        return (f"{self.name:<20} {cluster:<28} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
+                f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
+
+
+def _describe_instances(instances) -> str:
+    groups: dict[str, int] = {}
+    for p in instances:
+        groups[p] = groups.get(p, 0) + 1
+    return " + ".join(f"{n} x {p}" for p, n in groups.items())
+
+
+_TRACE_CACHE: dict[tuple, Workload] = {}
+
+
+def _trace_workload(trace: str, max_model_len: int) -> Workload:
+    key = (trace, max_model_len)
+    if key not in _TRACE_CACHE:
+        _TRACE_CACHE[key] = replay(trace, max_model_len=max_model_len).workload
+    return _TRACE_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Saturation
+# --------------------------------------------------------------------------------------------
+
+_SATURATION_MEMO: dict[str, float] = {}
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("LLM_ROUTING_ENV_CACHE") or Path.home() / ".cache" / "llm_routing_env"
+    return Path(root) / "saturation.json"
+
+
+def _saturation_key(config: ClusterConfig, mix, trace) -> str:
+    desc = {
+        "profiles": [dataclasses.asdict(p) | {"notes": ""} for p in config.profiles],
+        "scheduler": dataclasses.asdict(config.scheduler),
+        "mix": mix, "trace": trace,
+        "trace_sha": _file_sha(trace) if trace is not None and trace not in BUILTIN_TRACES else None,
+        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "version": 2,
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _file_sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None) -> float:
+    """The highest rate (req/s) round-robin sustains on ``config`` for this workload (cached)."""
+    key = _saturation_key(config, mix, trace)
+    if key in _SATURATION_MEMO:
+        return _SATURATION_MEMO[key]
+    path = _cache_file()
+    try:
+        disk = json.loads(path.read_text())
+    except (OSError, ValueError):
+        disk = {}
+    if key in disk and isinstance(disk[key], (int, float)):
+        _SATURATION_MEMO[key] = float(disk[key])
+        return _SATURATION_MEMO[key]
+    rate = measure_saturation_rate(config, mix, trace)
+    _SATURATION_MEMO[key] = rate
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        disk[key] = rate
+        path.write_text(json.dumps(disk, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only home is fine: the memo still holds it
+    return rate
+
+
+def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
+                            requests_per_instance: int = SATURATION_REQUESTS_PER_INSTANCE,
+                            seed: int = SATURATION_SEED) -> float:
+    """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc."""
+    max_len = min(p.max_model_len for p in config.profiles)
+    rng = np.random.default_rng(seed)
+    num_requests = requests_per_instance * config.num_instances
+    if mix is not None:
+        prompt, output, _ = get_mix(mix).sample(num_requests, rng)
+    else:
+        full = _trace_workload(trace, max_len)
+        idx = rng.choice(len(full), size=num_requests, replace=num_requests > len(full))
+        prompt, output = full.prompt_tokens[idx], full.output_tokens[idx]
+    keep = prompt + output <= max_len  # a mix may exceed a small context; drop those few
+    prompt, output = prompt[keep], output[keep]
+    n = prompt.size
+    sim = ClusterSimulator(config, num_clusters=1, max_requests=n)
+    sim.dispatch(0, np.arange(n), np.arange(n) % config.num_instances, prompt, output, 0.0)
+    sim.run_until_idle()
+    admitted = np.sort(sim.records().first_scheduled_s[0])
+    lo, hi = int(0.3 * n), int(0.9 * n)
+    return float((hi - lo) / (admitted[hi] - admitted[lo]))
+
+
+def round_robin_mean_e2e(scenario: Scenario, seed: int) -> float:
+    """Mean E2E (s) of one episode of ``scenario`` routed round-robin on arrival."""
+    w = scenario.make_workload(seed)
+    n = len(w)
+    sim = ClusterSimulator(scenario.cluster_config(), num_clusters=1, max_requests=n)
+    for i in range(n):
+        sim.advance_to(w.arrival_s[i])
+        sim.dispatch(0, i, i % scenario.num_instances, w.prompt_tokens[i], w.output_tokens[i], w.arrival_s[i])
+    sim.run_until_idle()
+    r = sim.records()
+    return float(np.mean(r.completion_s[0] - r.arrival_s[0]))
+
+
+def rate_for_round_robin_e2e(scenario: Scenario, target_mean_e2e_s: float, seeds=(0, 1, 2),
+                             tolerance: float = 0.01) -> float:
+    """The arrival rate at which round-robin's mean E2E over ``seeds`` reaches the target (bisection)."""
+    def mean_e2e(rate):
+        s = scenario.with_overrides(rate_per_s=rate)
+        return float(np.mean([round_robin_mean_e2e(s, seed) for seed in seeds]))
+
+    lo, hi = scenario.saturation_rate() * 0.5, scenario.saturation_rate() * 1.5
+    while mean_e2e(hi) < target_mean_e2e_s:
+        lo, hi = hi, hi * 2
+    while (hi - lo) / hi > tolerance:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_e2e(mid) < target_mean_e2e_s else (lo, mid)
+    return round((lo + hi) / 2, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped scenarios and loading
+# --------------------------------------------------------------------------------------------
+
+_SCENARIOS: dict[str, Scenario] = {}
+
+
+def register_scenario(s: Scenario) -> Scenario:
+    _SCENARIOS[s.name] = s
+    return s
+
+
+register_scenario(Scenario(
+    "paper-v100", "the paper's main setting (§5.2): 4 x Llama-2-7B on V100, paper mix, Poisson 20 req/s",
+    instances=("llama2-7b-v100",) * 4, rate_per_s=20.0, num_requests=2000))
+register_scenario(Scenario(
+    "paper-a100", "the paper's A100 setting (§6.3): 4 x Llama-3.1-8B on A100, 80 req/s",
+    instances=("llama3.1-8b-a100",) * 4, rate_per_s=80.0, num_requests=4000))
+register_scenario(Scenario(
+    "paper-a100-chunked", "paper-a100 with chunked prefill (vLLM v1 / Sarathi, 512-token budget)",
+    instances=("llama3.1-8b-a100",) * 4, chunked_prefill=True, rate_per_s=80.0, num_requests=4000))
+register_scenario(Scenario(
+    "paper-v100-8x", "the paper's scalability setting (A.11): 8 x Llama-2-7B on V100, 40 req/s, 4,000 requests",
+    instances=("llama2-7b-v100",) * 8, rate_per_s=40.0, num_requests=4000))
+register_scenario(Scenario(
+    "azure-conv", "Azure LLM inference 2023, conversation service, on 4 x Llama-2-7B A100 at 0.9 load",
+    instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-conv", load=0.9, num_requests=2000))
+register_scenario(Scenario(
+    "azure-code", "Azure LLM inference 2023, code service, on 4 x Llama-2-7B A100 at 0.9 load",
+    instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-code", load=0.9, num_requests=2000))
+
+
+def scenario_names() -> list[str]:
+    return list(_SCENARIOS)
+
+
+_SECTIONS = {
+    "": {"name", "description"},
+    "cluster": {"profile", "num_instances", "instances", "chunked_prefill", "max_num_seqs", "max_num_batched_tokens"},
+    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s"},
+}
+
+
+def load_scenario(name_or_path) -> Scenario:
+    """A shipped scenario by name, or one read from a TOML / YAML file."""
+    if isinstance(name_or_path, Scenario):
+        return name_or_path
+    if isinstance(name_or_path, str) and name_or_path in _SCENARIOS:
+        return _SCENARIOS[name_or_path]
+    path = Path(str(name_or_path))
+    if not path.is_file():
+        raise ValueError(f"unknown scenario {name_or_path!r}: not a shipped scenario "
+                         f"({', '.join(scenario_names())}) and no such file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise ValueError(f"{path}: reading YAML needs pyyaml (pip install 'llm-routing-env[yaml]'), "
+                                 "or write the scenario in TOML") from e
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a valid scenario file: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a scenario file must hold a table of settings")
+    fields: dict = {}
+    for section, allowed in _SECTIONS.items():
+        table = data if section == "" else data.get(section, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{section}] must be a table")
+        keys = {k for k in table if not isinstance(table[k], dict)} if section == "" else set(table)
+        unknown = keys - allowed
+        if unknown:
+            where = f"[{section}]" if section else "top level"
+            raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)} at {where}; known: {sorted(allowed)}")
+        fields.update({k: table[k] for k in keys})
+    unknown_sections = {k for k, v in data.items() if isinstance(v, dict)} - {"cluster", "workload"}
+    if unknown_sections:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown_sections)}; known: [cluster], [workload]")
+    if "instances" in fields:
+        if "profile" in fields or "num_instances" in fields:
+            raise ValueError(f"{path}: give either cluster.instances or cluster.profile + num_instances")
+        instances = fields.pop("instances")
+        if not isinstance(instances, list) or not all(isinstance(p, str) for p in instances):
+            raise ValueError(f"{path}: cluster.instances must be a list of profile names")
+        fields["instances"] = tuple(instances)
+    else:
+        profile = fields.pop("profile", "llama2-7b-v100")
+        num = fields.pop("num_instances", 4)
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise ValueError(f"{path}: cluster.num_instances must be a positive integer, got {num!r}")
+        fields["instances"] = (profile,) * num
+    if "trace" in fields:
+        fields.setdefault("mix", None)
+        trace = fields["trace"]
+        if isinstance(trace, str) and trace not in BUILTIN_TRACES and not Path(trace).is_absolute():
+            fields["trace"] = str((path.parent / trace).resolve())
+    fields.setdefault("name", path.stem)
+    try:
+        return Scenario(**fields, source=str(path))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def main(argv=None) -> int:
+    """List the shipped scenarios, one line each, with the load they put on their cluster."""
+    args = sys.argv[1:] if argv is None else argv
+    names = args or scenario_names()
+    for name in names:
+        s = load_scenario(name)
+        print(s.summary_line())
+        if s.description:
+            print(f"{'':<20} {s.description}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""Trace loaders (Azure 2023, Mooncake, generic CSV), the shipped traces, malformed input, replay."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llm_routing_env import traces as T
+from llm_routing_env.workloads import Workload
+
+SHARED = Path("/work/shared/data")
+MOONCAKE = SHARED / "mooncake_fast25"
+
+
+# --- the shipped Azure traces ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, rows, duration, rate, mean_prompt, mean_output",
+    [
+        ("azure-code", 8819, 3435.948056, 2.57, 2048, 28),
+        ("azure-conv", 19366, 3501.721937, 5.53, 1155, 211),
+    ],
+)
+def test_builtin_azure_traces(name, rows, duration, rate, mean_prompt, mean_output):
+    w = T.load_builtin_trace(name)
+    assert len(w) == rows
+    assert w.arrival_s[0] == 0.0
+    assert w.duration_s == pytest.approx(duration, abs=1e-6)
+    assert w.mean_rate_per_s == pytest.approx(rate, abs=0.01)
+    assert w.prompt_tokens.mean() == pytest.approx(mean_prompt, rel=0.01)
+    assert w.output_tokens.mean() == pytest.approx(mean_output, rel=0.02)
+    assert w.task_names == (name,) and w.prefix_hashes is None
+    assert T.load_builtin_trace(name) is w  # cached, immutable
+
+
+def test_azure_timestamps_keep_sub_microsecond_precision():
+    w = T.load_builtin_trace("azure-code")
+    # 18:17:03.9799600, 18:17:04.0319600, 18:17:04.0781490
+    assert w.arrival_s[1] == pytest.approx(0.052, abs=1e-9)
+    assert w.arrival_s[2] == pytest.approx(0.098189, abs=1e-9)
+    assert w.prompt_tokens[:3].tolist() == [4808, 3180, 110]
+    assert w.output_tokens[:3].tolist() == [10, 8, 27]
+
+
+def test_package_ships_data_with_attribution():
+    folder = T.builtin_trace_path("azure-conv").parent
+    assert (folder / "LICENSE-CC-BY-4.0.txt").is_file()
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert "Splitwise" in readme and "Creative Commons Attribution 4.0" in readme
+    assert not any("mooncake" in p.name.lower() for p in folder.parent.rglob("*"))
+    for name in T.builtin_trace_names():
+        shipped = T.builtin_trace_path(name)
+        digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
+        assert digest in readme  # byte-identical to the documented source
+    with pytest.raises(ValueError, match="known: azure-code, azure-conv"):
+        T.load_builtin_trace("azure-2024")
+
+
+# --- Mooncake (read from shared data when present) ------------------------------------------------
+
+
+@pytest.mark.skipif(not MOONCAKE.is_dir(), reason="Mooncake traces not available at /work/shared/data")
+@pytest.mark.parametrize("file, rows, duration", [("conversation_trace.jsonl", 12031, 3536.999),
+                                                  ("synthetic_trace.jsonl", 3993, 1022.025)])
+def test_mooncake_traces(file, rows, duration):
+    w = T.load_trace(MOONCAKE / file)
+    assert len(w) == rows
+    assert w.duration_s == pytest.approx(duration)
+    assert w.prefix_block_tokens == 512
+    blocks = np.array([h.size for h in w.prefix_hashes])
+    assert np.array_equal(blocks, -(-w.prompt_tokens // 512))
+    clipped, n = w.clip_to_context(4096)
+    assert n == int(np.sum(w.prompt_tokens + w.output_tokens > 4096))
+    assert (clipped.prompt_tokens + clipped.output_tokens <= 4096).all()
+    assert all(h.size == -(-p // 512) for h, p in zip(clipped.prefix_hashes, clipped.prompt_tokens))
+
+
+def test_mooncake_small_file(tmp_path):
+    f = tmp_path / "mc.jsonl"
+    f.write_text('{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}\n'
+                 '\n'
+                 '{"timestamp": 1500, "input_length": 10, "output_length": 3, "hash_ids": [2]}\n')
+    w = T.load_trace(f)
+    assert w.arrival_s.tolist() == [0.0, 1.5]
+    assert [h.tolist() for h in w.prefix_hashes] == [[0, 1], [2]]
+    assert w.task_names == ("mc",)
+
+
+# --- generic CSV -------------------------------------------------------------------------------
+
+
+def test_generic_round_trip(tmp_path):
+    from llm_routing_env.workloads import generate
+
+    w = generate(rate_per_s=7.3, n=500, seed=11)
+    path = T.save_generic_csv(w, tmp_path / "mine.csv")
+    back = T.load_trace(path)
+    assert back.arrival_s.tobytes() == w.arrival_s.tobytes()
+    assert np.array_equal(back.prompt_tokens, w.prompt_tokens)
+    assert np.array_equal(back.output_tokens, w.output_tokens)
+    assert [back.task_names[k] for k in back.task] == [w.task_names[k] for k in w.task]
+    gz = T.save_generic_csv(w, tmp_path / "mine.csv.gz")
+    assert np.array_equal(T.load_trace(gz).prompt_tokens, w.prompt_tokens)
+
+
+def test_generic_without_task_any_order_extra_columns(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("request_id,output_tokens,arrival_s,prompt_tokens\nr1,5,0.25,100\nr2,7,1.5,20\n\n")
+    w = T.load_trace(f)
+    assert w.arrival_s.tolist() == [0.25, 1.5]  # times are kept as written
+    assert w.prompt_tokens.tolist() == [100, 20] and w.output_tokens.tolist() == [5, 7]
+    assert w.task_names == ("log",)
+    f2 = tmp_path / "tasks.csv"
+    f2.write_text("arrival_s,prompt_tokens,output_tokens,task\n0,1,1,10\n1,1,1,9\n2,1,1,10\n")
+    w2 = T.load_trace(f2)
+    assert w2.task_names == ("9", "10") and w2.task.tolist() == [1, 0, 1]
+
+
+def test_format_detection_and_override(tmp_path):
+    f = tmp_path / "log.txt"
+    f.write_text("arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
+    assert T.detect_format(f) == "generic"
+    assert T.detect_format(T.builtin_trace_path("azure-code")) == "azure"
+    with pytest.raises(T.TraceError, match=r"line 1, column 'TIMESTAMP': missing column"):
+        T.load_trace(f, format="azure")
+    with pytest.raises(ValueError, match="unknown trace format"):
+        T.load_trace(f, format="parquet")
+    with pytest.raises(FileNotFoundError):
+        T.load_trace(tmp_path / "absent.csv")
+
+
+# --- malformed input: every case names the file, the line and the column --------------------------
+
+GOOD_GENERIC = "arrival_s,prompt_tokens,output_tokens\n0.0,10,5\n0.5,20,6\n1.0,30,7\n"
+AZ_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+AZ_ROW1 = "2023-11-16 18:17:03.9799600,4808,10\n"
+MC_ROW = '{"timestamp": 0, "input_length": 6, "output_length": 5, "hash_ids": [0]}\n'
+
+MALFORMED = [
+    # (file name, content, format or None, line, column, message regex)
+    ("missing_col.csv", "arrival_s,prompt_tokens\n0,1\n", None, 1, "output_tokens", "missing column"),
+    ("missing_col2.csv", "arrival_s,prompt_tokens,task\n0,1,a\n", "generic", 1, "output_tokens", "missing column"),
+    ("nonnumeric.csv", GOOD_GENERIC + "1.5,abc,3\n", None, 5, "prompt_tokens", "'abc' is not a number"),
+    ("negative.csv", GOOD_GENERIC + "1.5,3,-3\n", None, 5, "output_tokens", "'-3' must be a positive integer"),
+    ("zero.csv", GOOD_GENERIC + "1.5,0,3\n", None, 5, "prompt_tokens", "'0' must be a positive integer"),
+    ("noninteger.csv", GOOD_GENERIC + "1.5,12.5,3\n", None, 5, "prompt_tokens", "'12.5' is not an integer"),
+    ("unsorted.csv", GOOD_GENERIC + "0.7,3,3\n", None, 5, "arrival_s", "earlier than the previous request's 1.0 s"),
+    ("missing_ts.csv", "arrival_s,prompt_tokens,output_tokens\n0.0,10,5\n,20,6\n", None, 3, "arrival_s",
+     "missing timestamp"),
+    ("nan_ts.csv", "arrival_s,prompt_tokens,output_tokens\nnan,10,5\n", None, 2, "arrival_s", "not a finite time"),
+    ("neg_ts.csv", "arrival_s,prompt_tokens,output_tokens\n-1,10,5\n", None, 2, "arrival_s", "negative"),
+    ("short_row.csv", "arrival_s,prompt_tokens,output_tokens\n0.0,10\n", None, 2, "output_tokens",
+     "missing value: the row has 2 field"),
+    ("long_row.csv", "arrival_s,prompt_tokens,output_tokens\n0.0,10,5,9\n", None, 2, "#4", "the row has 4 fields"),
+    ("empty.csv", "", "generic", 1, "arrival_s", "file is empty"),
+    ("blank.csv", "\n\n", "generic", 1, "arrival_s", "file is empty"),
+    ("header_only.csv", "arrival_s,prompt_tokens,output_tokens\n", None, 2, "arrival_s", "no requests"),
+    ("semicolons.csv", "arrival_s;prompt_tokens;output_tokens\n0;1;1\n", None, 1, "arrival_s", "uses ';' as delimiter"),
+    ("tabs.csv", "arrival_s\tprompt_tokens\toutput_tokens\n0\t1\t1\n", None, 1, "arrival_s", "uses a tab as delimiter"),
+    ("semicolons_forced.csv", "arrival_s;prompt_tokens;output_tokens\n0;1;1\n", "generic", 1, "arrival_s",
+     "missing column.*uses ';' as delimiter"),
+    ("semicolon_row.csv", GOOD_GENERIC + "1.5;3;3\n", None, 5, "prompt_tokens",
+     "missing value.*uses ';' as delimiter"),
+    ("unknown_header.csv", "time,in,out\n0,1,1\n", None, 1, "time", "unknown header"),
+    # Azure
+    ("az_bad_ts.csv", AZ_HEAD + AZ_ROW1 + "2023-13-16 18:17:04.0,1,1\n", None, 3, "TIMESTAMP", "not a valid datetime"),
+    ("az_garbage_ts.csv", AZ_HEAD + AZ_ROW1 + "yesterday,1,1\n", None, 3, "TIMESTAMP", "not a datetime"),
+    ("az_missing_ts.csv", AZ_HEAD + AZ_ROW1 + ",1,1\n", None, 3, "TIMESTAMP", "missing timestamp"),
+    ("az_unsorted.csv", AZ_HEAD + AZ_ROW1 + "2023-11-16 18:17:03.9,1,1\n", None, 3, "TIMESTAMP",
+     "earlier than the previous request's"),
+    ("az_nonnumeric.csv", AZ_HEAD + AZ_ROW1 + "2023-11-16 18:17:04.1,x,1\n", None, 3, "ContextTokens", "not a number"),
+    ("az_negative.csv", AZ_HEAD + AZ_ROW1 + "2023-11-16 18:17:04.1,4,-1\n", None, 3, "GeneratedTokens",
+     "positive integer"),
+    ("az_missing_col.csv", "TIMESTAMP,ContextTokens\n" + "2023-11-16 18:17:04.1,4\n", "azure", 1, "GeneratedTokens",
+     "missing column"),
+    ("az_semicolons.csv", "TIMESTAMP;ContextTokens;GeneratedTokens\n2023-11-16 18:17:04.1;4;1\n", None, 1,
+     "TIMESTAMP", "uses ';' as delimiter"),
+    ("az_empty.csv", "", "azure", 1, "TIMESTAMP", "file is empty"),
+    # Mooncake
+    ("mc_json.jsonl", MC_ROW + '{"timestamp": 1, "input_length": 6\n', None, 2, "char 35", "invalid JSON"),
+    ("mc_missing.jsonl", MC_ROW + '{"timestamp": 1, "input_length": 6}\n', None, 2, "output_length", "missing key"),
+    ("mc_negative.jsonl", MC_ROW + '{"timestamp": 1, "input_length": -6, "output_length": 1}\n', None, 2,
+     "input_length", "positive integer"),
+    ("mc_noninteger.jsonl", MC_ROW + '{"timestamp": 1, "input_length": 6.5, "output_length": 1}\n', None, 2,
+     "input_length", "not an integer"),
+    ("mc_string.jsonl", MC_ROW + '{"timestamp": 1, "input_length": "6", "output_length": 1}\n', None, 2,
+     "input_length", "not a number"),
+    ("mc_unsorted.jsonl", '{"timestamp": 5, "input_length": 6, "output_length": 5}\n' + MC_ROW, None, 2,
+     "timestamp", "earlier than the previous request's 5.0 ms"),
+    ("mc_missing_ts.jsonl", MC_ROW + '{"timestamp": null, "input_length": 6, "output_length": 1}\n', None, 2,
+     "timestamp", "not a number of milliseconds"),
+    ("mc_hashes.jsonl", MC_ROW + '{"timestamp": 1, "input_length": 6, "output_length": 1, "hash_ids": "x"}\n', None,
+     2, "hash_ids", "list of integers"),
+    ("mc_empty.jsonl", "", None, 1, "timestamp", "file is empty"),
+]
+
+
+@pytest.mark.parametrize("fname, content, fmt, line, column, message", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_raises_trace_error(tmp_path, fname, content, fmt, line, column, message):
+    path = tmp_path / fname
+    path.write_text(content, encoding="utf-8")
+    pattern = re.escape(f"{path}: line {line}, column {column!r}: ") + ".*" + message
+    with pytest.raises(T.TraceError, match=pattern) as info:
+        T.load_trace(path, format=fmt)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert (err.path, err.line, err.column) == (str(path), line, column)
+
+
+def test_binary_file_is_a_trace_error(tmp_path):
+    path = tmp_path / "junk.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81garbage\x00")
+    with pytest.raises(T.TraceError, match=re.escape(f"{path}: line 1, column 'byte 1': not UTF-8")):
+        T.load_trace(path)
+    later = tmp_path / "later.csv"
+    later.write_bytes(GOOD_GENERIC.encode() + b"1.5,3,\xe9\n")
+    with pytest.raises(T.TraceError, match=re.escape(f"{later}: line 5, column 'byte 7': not UTF-8")):
+        T.load_trace(later)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(T.TraceError, match=re.escape(f"{empty}: line 1, column 'header': file is empty")):
+        T.load_trace(empty)
+    badgz = tmp_path / "bad.csv.gz"
+    badgz.write_bytes(b"not gzip at all")
+    with pytest.raises(T.TraceError, match=re.escape(f"{badgz}: line 1, column 'file': cannot be read")):
+        T.load_trace(badgz)
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def test_replay_rate_scaling():
+    r = T.replay("azure-conv", rate_per_s=20.0)
+    assert len(r.workload) == 19366 and r.source_requests == 19366
+    assert r.workload.mean_rate_per_s == pytest.approx(20.0, rel=1e-12)
+    src = T.load_builtin_trace("azure-conv")
+    assert np.allclose(r.workload.arrival_s, src.arrival_s * r.time_scale)
+    assert r.time_scale == pytest.approx(src.mean_rate_per_s / 20.0)
+    # order, contents and burstiness (gap CV) are kept
+    assert np.array_equal(r.workload.prompt_tokens, src.prompt_tokens)
+    cv = lambda t: np.diff(t).std() / np.diff(t).mean()  # noqa: E731
+    assert cv(r.workload.arrival_s) == pytest.approx(cv(src.arrival_s), rel=1e-9)
+
+
+def test_replay_windows():
+    src = T.load_builtin_trace("azure-code")
+    r = T.replay(src, start_s=600.0, duration_s=300.0)
+    inside = (src.arrival_s >= 600.0) & (src.arrival_s < 900.0)
+    assert len(r.workload) == int(inside.sum()) > 0
+    assert r.workload.arrival_s[0] == 0.0 and r.workload.arrival_s[-1] < 300.0
+    assert np.array_equal(r.workload.prompt_tokens, src.prompt_tokens[inside])
+    r2 = T.replay(src, count=2000)
+    assert len(r2.workload) == 2000 and np.array_equal(r2.workload.output_tokens, src.output_tokens[:2000])
+    r3 = T.replay(src, start_s=600.0, duration_s=300.0, count=10, shift_to_zero=False)
+    assert len(r3.workload) == 10 and r3.workload.arrival_s[0] >= 600.0
+    with pytest.raises(ValueError, match="selects no request"):
+        T.replay(src, start_s=1e6, duration_s=10.0)
+
+
+def test_replay_clipping_counts():
+    src = T.load_builtin_trace("azure-conv")
+    for L in (2048, 4096):
+        expected = int(np.sum(src.prompt_tokens + src.output_tokens > L))
+        r = T.replay(src, max_model_len=L)
+        assert r.n_clipped == expected > 0
+        w = r.workload
+        assert (w.prompt_tokens + w.output_tokens <= L).all()
+        assert (w.output_tokens >= 1).all() and (w.prompt_tokens <= L - 1).all()
+    r = T.replay(src, max_model_len="llama2-7b-v100", clip_policy="keep-output")
+    assert r.n_clipped == int(np.sum(src.prompt_tokens + src.output_tokens > 4096))
+    assert np.array_equal(r.workload.output_tokens, src.output_tokens)  # conv outputs are <= 1,000
+
+
+def test_replay_from_a_path(tmp_path):
+    f = tmp_path / "w.csv"
+    f.write_text("arrival_s,prompt_tokens,output_tokens\n10,5000,5\n11,10,10\n13,10,10\n")
+    r = T.replay(f, rate_per_s=2.0, max_model_len=4096)
+    assert r.workload.arrival_s.tolist() == pytest.approx([0.0, 1 / 3, 1.0])  # 10, 11, 13 s at 2 req/s
+    assert r.n_clipped == 1 and r.workload.prompt_tokens[0] == 4095
+    assert isinstance(r.workload, Workload)
+
+
+def test_gzip_trace(tmp_path):
+    f = tmp_path / "az.csv.gz"
+    with gzip.open(f, "wt", encoding="utf-8") as g:
+        g.write(AZ_HEAD + AZ_ROW1 + "2023-11-16 18:17:05.0,3,4\n")
+    w = T.load_trace(f)
+    assert w.arrival_s[1] == pytest.approx(1.02004, abs=1e-9)
