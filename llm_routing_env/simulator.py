@@ -80,6 +80,9 @@ class ClusterSimulator:
         rows, BR = self._rows, self.B * self.R
         self.busy_until_s = np.zeros(rows)
         self.n_running = np.zeros(rows, dtype=np.int64)
+        self.completed_count = np.zeros(rows, dtype=np.int64)
+        self.completion_time_sum_s = np.zeros(rows)
+        self.last_step_completions = np.zeros(rows, dtype=np.int64)
         self.slots = np.zeros((rows, self.S, _NUM_FIELDS), dtype=np.int64)
         self.free_blocks = self._capacity.copy()
         self.waiting = np.zeros((rows, self._wcap), dtype=np.int64)
@@ -119,6 +122,9 @@ class ClusterSimulator:
         self.iterations[idx] = 0
         self.busy_until_s[rows] = 0.0
         self.n_running[rows] = 0
+        self.completed_count[rows] = 0
+        self.completion_time_sum_s[rows] = 0.0
+        self.last_step_completions[rows] = 0
         self.free_blocks[rows] = self._capacity[rows]
         self.w_head[rows] = 0
         self.w_count[rows] = 0
@@ -307,17 +313,25 @@ class ClusterSimulator:
         valid1 = col < n_kept[:, None]
         done = valid1 & (gen == sub[..., OUTPUT])
         n1 = n_kept
+        n_completed = 0
         if done.any():
             free = free + self._complete(rows, sub, done, end_s)
-            n_done = done.sum(axis=1)
-            sub = self._compact(sub, valid1 & ~done, n_kept - n_done)
-            n1 = n_kept - n_done
+            n_completed = done.sum(axis=1)
+            sub = self._compact(sub, valid1 & ~done, n_kept - n_completed)
+            n1 = n_kept - n_completed
         self.slots[rows, :width] = sub
 
         # ---- admitted requests join the running tail
         if adm is not None:
-            n1, adm_free = self._admit(rows, cand, adm, k_adm, n1, start_s, end_s)
+            n1, adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, n1, start_s, end_s)
             free = free + adm_free
+            n_completed = n_completed + adm_completed
+
+        # completion counters: every completion of this step happens at end_s
+        self.last_step_completions[rows] = n_completed
+        if np.any(n_completed):
+            self.completed_count[rows] += n_completed
+            self.completion_time_sum_s[rows] += n_completed * end_s
 
         self.n_running[rows] = n1
         self.free_blocks[rows] = free
@@ -368,7 +382,9 @@ class ClusterSimulator:
         output = self.output[q]
         done = gen == output  # one-token outputs finish with their prefill
         freed = np.zeros(rows.size, dtype=np.int64)
+        completed = 0
         if done.any():
+            completed = np.bincount(r_idx[done], minlength=rows.size)
             self.completion_s[q[done]] = end_s[r_idx[done]]
             self.status[q[done]] = COMPLETED
             self.generated[q[done]] = output[done]
@@ -382,7 +398,7 @@ class ClusterSimulator:
         dest = n_running[r_idx] + (np.arange(r_idx.size) - first_of_row[r_idx])
         record = np.stack([q, self.prompt[q], output, gen, _ceil_blocks(x), chunk, x], axis=1)
         self.slots[rows[r_idx], dest] = record
-        return n_running + per_row, freed
+        return n_running + per_row, freed, completed
 
     def _complete(self, rows, sub, done, end_s) -> np.ndarray:
         """Record completions; returns the KV blocks they free per row."""
@@ -449,6 +465,39 @@ class ClusterSimulator:
         return np.maximum(np.minimum(k, x + 1), 1)
 
     # -------------------------------------------------------------------------------- observing
+    def instance_requests(self) -> dict[str, np.ndarray]:
+        """Which requests each instance holds, for routers and observation encoders.
+
+        Rows are instances (``row = cluster * N + instance``). ``running_request`` (rows, S) and
+        ``waiting_request`` (rows, W) hold request indices ``cluster * R + request_id`` (running in
+        admission order, waiting in queue order) where ``running_valid`` / ``waiting_valid``;
+        ``running_generated`` are their output tokens so far and ``running_prefill_done`` whether
+        their (current) prefill is complete. Arrays are copies.
+        """
+        width = max(int(self.n_running.max()), 1)
+        slots = self.slots[:, :width]
+        w = max(int(self.w_count.max()), 1)
+        pos = (self.w_head[:, None] + np.arange(w)) % self._wcap
+        return {
+            "running_request": slots[..., Q].copy(),
+            "running_valid": np.arange(width) < self.n_running[:, None],
+            "running_generated": slots[..., GEN].copy(),
+            "running_prefill_done": slots[..., PREFILLED] == slots[..., TARGET],
+            "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
+            "waiting_valid": np.arange(w) < self.w_count[:, None],
+        }
+
+    def completions_by(self, t_s) -> tuple[np.ndarray, np.ndarray]:
+        """Per cluster: how many requests completed at or before ``t_s`` and the sum of their
+        completion times. ``t_s`` must be at least ``now_s`` (completions recorded for an iteration
+        still in flight at ``t_s``, which all end at that instance's ``busy_until_s``, are left out).
+        """
+        t_row = np.repeat(np.broadcast_to(np.asarray(t_s, dtype=np.float64), (self.B,)), self.N)
+        in_flight = np.where(self.busy_until_s > t_row, self.last_step_completions, 0)
+        count = (self.completed_count - in_flight).reshape(self.B, self.N).sum(axis=1)
+        total = (self.completion_time_sum_s - in_flight * self.busy_until_s).reshape(self.B, self.N).sum(axis=1)
+        return count, total
+
     def records(self) -> RequestRecords:
         """Per-request records as (B, R) arrays (copies)."""
         generated = self.generated.copy()

@@ -1,0 +1,52 @@
+"""completions_by(t): the counters the environment's latency reward is built on."""
+
+import numpy as np
+import pytest
+
+from llm_routing_env import ClusterConfig, SchedulerConfig
+from llm_routing_env.simulator import ClusterSimulator
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_completions_by_matches_the_records(chunked):
+    rng = np.random.default_rng(7)
+    cfg = ClusterConfig(["llama2-7b-a100", "llama2-7b-v100", "llama2-7b-v100"], SchedulerConfig(chunked_prefill=chunked))
+    B, R = 3, 120
+    sim = ClusterSimulator(cfg, B, R)
+    t = 0.0
+    for i in range(R):
+        t += rng.exponential(0.05)
+        sim.advance_to(t)
+        sim.dispatch(np.arange(B), i, rng.integers(0, 3, size=B), rng.integers(1, 600, size=B),
+                     np.where(rng.random(B) < 0.1, 1, rng.integers(1, 400, size=B)), t)
+        rec = sim.records()
+        count, total = sim.completions_by(t)
+        done = rec.completion_s <= t
+        np.testing.assert_array_equal(count, done.sum(axis=1))
+        np.testing.assert_allclose(total, np.where(done, rec.completion_s, 0).sum(axis=1), rtol=1e-12)
+    sim.run_until_idle()
+    count, total = sim.completions_by(sim.now_s)
+    rec = sim.records()
+    np.testing.assert_array_equal(count, [R] * B)
+    np.testing.assert_allclose(total, rec.completion_s.sum(axis=1), rtol=1e-12)
+    sim.reset([1])
+    assert sim.completions_by(0.0)[0][1] == 0
+
+
+def test_instance_requests_agree_with_the_records():
+    rng = np.random.default_rng(3)
+    cfg = ClusterConfig(["llama2-7b-v100"] * 2)
+    sim = ClusterSimulator(cfg, 2, 300)
+    for i in range(300):
+        sim.advance_to(i * 0.01)
+        sim.dispatch([0, 1], i, rng.integers(0, 2, size=2), rng.integers(1, 1500, size=2), rng.integers(1, 1500, size=2), i * 0.01)
+        if i % 37 == 0:
+            view, rec = sim.instance_requests(), sim.records()
+            status, generated = rec.status.ravel(), rec.generated_tokens.ravel()
+            running = view["running_request"][view["running_valid"]]
+            waiting = view["waiting_request"][view["waiting_valid"]]
+            assert sorted(running) == sorted(np.flatnonzero(status == 2))
+            assert sorted(waiting) == sorted(np.flatnonzero(status == 1))
+            np.testing.assert_array_equal(view["running_generated"][view["running_valid"]], generated[running])
+            rows = np.repeat(np.arange(4)[:, None], view["running_request"].shape[1], axis=1)[view["running_valid"]]
+            np.testing.assert_array_equal(rows % 2, rec.instance.ravel()[running])
