@@ -1,0 +1,463 @@
+"""The routing episode logic, batched over B environments: the functional core behind the Env,
+the VectorEnv and the evaluator.
+
+One :class:`RoutingCore` holds B episodes of one scenario: a :class:`ClusterSimulator` with B
+clusters, each episode's requests (true lengths and the predictor's outputs), the router queue, the
+decision clock and the reward accounting. ``step(actions)`` applies one decision per environment
+and advances simulated time; :meth:`view` says what a router can see (a :class:`RouterView`).
+
+Decision modes
+* ``tick`` (the paper's): a decision every ``decision_interval_s`` (0.02 s) of simulated time.
+  Actions ``0..N-1`` send the head of the router queue to that instance, action ``N`` holds.
+  Requests wait at the router until sent. With ``skip_idle_ticks`` (default) ticks at which the
+  router queue is empty are skipped (the clock jumps to the first tick after the next arrival):
+  nothing can be decided there and the paper's agent could only hold.
+* ``arrival``: one decision per arriving request, at its arrival time; actions ``0..N-1``.
+
+An episode ends (``terminated``) when every request has completed: once the last request is
+dispatched, the step that dispatched it runs the cluster to completion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+from gymnasium.utils import seeding
+
+from .impact import ImpactConfig, guidance, mixing_penalty
+from .metrics import summarize
+from .predictors import DQN_STATE_BUCKETS, make_predictor, predictor_names
+from .profiles import iteration_time_ms
+from .scenarios import Scenario, load_scenario
+from .simulator import ClusterSimulator
+
+MODES = ("tick", "arrival")
+OBSERVATIONS = ("paper", "rich")
+REWARDS = ("latency", "paper")
+PREDICTOR_TRAIN_SEED = 1_000_003  # the predictor's training sample never equals an episode seed
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything ``gym.make`` accepts; validated on construction (errors name the setting)."""
+
+    scenario: Scenario
+    mode: str = "tick"
+    obs: str = "paper"
+    reward: str = "latency"
+    reward_scale: float = 0.01
+    completion_reward: float = 60.0
+    predictor: str = "task-prior"
+    predictor_kwargs: dict = field(default_factory=dict)
+    decision_interval_s: float = 0.02
+    skip_idle_ticks: bool = True
+    max_sim_time_s: float | None = None
+    max_episode_steps: int | None = None
+    impact: ImpactConfig = ImpactConfig()
+
+    @classmethod
+    def from_kwargs(cls, scenario="paper-v100", **kwargs) -> "EnvConfig":
+        """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
+        ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``) change the scenario."""
+        known = {f.name for f in fields(cls)} - {"scenario"}
+        overrides = {k: kwargs.pop(k) for k in ("rate_per_s", "load", "num_instances", "profile",
+                                                "chunked_prefill", "num_requests") if k in kwargs}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ValueError(f"unknown environment setting(s) {sorted(unknown)}; known: "
+                             f"{sorted(known | {'scenario', 'rate_per_s', 'load', 'num_instances', 'profile', 'chunked_prefill', 'num_requests'})}")
+        if isinstance(kwargs.get("impact"), dict):
+            kwargs["impact"] = ImpactConfig(**kwargs["impact"])
+        return cls(scenario=load_scenario(scenario).with_overrides(**overrides), **kwargs)
+
+    def __post_init__(self) -> None:
+        def choice(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+
+        choice("mode", MODES)
+        choice("obs", OBSERVATIONS)
+        choice("reward", REWARDS)
+        choice("predictor", tuple(predictor_names()))
+        for name in ("reward_scale", "decision_interval_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        v = self.completion_reward
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"completion_reward must be a finite number, got {v!r}")
+        if not isinstance(self.skip_idle_ticks, bool):
+            raise ValueError(f"skip_idle_ticks must be True or False, got {self.skip_idle_ticks!r}")
+        v = self.max_sim_time_s
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ValueError(f"max_sim_time_s must be a positive number or None, got {v!r}")
+        v = self.max_episode_steps
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"max_episode_steps must be a positive integer or None, got {v!r}")
+        if not isinstance(self.predictor_kwargs, dict):
+            raise ValueError(f"predictor_kwargs must be a dict, got {self.predictor_kwargs!r}")
+        if not isinstance(self.impact, ImpactConfig):
+            raise ValueError(f"impact must be an ImpactConfig or a dict of its fields, got {self.impact!r}")
+
+    @property
+    def num_instances(self) -> int:
+        return self.scenario.num_instances
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_instances + (1 if self.mode == "tick" else 0)
+
+    def max_requests(self) -> int:
+        s = self.scenario
+        if s.num_requests is not None:
+            return s.num_requests
+        return int(2 * s.offered_rate() * s.duration_s + 100)
+
+
+@dataclass
+class RouterView:
+    """What a router can see, for B environments (arrays lead with B; instances are (B, N)).
+
+    Only observable state: the router queue, each instance's queues and KV cache, tokens generated
+    so far, and the length predictor's outputs. True output lengths are not here (see
+    :meth:`RoutingCore.oracle_view`).
+    """
+
+    time_s: np.ndarray                  # (B,) decision time
+    queue_len: np.ndarray               # (B,) requests waiting at the router
+    has_request: np.ndarray             # (B,) bool: a request to route now
+    head_request: np.ndarray            # (B,) its request id (-1 if none)
+    head_prompt_tokens: np.ndarray      # (B,)
+    head_task: np.ndarray               # (B,)
+    head_pred_bucket: np.ndarray        # (B,) predicted decode bucket (DQN buckets 0-256, 256-2048, 2048+)
+    head_pred_tokens: np.ndarray        # (B,) predicted decode tokens (point estimate)
+    head_wait_s: np.ndarray             # (B,) time it has waited at the router
+    num_running: np.ndarray             # (B, N)
+    num_waiting: np.ndarray             # (B, N)
+    num_prefilling: np.ndarray          # (B, N) waiting + running with an unfinished prefill
+    kv_blocks_used: np.ndarray          # (B, N)
+    kv_blocks_free: np.ndarray          # (B, N)
+    pending_prefill_tokens: np.ndarray  # (B, N)
+    decode_context_tokens: np.ndarray   # (B, N) KV of the decoding requests (prompt + generated)
+    decode_bucket_counts: np.ndarray    # (B, N, K) decoding requests by predicted bucket
+    pred_remaining_tokens: np.ndarray   # (B, N, K) predicted remaining decode tokens (running + waiting) by bucket
+    decode_iteration_s: np.ndarray      # (B, N) the current decode batch's iteration time
+    earliest_completion_s: np.ndarray   # (B, N) predicted time to the first completion (0 if none)
+    busy_for_s: np.ndarray              # (B, N) until the iteration in flight ends
+    impact: np.ndarray                  # (B, N) mixing penalty r_mix of the head request (larger is better)
+    action_mask: np.ndarray             # (B, A) bool
+    # static, per instance (N,)
+    kv_capacity_blocks: np.ndarray
+    max_num_seqs: np.ndarray
+    prefill_s_per_token: np.ndarray
+    coefficients: np.ndarray            # (N, 7) iteration-time coefficients (profiles.py)
+
+
+@dataclass
+class OracleView:
+    """Clairvoyant extras, for the oracles only (flagged and reported apart)."""
+
+    head_output_tokens: np.ndarray      # (B,) true output length of the head request
+    remaining_tokens: np.ndarray        # (B, N) true remaining decode tokens of each instance's requests
+
+
+class RoutingCore:
+    """B episodes of one scenario advanced together (see the module docstring)."""
+
+    def __init__(self, config: EnvConfig, num_envs: int = 1):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.config = config
+        self.B, self.N, self.A = int(num_envs), config.num_instances, config.num_actions
+        self.R = config.max_requests()
+        cluster = config.scenario.cluster_config()
+        self.sim = ClusterSimulator(cluster, num_clusters=self.B, max_requests=self.R)
+        self.buckets = DQN_STATE_BUCKETS
+        self.K = self.buckets.n_buckets
+        self.predictor = make_predictor(config.predictor, buckets=self.buckets, **config.predictor_kwargs)
+        if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on a sample no episode uses
+            self.predictor.fit(config.scenario.make_workload(PREDICTOR_TRAIN_SEED))
+        coeffs = cluster.coefficient_table()
+        self.coefficients = coeffs
+        self.kv_capacity = cluster.per_instance("kv_capacity_blocks")
+        self.max_num_seqs = cluster.per_instance("max_num_seqs")
+        # a long prompt's prefill cost per token: the linear terms above the knee
+        self.prefill_s_per_token = (coeffs[:, 1] + coeffs[:, 2]) / 1000.0
+
+        B, R = self.B, self.R
+        self.rngs = [seeding.np_random(None)[0] for _ in range(B)]
+        self.n_req = np.zeros(B, dtype=np.int64)
+        self.arrival = np.full((B, R), np.inf)
+        self.arrival_cumsum = np.zeros((B, R + 1))
+        self.prompt = np.ones((B, R), dtype=np.int64)
+        self.output = np.ones((B, R), dtype=np.int64)
+        self.task = np.zeros((B, R), dtype=np.int64)
+        self.pred_bucket = np.zeros((B, R), dtype=np.int64)
+        self.pred_tokens = np.ones((B, R))
+        self.task_names: list[tuple[str, ...]] = [()] * B
+        self.t = np.zeros(B)
+        self.tick = np.zeros(B, dtype=np.int64)
+        self.n_arrived = np.zeros(B, dtype=np.int64)
+        self.n_dispatched = np.zeros(B, dtype=np.int64)
+        self.latency_integral = np.zeros(B)  # F(t): time spent in the system so far, summed over requests
+        self.completed = np.zeros(B, dtype=np.int64)
+        self.steps = np.zeros(B, dtype=np.int64)
+        self.episode_seed = np.zeros(B, dtype=np.int64)
+        self.last_h = np.zeros(B)
+        self._view: RouterView | None = None
+
+    # ----------------------------------------------------------------------------- episodes
+    def reset(self, envs=None, seeds=None) -> None:
+        """Start new episodes in ``envs`` (default all); ``seeds`` (one per env, or None) reseed them."""
+        envs = np.arange(self.B) if envs is None else np.asarray(envs, dtype=np.int64).ravel()
+        if seeds is None:
+            seeds = [None] * envs.size
+        self.sim.reset(envs)
+        for b, seed in zip(envs, seeds):
+            if seed is not None:
+                self.rngs[b] = seeding.np_random(int(seed))[0]
+            self._load_episode(int(b), int(self.rngs[b].integers(2**62)))
+        cfg = self.config
+        first = self.arrival[envs, 0]
+        if cfg.mode == "arrival":
+            self.t[envs] = first
+        else:
+            self.tick[envs] = self._first_tick_at_or_after(first) if cfg.skip_idle_ticks else 0
+            self.t[envs] = self.tick[envs] * cfg.decision_interval_s
+        self.n_dispatched[envs] = 0
+        self.latency_integral[envs] = 0.0
+        self.completed[envs] = 0
+        self.steps[envs] = 0
+        self.last_h[envs] = 0.0
+        target = self.sim.now_s.copy()
+        target[envs] = self.t[envs]
+        self.sim.advance_to(target)
+        self._count_arrivals(envs)
+        self._view = None
+
+    def _load_episode(self, b: int, seed: int) -> None:
+        w = self.config.scenario.make_workload(seed)
+        n = len(w)
+        if n > self.R:
+            raise RuntimeError(f"episode of {n} requests exceeds the environment's capacity of {self.R}; "
+                               "give the scenario num_requests")
+        if n == 0:
+            raise RuntimeError("the scenario produced an episode without requests")
+        self.episode_seed[b] = seed
+        self.n_req[b] = n
+        self.arrival[b] = np.inf
+        self.arrival[b, :n] = w.arrival_s
+        self.arrival_cumsum[b, 1:n + 1] = np.cumsum(w.arrival_s)
+        self.arrival_cumsum[b, n + 1:] = self.arrival_cumsum[b, n]
+        self.prompt[b, :n], self.output[b, :n], self.task[b, :n] = w.prompt_tokens, w.output_tokens, w.task
+        self.task_names[b] = w.task_names
+        if hasattr(self.predictor, "reset"):
+            self.predictor.reset(seed=seed)
+        pred = self.predictor.predict_workload(w)
+        self.pred_bucket[b, :n] = pred.bucket
+        self.pred_tokens[b, :n] = np.maximum(pred.point_tokens, 1.0)
+
+    def _first_tick_at_or_after(self, t_s: np.ndarray) -> np.ndarray:
+        dt = self.config.decision_interval_s
+        k = np.ceil(t_s / dt).astype(np.int64)
+        return k + (k * dt < t_s)  # guard the float rounding of the division
+
+    def _count_arrivals(self, envs) -> None:
+        """Move n_arrived forward to every request that has arrived by t (arrivals are sorted)."""
+        while True:
+            i = np.minimum(self.n_arrived[envs], self.R - 1)
+            more = (self.n_arrived[envs] < self.n_req[envs]) & (self.arrival[envs, i] <= self.t[envs])
+            if not more.any():
+                return
+            self.n_arrived[envs] += more
+
+    # --------------------------------------------------------------------------------- step
+    def step(self, actions, envs=None):
+        """Apply one decision in each of ``envs`` (default all). Returns (reward, terminated,
+        truncated, h) for those envs; h is the impact guidance of the action (impact.py)."""
+        cfg = self.config
+        envs = np.arange(self.B) if envs is None else np.asarray(envs, dtype=np.int64).ravel()
+        actions = np.asarray(actions)
+        if actions.shape != envs.shape or actions.dtype.kind not in "iu":
+            raise ValueError(f"actions must be {envs.size} integers, got {actions!r}")
+        bad = (actions < 0) | (actions >= self.A)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"action {int(actions[i])} is outside the action space 0..{self.A - 1} "
+                             f"({self.N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env {int(envs[i])}")
+        view = self.view()
+        has_request = view.has_request[envs]
+        h = guidance(view.impact[envs], actions, has_request)
+        self.last_h[envs] = h
+
+        # dispatch the head request where the action names an instance (hold or no request: nothing)
+        go = has_request & (actions < self.N)
+        if go.any():
+            b = envs[go]
+            rid = self.n_dispatched[b]
+            self.sim.dispatch(b, rid, actions[go], self.prompt[b, rid], self.output[b, rid], self.arrival[b, rid])
+            self.n_dispatched[b] += 1
+
+        # the next decision time
+        routed_all = self.n_dispatched[envs] >= self.n_req[envs]
+        if cfg.mode == "arrival":
+            nxt = self.arrival[envs, np.minimum(self.n_dispatched[envs], self.R - 1)]
+        else:
+            self.tick[envs] += 1
+            if cfg.skip_idle_ticks:
+                idle = self.n_dispatched[envs] >= self.n_arrived[envs]
+                nxt_arrival = self.arrival[envs, np.minimum(self.n_arrived[envs], self.R - 1)]
+                jump = idle & ~routed_all
+                self.tick[envs] = np.where(jump, np.maximum(self.tick[envs], self._first_tick_at_or_after(nxt_arrival)),
+                                           self.tick[envs])
+            nxt = self.tick[envs] * cfg.decision_interval_s
+        nxt = np.where(routed_all, np.inf, nxt)
+        if cfg.max_sim_time_s is not None:
+            nxt = np.minimum(nxt, cfg.max_sim_time_s)
+        target = self.sim.now_s.copy()
+        target[envs] = nxt
+        self.sim.advance_to(target)
+        self.t[envs] = np.where(np.isfinite(nxt), nxt, self.sim.now_s[envs])
+        self._count_arrivals(envs)
+
+        # reward over the elapsed interval
+        count, total = self.sim.completions_by(self.sim.now_s)
+        count, total = count[envs], total[envs]
+        newly_completed = count - self.completed[envs]
+        self.completed[envs] = count
+        t = self.t[envs]
+        n_arr = self.n_arrived[envs]
+        integral = (n_arr - count) * t - self.arrival_cumsum[envs, n_arr] + total
+        if cfg.reward == "latency":
+            reward = -cfg.reward_scale * (integral - self.latency_integral[envs])
+        else:
+            reward = cfg.completion_reward * newly_completed - self._unfinished_fraction(envs)
+        self.latency_integral[envs] = integral
+        self.steps[envs] += 1
+        terminated = count >= self.n_req[envs]
+        truncated = ~terminated & (
+            ((self.steps[envs] >= cfg.max_episode_steps) if cfg.max_episode_steps else False)
+            | ((t >= cfg.max_sim_time_s) if cfg.max_sim_time_s is not None else False))
+        self._view = None
+        return reward, terminated, np.asarray(truncated, dtype=bool), h
+
+    def _unfinished_fraction(self, envs) -> np.ndarray:
+        """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted)."""
+        ir = self.sim.instance_requests()
+        f_run = np.minimum(ir["running_generated"] / self.pred_tokens.ravel()[ir["running_request"]], 1.0)
+        run = np.where(ir["running_valid"], 1.0 - f_run, 0.0).sum(axis=1)
+        wq = ir["waiting_request"]
+        f_wait = np.minimum(self.sim.generated[wq] / self.pred_tokens.ravel()[wq], 1.0)
+        wait = np.where(ir["waiting_valid"], 1.0 - f_wait, 0.0).sum(axis=1)
+        per_env = (run + wait).reshape(self.B, self.N).sum(axis=1)
+        router_queue = self.n_arrived - self.n_dispatched
+        return (per_env + router_queue)[envs]
+
+    # --------------------------------------------------------------------------------- views
+    def action_masks(self) -> np.ndarray:
+        return self.view().action_mask
+
+    def view(self) -> RouterView:
+        """The router's view now (cached until the next step or reset)."""
+        if self._view is None:
+            self._view = self._compute_view()
+        return self._view
+
+    def _compute_view(self) -> RouterView:
+        B, N, K, R = self.B, self.N, self.K, self.R
+        sim = self.sim
+        st = sim.instance_state()
+        ir = sim.instance_requests()
+        rows = B * N
+
+        queue_len = self.n_arrived - self.n_dispatched
+        has_request = queue_len > 0
+        head = np.where(has_request, self.n_dispatched, -1)
+        hidx = np.minimum(self.n_dispatched, R - 1)
+        ar = np.arange(B)
+        head_prompt = np.where(has_request, self.prompt[ar, hidx], 0)
+        head_pred_tokens = np.where(has_request, self.pred_tokens[ar, hidx], 0.0)
+
+        pred_tokens = self.pred_tokens.ravel()
+        pred_bucket = self.pred_bucket.ravel()
+        prompt = self.prompt.ravel()
+        rq, rvalid, rgen, rdone = (ir["running_request"], ir["running_valid"], ir["running_generated"],
+                                   ir["running_prefill_done"])
+        decoding = rvalid & rdone
+        r_bucket = pred_bucket[rq]
+        r_remaining = np.where(rvalid, np.maximum(pred_tokens[rq] - rgen, 0.0), 0.0)
+        wq, wvalid = ir["waiting_request"], ir["waiting_valid"]
+        w_bucket = pred_bucket[wq]
+        w_remaining = np.where(wvalid, np.maximum(pred_tokens[wq] - sim.generated[wq], 0.0), 0.0)
+        bucket_counts = np.stack([(decoding & (r_bucket == k)).sum(axis=1) for k in range(K)], axis=1)
+        remaining = np.stack([np.where(r_bucket == k, r_remaining, 0.0).sum(axis=1)
+                              + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(K)], axis=1)
+        context = np.where(decoding, prompt[rq] + rgen, 0).sum(axis=1)
+        n_decoding = decoding.sum(axis=1)
+        coeffs = np.tile(self.coefficients, (B, 1)).T
+        decode_iter_s = np.where(n_decoding > 0, iteration_time_ms(coeffs, n_decoding, 0, 0, context) / 1000.0, 0.0)
+        to_first = np.where(decoding, np.maximum(r_remaining, 1.0), np.inf).min(axis=1)
+        earliest = np.where(n_decoding > 0, np.where(n_decoding > 0, to_first, 0.0) * decode_iter_s, 0.0)
+        prefilling = st.num_waiting.ravel() + (rvalid & ~rdone).sum(axis=1)
+
+        shape = (B, N)
+        context = context.reshape(shape)
+        on_instance = st.num_running + st.num_waiting
+        impact = mixing_penalty(self.config.impact, head_prompt, head_pred_tokens, context, on_instance)
+        if self.config.mode == "tick":
+            mask = np.ones((B, self.A), dtype=bool)
+            mask[:, :N] = has_request[:, None]
+        else:
+            mask = np.ones((B, self.A), dtype=bool)
+        return RouterView(
+            time_s=self.t.copy(),
+            queue_len=queue_len,
+            has_request=has_request,
+            head_request=head,
+            head_prompt_tokens=head_prompt,
+            head_task=np.where(has_request, self.task[ar, hidx], 0),
+            head_pred_bucket=np.where(has_request, self.pred_bucket[ar, hidx], 0),
+            head_pred_tokens=head_pred_tokens,
+            head_wait_s=np.where(has_request, self.t - self.arrival[ar, hidx], 0.0),
+            num_running=st.num_running,
+            num_waiting=st.num_waiting,
+            num_prefilling=prefilling.reshape(shape),
+            kv_blocks_used=st.kv_blocks_used,
+            kv_blocks_free=st.kv_blocks_free,
+            pending_prefill_tokens=st.pending_prefill_tokens,
+            decode_context_tokens=context,
+            decode_bucket_counts=bucket_counts.reshape(B, N, K),
+            pred_remaining_tokens=remaining.reshape(B, N, K),
+            decode_iteration_s=decode_iter_s.reshape(shape),
+            earliest_completion_s=earliest.reshape(shape),
+            busy_for_s=np.maximum(st.busy_until_s - self.t[:, None], 0.0),
+            impact=impact,
+            action_mask=mask,
+            kv_capacity_blocks=self.kv_capacity,
+            max_num_seqs=self.max_num_seqs,
+            prefill_s_per_token=self.prefill_s_per_token,
+            coefficients=self.coefficients,
+        )
+
+    def oracle_view(self) -> OracleView:
+        """True lengths, for clairvoyant oracles only."""
+        B, N, R = self.B, self.N, self.R
+        ir = self.sim.instance_requests()
+        output = self.output.ravel()
+        run = np.where(ir["running_valid"], output[ir["running_request"]] - ir["running_generated"], 0).sum(axis=1)
+        wq = ir["waiting_request"]
+        wait = np.where(ir["waiting_valid"], output[wq] - self.sim.generated[wq], 0).sum(axis=1)
+        has = self.n_arrived > self.n_dispatched
+        head = self.output[np.arange(B), np.minimum(self.n_dispatched, R - 1)]
+        return OracleView(head_output_tokens=np.where(has, head, 0), remaining_tokens=(run + wait).reshape(B, N))
+
+    def episode_metrics(self, b: int) -> dict:
+        """The episode's latency summary (metrics.py) for env ``b``."""
+        rec = self.sim.records().for_cluster(b)
+        out = summarize(rec, arrived=int(self.n_arrived[b]))
+        out["router_queue"] = int(self.n_arrived[b] - self.n_dispatched[b])
+        return out
+
+

@@ -1,0 +1,120 @@
+"""Observation encodings: the one place that turns a :class:`RouterView` into the agent's vector.
+
+``paper`` (the paper's state, §4.2; 3 + 6N numbers, 27 for N = 4), all in [0, 4]:
+
+====================  ===========================================================================
+index                 meaning
+====================  ===========================================================================
+0                     router queue length, capped at 512 (4 x max batch size), / 512
+1                     next request's prompt tokens / max_model_len (0 when the queue is empty)
+2                     next request's predicted decode bucket / (K - 1), DQN buckets 0-256, 256-2048, 2048+
+3 + 6m                instance m: requests in prefill (waiting or prefilling) / max_num_seqs (n_p = 1)
+4 + 6m .. 6 + 6m      instance m: decoding requests per predicted decode bucket / max_num_seqs
+7 + 6m                instance m: available capacity, min(1 - running / max_num_seqs, free KV / KV), 2 decimals
+8 + 6m                instance m: predicted time to its earliest completion (s, 2 decimals) / 10
+====================  ===========================================================================
+
+Our reading where the paper is ambiguous (paper-facts §4.2): one prefill count per instance (the
+paper never gives n_p; 1 makes the stated 27 numbers for N = 4), capacity as the scarcer of batch
+slots and KV blocks (the paper's g is unspecified), and every entry scaled to about unit range
+(the paper only rounds and caps the queue).
+
+``rich``: ``G = 8`` request/router features followed by ``N`` rows of ``F = 12`` instance
+features, so a policy can score every instance with the same weights (the row layout does not
+depend on N). Request: has-request flag, router queue / 64, log prompt tokens / log max_model_len,
+predicted bucket one-hot (3), predicted decode tokens / 1000, wait at the router / 10 s. Instance:
+running / max_num_seqs, waiting / max_num_seqs, KV utilization, pending prefill tokens / 4096,
+predicted remaining decode tokens per length class / 10,000 (3), estimated time to drain / 10 s,
+decode iteration time / 0.1 s, time until the iteration in flight ends / 1 s, the head request's
+mixing penalty (impact.py, in [-1, 1]), and its prefill time there (s). Values are clipped to
+[-1, 4].
+
+True output lengths never enter: only the predictor's outputs and tokens generated so far.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from .core import RouterView
+
+RICH_GLOBAL_FEATURES = 8
+RICH_INSTANCE_FEATURES = 12
+_HIGH = 4.0
+
+
+def observation_size(obs: str, num_instances: int) -> int:
+    if obs == "paper":
+        return 3 + 6 * num_instances
+    return RICH_GLOBAL_FEATURES + RICH_INSTANCE_FEATURES * num_instances
+
+
+def observation_space(obs: str, num_instances: int) -> spaces.Box:
+    low = 0.0 if obs == "paper" else -1.0
+    return spaces.Box(low=low, high=_HIGH, shape=(observation_size(obs, num_instances),), dtype=np.float32)
+
+
+def encode(obs: str, view: RouterView, max_model_len: int) -> np.ndarray:
+    """(B, D) float32 observations of the given kind."""
+    return paper_observation(view, max_model_len) if obs == "paper" else rich_observation(view, max_model_len)
+
+
+def paper_observation(view: RouterView, max_model_len: int) -> np.ndarray:
+    B, N, K = view.decode_bucket_counts.shape
+    seqs = view.max_num_seqs[None, :]
+    capacity = np.clip(np.minimum(1.0 - view.num_running / seqs, view.kv_blocks_free / view.kv_capacity_blocks), 0, 1)
+    per_instance = np.concatenate([
+        (view.num_prefilling / seqs)[..., None],
+        view.decode_bucket_counts / seqs[..., None],
+        np.round(capacity, 2)[..., None],
+        (np.round(view.earliest_completion_s, 2) / 10.0)[..., None],
+    ], axis=2)
+    router = np.stack([
+        np.minimum(view.queue_len, 512) / 512.0,
+        view.head_prompt_tokens / max_model_len,
+        view.head_pred_bucket / max(K - 1, 1),
+    ], axis=1)
+    out = np.concatenate([router, per_instance.reshape(B, 6 * N)], axis=1)
+    return np.clip(out, 0.0, _HIGH).astype(np.float32)
+
+
+def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
+    B, N, K = view.decode_bucket_counts.shape
+    onehot = np.zeros((B, K))
+    onehot[np.arange(B), view.head_pred_bucket] = view.has_request
+    request = np.concatenate([
+        view.has_request[:, None].astype(np.float64),
+        (view.queue_len / 64.0)[:, None],
+        (np.log1p(view.head_prompt_tokens) / np.log1p(max_model_len))[:, None],
+        onehot,
+        (view.head_pred_tokens / 1000.0)[:, None],
+        (view.head_wait_s / 10.0)[:, None],
+    ], axis=1)
+    seqs = view.max_num_seqs[None, :]
+    remaining = view.pred_remaining_tokens.sum(axis=2)
+    lone_decode_s = (view.coefficients[:, 0] + view.coefficients[:, 1] + view.coefficients[:, 6])[None, :] / 1000.0
+    iteration_s = np.where(view.decode_iteration_s > 0, view.decode_iteration_s, lone_decode_s)
+    batch = np.clip(view.num_running + view.num_waiting, 1, seqs)
+    drain_s = (view.pending_prefill_tokens * view.prefill_s_per_token[None, :] + remaining / batch * iteration_s)
+    instance = np.concatenate([
+        (view.num_running / seqs)[..., None],
+        (view.num_waiting / seqs)[..., None],
+        (view.kv_blocks_used / view.kv_capacity_blocks)[..., None],
+        (view.pending_prefill_tokens / 4096.0)[..., None],
+        view.pred_remaining_tokens / 10_000.0,
+        (drain_s / 10.0)[..., None],
+        (view.decode_iteration_s / 0.1)[..., None],
+        view.busy_for_s[..., None],
+        view.impact[..., None],
+        (view.head_prompt_tokens[:, None] * view.prefill_s_per_token[None, :])[..., None],
+    ], axis=2)
+    out = np.concatenate([request, instance.reshape(B, RICH_INSTANCE_FEATURES * N)], axis=1)
+    return np.clip(out, -1.0, _HIGH).astype(np.float32)
+
+
+def split_rich(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., G + N F) -> request features (..., G) and instance rows (..., N, F)."""
+    request = obs[..., :RICH_GLOBAL_FEATURES]
+    rows = obs[..., RICH_GLOBAL_FEATURES:]
+    return request, rows.reshape(*rows.shape[:-1], -1, RICH_INSTANCE_FEATURES)

@@ -1,0 +1,128 @@
+"""Wrappers: heuristic guidance for training (paper §4.5, HuRL) and a Dict observation with the mask.
+
+**Heuristic guidance.** The paper trains with HuRL (Cheng et al., 2021): the reward gets
+``w_k * h`` where ``h <= 0`` is the workload-impact guidance of the action (``info["impact_h"]``,
+impact.py) and the training discount becomes ``gamma_k``. Schedules over training episodes ``k``
+(paper-facts §4.5, the internally consistent reading):
+
+* ``"none"`` (the paper's *baseline* RL): ``w_k = 0``, ``gamma_k = gamma``;
+* ``"aware"`` (*workload-aware* RL): ``w_k = weight`` (constant, 1 by default), ``gamma_k = gamma``;
+* ``"guided"`` (*workload-guided* RL): ``w_k = gamma * exp(-beta * k)`` and
+  ``gamma_k = (1 - exp(-beta * k)) * gamma``, beta = 0.5: the guidance fades out and the horizon
+  grows back to ``gamma``, so the agent ends up optimizing the original reward.
+
+The wrapper only shapes the reward and publishes ``training_discount`` (``info`` and attribute);
+training code reads it (train.py updates the learner's discount at each episode).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import gymnasium as gym
+from gymnasium import spaces
+from gymnasium.vector import VectorWrapper
+
+SCHEDULES = ("none", "aware", "guided")
+
+
+class GuidanceSchedule:
+    """Heuristic weight and training discount as a function of the training episode index."""
+
+    def __init__(self, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5, weight: float = 1.0):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+        if not isinstance(gamma, (int, float)) or not 0 <= gamma < 1:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+        if not isinstance(beta, (int, float)) or not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta!r}")
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f"weight must be a finite number, got {weight!r}")
+        self.schedule, self.gamma, self.beta, self.weight = schedule, float(gamma), float(beta), float(weight)
+
+    def weight_at(self, episode):
+        episode = np.asarray(episode, dtype=np.float64)
+        if self.schedule == "none":
+            return np.zeros_like(episode)
+        if self.schedule == "aware":
+            return np.full_like(episode, self.weight)
+        return self.gamma * np.exp(-self.beta * episode)
+
+    def discount_at(self, episode):
+        episode = np.asarray(episode, dtype=np.float64)
+        if self.schedule != "guided":
+            return np.full_like(episode, self.gamma)
+        return (1.0 - np.exp(-self.beta * episode)) * self.gamma
+
+
+class HeuristicGuidance(gym.Wrapper):
+    """Adds ``w_k * info["impact_h"]`` to the reward of a single env (see the module docstring)."""
+
+    def __init__(self, env: gym.Env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5,
+                 weight: float = 1.0):
+        super().__init__(env)
+        self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
+        self.episode = -1
+
+    @property
+    def training_discount(self) -> float:
+        return float(self.guidance.discount_at(max(self.episode, 0)))
+
+    def reset(self, **kwargs):
+        self.episode += 1
+        obs, info = self.env.reset(**kwargs)
+        info["training_discount"] = self.training_discount
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        w = float(self.guidance.weight_at(self.episode))
+        info["guidance_weight"] = w
+        info["training_discount"] = self.training_discount
+        return obs, reward + w * float(info["impact_h"]), terminated, truncated, info
+
+
+class VectorHeuristicGuidance(VectorWrapper):
+    """The same for the native vector env; each sub-env counts its own episodes."""
+
+    def __init__(self, env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5, weight: float = 1.0):
+        super().__init__(env)
+        self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
+        self.episodes = np.zeros(env.num_envs, dtype=np.int64)
+        self._ended = np.zeros(env.num_envs, dtype=bool)
+
+    @property
+    def training_discount(self) -> float:
+        """The discount of the least advanced sub-env (all advance together)."""
+        return float(self.guidance.discount_at(self.episodes.min()))
+
+    def reset(self, **kwargs):
+        self.episodes[:] = 0
+        self._ended[:] = False
+        return self.env.reset(**kwargs)
+
+    def step(self, actions):
+        # NEXT_STEP autoreset: a sub-env that ended last step starts its next episode now
+        self.episodes += self._ended
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        w = self.guidance.weight_at(self.episodes)
+        info["guidance_weight"] = w
+        self._ended = terminated | truncated
+        return obs, reward + w * info["impact_h"], terminated, truncated, info
+
+
+class DictMaskObservation(gym.ObservationWrapper):
+    """``{"observations": obs, "action_mask": mask}`` for libraries that read masks from the
+    observation (RLlib's masking modules, TorchRL's ActionMask)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        n = env.action_space.n
+        self.observation_space = spaces.Dict({
+            "observations": env.observation_space,
+            "action_mask": spaces.Box(0, 1, shape=(n,), dtype=np.int8),
+        })
+
+    def observation(self, observation):
+        return {"observations": observation, "action_mask": self.env.unwrapped.action_masks().astype(np.int8)}
