@@ -227,6 +227,7 @@ class RoutingCore:
             self.tick[envs] = self._first_tick_at_or_after(first) if cfg.skip_idle_ticks else 0
             self.t[envs] = self.tick[envs] * cfg.decision_interval_s
         self.n_dispatched[envs] = 0
+        self.n_arrived[envs] = 0
         self.latency_integral[envs] = 0.0
         self.completed[envs] = 0
         self.steps[envs] = 0

@@ -102,3 +102,98 @@ class SB3VecEnv(VecEnv):
 def make_sb3_vec_env(num_envs: int = 8, **env_kwargs) -> SB3VecEnv:
     """An SB3 VecEnv over a native vector env built from ``gym.make`` keyword arguments."""
     return SB3VecEnv(LLMRoutingVectorEnv(num_envs=num_envs, **env_kwargs))
+
+
+class MixedClusterVecEnv(VecEnv):
+    """Several SB3VecEnvs of different cluster sizes as one VecEnv (``rich`` observation only).
+
+    Observations are padded to the largest cluster: missing instance rows are filled with -1 (below
+    every real feature) and their actions masked out; in tick mode the last action is hold for
+    every part. A policy with per-instance shared weights (agents/policies.py) trains on all sizes
+    at once.
+    """
+
+    def __init__(self, parts: list[SB3VecEnv]):
+        from .observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, observation_space
+
+        configs = [p.core.config for p in parts]
+        if any(c.obs != "rich" for c in configs):
+            raise ValueError("MixedClusterVecEnv needs obs='rich' in every part")
+        if len({c.mode for c in configs}) != 1:
+            raise ValueError("every part of a MixedClusterVecEnv must use the same mode")
+        self.parts = parts
+        self.hold = configs[0].mode == "tick"
+        self.sizes = [c.num_instances for c in configs]
+        self.n_max = max(self.sizes)
+        self._g, self._f = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+        self._bounds = np.cumsum([0] + [p.num_envs for p in parts])
+        self.render_mode = None
+        n_actions = self.n_max + (1 if self.hold else 0)
+        from gymnasium import spaces
+        super().__init__(int(self._bounds[-1]), observation_space("rich", self.n_max), spaces.Discrete(n_actions))
+        self._actions = None
+
+    def _pad_obs(self, obs: np.ndarray, n: int) -> np.ndarray:
+        out = np.full((obs.shape[0], self._g + self.n_max * self._f), -1.0, dtype=np.float32)
+        out[:, : obs.shape[1]] = obs
+        return out
+
+    def _pad_mask(self, mask: np.ndarray, n: int) -> np.ndarray:
+        out = np.zeros((mask.shape[0], self.action_space.n), dtype=bool)
+        out[:, :n] = mask[:, :n]
+        if self.hold:
+            out[:, -1] = mask[:, n]
+        return out
+
+    def reset(self):
+        obs = []
+        for k, part in enumerate(self.parts):
+            if any(s is not None for s in self._seeds):
+                part.seed(self._seeds[self._bounds[k]])
+            obs.append(self._pad_obs(part.reset(), self.sizes[k]))
+        self._reset_seeds()
+        return np.concatenate(obs)
+
+    def step_async(self, actions):
+        self._actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64)
+
+    def step_wait(self):
+        obs, rew, done, infos = [], [], [], []
+        for k, part in enumerate(self.parts):
+            a = self._actions[self._bounds[k]:self._bounds[k + 1]]
+            n = self.sizes[k]
+            # hold (tick mode) and padded instances (masked out) map to this part's hold / instance 0
+            a = np.where(a >= n, n if self.hold else 0, a)
+            o, r, d, info = part.step(a)
+            for i in info:
+                if "terminal_observation" in i:
+                    i["terminal_observation"] = self._pad_obs(i["terminal_observation"][None], n)[0]
+            obs.append(self._pad_obs(o, n))
+            rew.append(r)
+            done.append(d)
+            infos.extend(info)
+        return np.concatenate(obs), np.concatenate(rew), np.concatenate(done), infos
+
+    def action_masks(self) -> np.ndarray:
+        return np.concatenate([self._pad_mask(p.action_masks(), n) for p, n in zip(self.parts, self.sizes)])
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+    def get_attr(self, attr_name: str, indices=None):
+        return [None if attr_name == "render_mode" else getattr(self, attr_name)] * len(list(self._get_indices(indices)))
+
+    def set_attr(self, attr_name: str, value, indices=None) -> None:
+        for p in self.parts:
+            p.set_attr(attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+        idx = list(self._get_indices(indices))
+        if method_name == "action_masks":
+            masks = self.action_masks()
+            return [masks[i] for i in idx]
+        raise AttributeError(f"MixedClusterVecEnv has no env method {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False] * len(list(self._get_indices(indices)))

@@ -304,6 +304,10 @@ register_scenario(Scenario(
     "paper-v100", "the paper's main setting (§5.2): 4 x Llama-2-7B on V100, paper mix, Poisson 20 req/s",
     instances=("llama2-7b-v100",) * 4, rate_per_s=20.0, num_requests=2000))
 register_scenario(Scenario(
+    "paper-v100-heavy", "paper-v100 at 30 req/s, 1.5x its saturation: queues grow all episode (the paper's "
+    "170 s regime is out of reach, see docs/scenarios.md)",
+    instances=("llama2-7b-v100",) * 4, rate_per_s=30.0, num_requests=2000))
+register_scenario(Scenario(
     "paper-a100", "the paper's A100 setting (§6.3): 4 x Llama-3.1-8B on A100, 80 req/s",
     instances=("llama3.1-8b-a100",) * 4, rate_per_s=80.0, num_requests=4000))
 register_scenario(Scenario(
@@ -312,6 +316,13 @@ register_scenario(Scenario(
 register_scenario(Scenario(
     "paper-v100-8x", "the paper's scalability setting (A.11): 8 x Llama-2-7B on V100, 40 req/s, 4,000 requests",
     instances=("llama2-7b-v100",) * 8, rate_per_s=40.0, num_requests=4000))
+register_scenario(Scenario(
+    "mixed-fleet", "2 x Llama-2-7B A100 + 2 x Llama-2-7B V100 (heterogeneous), paper mix at 0.9 load",
+    instances=("llama2-7b-a100",) * 2 + ("llama2-7b-v100",) * 2, load=0.9, num_requests=2000))
+register_scenario(Scenario(
+    "azure-conv-v100", "the Azure conversation trace on 4 x Llama-2-7B V100 at 0.95 load: long prompts, "
+    "tight KV memory, preemptions",
+    instances=("llama2-7b-v100",) * 4, mix=None, trace="azure-conv", load=0.95, num_requests=2000))
 register_scenario(Scenario(
     "azure-conv", "Azure LLM inference 2023, conversation service, on 4 x Llama-2-7B A100 at 0.9 load",
     instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-conv", load=0.9, num_requests=2000))

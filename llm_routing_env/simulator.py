@@ -5,13 +5,23 @@ Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, chunked prefil
 together. The state is a struct of arrays over *instance rows* (``row = cluster * N + instance``):
 
 * running requests sit in ``slots[row, :n_running[row]]`` in admission order, one int64 record
-  per slot (request index, prompt, output, generated, KV blocks, prefilled, prefill target);
+  per slot (request index, prompt, output, generated minus the row's decode clock, prefilled,
+  prefill target);
 * waiting requests sit in a ring buffer ``waiting[row]`` (FIFO with push-front for preemptions);
 * per-request facts and timestamps live in flat arrays indexed by ``cluster * R + request_id``.
 
 ``advance_to`` repeats one vectorized *step* over every instance that has work and has not reached
 the target time. A step is one iteration, or, for an instance that would only decode and whose
 batch cannot change before the next event, ``k`` decode iterations at once in closed form.
+
+Decoding is the common case and must not cost per-request work. Every decoding request of a row
+gains one token per decode iteration of that row, so a slot stores its generated count minus the
+row's *decode clock* (decode iterations run so far) and a decode run only moves the clock. The
+row keeps aggregates of its *decode set* (running requests whose prefill is complete): its size,
+its context sum, its nearest completion and a histogram of its KV fill (a decoding request's KV
+blocks are a function of its context, so block needs follow from the context modulo 16). Slots
+are only touched when a row's running list changes: admissions, completions, preemptions and
+chunked prefills.
 """
 
 from __future__ import annotations
@@ -31,10 +41,12 @@ from .cluster import (
 )
 from .profiles import KV_BLOCK_TOKENS, iteration_time_ms
 
-# Fields of a running slot record (last axis of ``slots``)
-Q, PROMPT, OUTPUT, GEN, BLOCKS, PREFILLED, TARGET = range(7)
-_NUM_FIELDS = 7
+# Fields of a running slot record (last axis of ``slots``). GEN0 is the request's generated count
+# minus its row's decode clock: generated = GEN0 + clock for every running request.
+Q, PROMPT, OUTPUT, GEN0, PREFILLED, TARGET = range(6)
+_NUM_FIELDS = 6
 _NO_LIMIT = np.iinfo(np.int64).max // 4
+_FILL = np.arange(KV_BLOCK_TOKENS)  # histogram bins: tokens in the KV cache modulo the block size
 
 
 def _ceil_blocks(tokens):
@@ -66,7 +78,6 @@ class ClusterSimulator:
         coeffs = config.coefficient_table()
         self._coeffs = np.tile(coeffs, (self.B, 1))  # (rows, 7)
         self._c5 = self._coeffs[:, 6].copy()
-        self._row_cluster = np.repeat(np.arange(self.B), self.N)
         self.S = int(self._max_seqs.max())
 
         self._rows = rows
@@ -89,6 +100,12 @@ class ClusterSimulator:
         self.w_head = np.zeros(rows, dtype=np.int64)
         self.w_count = np.zeros(rows, dtype=np.int64)
         self.w_pending_tokens = np.zeros(rows, dtype=np.int64)
+        # The decode clock and the decode-set aggregates (see the module docstring)
+        self._clock = np.zeros(rows, dtype=np.int64)
+        self._n_dec = np.zeros(rows, dtype=np.int64)     # size of the decode set
+        self._ctx_base = np.zeros(rows, dtype=np.int64)  # sum of PROMPT + GEN0: context sum = this + n_dec * clock
+        self._end_min = np.full(rows, _NO_LIMIT)         # min of OUTPUT - GEN0: the clock of the first completion
+        self._fill_hist = np.zeros((rows, KV_BLOCK_TOKENS), dtype=np.int64)  # by (PROMPT + GEN0 - 1) % 16
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
         self.prompt = np.zeros(BR, dtype=np.int64)
@@ -129,6 +146,8 @@ class ClusterSimulator:
         self.w_head[rows] = 0
         self.w_count[rows] = 0
         self.w_pending_tokens[rows] = 0
+        self._clock[rows] = 0
+        self._clear_decode_sets(rows)
         for arr, value in ((self.status, NOT_DISPATCHED), (self.instance, -1), (self.prompt, 0), (self.output, 0),
                            (self.generated, 0), (self.preemptions, 0), (self.arrival_s, np.nan),
                            (self.dispatch_s, np.nan), (self.first_scheduled_s, np.nan),
@@ -146,6 +165,29 @@ class ClusterSimulator:
         grown[:, : self._wcap] = np.take_along_axis(self.waiting, idx, axis=1)
         self.waiting, self._wcap = grown, new_cap
         self.w_head[:] = 0
+
+    # ------------------------------------------------------------------------ decode-set aggregates
+    def _clear_decode_sets(self, rows) -> None:
+        self._n_dec[rows] = 0
+        self._ctx_base[rows] = 0
+        self._end_min[rows] = _NO_LIMIT
+        self._fill_hist[rows] = 0
+
+    def _join_decode_sets(self, slot_rows, prompt, output, gen0) -> None:
+        """Add requests (one per entry; ``slot_rows`` may repeat) to their rows' decode sets."""
+        context0 = prompt + gen0
+        np.add.at(self._n_dec, slot_rows, 1)
+        np.add.at(self._ctx_base, slot_rows, context0)
+        np.minimum.at(self._end_min, slot_rows, output - gen0)
+        np.add.at(self._fill_hist.reshape(-1), slot_rows * KV_BLOCK_TOKENS + (context0 - 1) % KV_BLOCK_TOKENS, 1)
+
+    def _rebuild_decode_sets(self, rows, block, members) -> None:
+        """Recompute the aggregates of ``rows`` from the ``members`` of ``block = slots[rows, :w]``
+        that decode (requests leave a decode set only this way: a minimum cannot be decremented)."""
+        self._clear_decode_sets(rows)
+        r_idx, j_idx = np.nonzero(members & (block[..., PREFILLED] == block[..., TARGET]))
+        rec = block[r_idx, j_idx]
+        self._join_decode_sets(rows[r_idx], rec[:, PROMPT], rec[:, OUTPUT], rec[:, GEN0])
 
     # --------------------------------------------------------------------------------- dispatch
     def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
@@ -203,127 +245,108 @@ class ClusterSimulator:
     def _step(self, rows: np.ndarray, target: np.ndarray) -> None:
         """One iteration (or a run of k decode iterations) on each of ``rows``."""
         k_rows = rows.size
-        n0 = self.n_running[rows]
-        free = self.free_blocks[rows]  # a copy (fancy indexing), written back at the end
-        width = int(n0.max())
-        sub = self.slots[rows, :width]  # running requests; a copy, written back at the end
-        col = np.arange(width)
-        valid0 = col < n0[:, None]
-        prompt_gen = sub[..., PROMPT] + sub[..., GEN]
-        prefill_done = valid0 & (sub[..., PREFILLED] == sub[..., TARGET])
+        n = self.n_running[rows]  # copies (fancy indexing), written back at the end
+        free = self.free_blocks[rows]
+        clock = self._clock[rows]
+        n_dec = self._n_dec[rows]
+        hist = self._fill_hist[rows]
 
         # Admission candidates: the first K waiting requests of each row (a (k_rows, K) block).
         wc = self.w_count[rows]
-        K = int(min(wc.max(), (self._max_seqs[rows] - n0).max())) if wc.any() else 0
-        if K:
-            cand = self._admission_candidates(rows, wc, K)
-        if not self.chunked:  # prefill first: rows that admit somebody run a prefill-only batch
-            k_adm = self._admissible(rows, cand, n0, free, self._budget[rows], cumulative_budget=True) if K else 0
-            decode_row = (k_adm == 0) if K else True
-            decoding = prefill_done & decode_row[:, None] if K else prefill_done
-        else:
-            decoding = prefill_done
+        K = int(min(wc.max(), (self._max_seqs[rows] - n).max()))
+        cand = self._admission_candidates(rows, wc, K) if K > 0 else None
+        k_adm = 0
+        if not self.chunked and cand is not None:
+            # prefill first: rows that admit somebody run a prefill-only batch, their decodes stall
+            k_adm = self._admissible(rows, cand, n, free, self._budget[rows], cumulative_budget=True)
+            decode_row = k_adm == 0
+            n_dec = n_dec * decode_row
+            hist = hist * decode_row[:, None]
 
-        # ---- block allocation and preemption (recompute) for decoding requests
-        need = decoding & (sub[..., BLOCKS] * KV_BLOCK_TOKENS < prompt_gen)
-        keep, preempted_row = valid0, None
-        if need.any():
-            short = need.sum(axis=1) > free
-            if short.any():
-                blocks_v = np.where(valid0, sub[..., BLOCKS], 0)
-                suffix_after = blocks_v.sum(axis=1, keepdims=True) - np.cumsum(blocks_v, axis=1)
-                keep = valid0 & (np.cumsum(need, axis=1) - suffix_after <= free[:, None])
-                n_kept = keep.sum(axis=1)
-                preempted_row = n_kept < n0
-                free = free + self._preempt(rows, sub, valid0 & ~keep, n_kept, n0)
-                need &= keep
-                decoding = decoding & keep
-            sub[..., BLOCKS] += need
-            free = free - need.sum(axis=1)
-        n_kept = keep.sum(axis=1) if preempted_row is not None else n0
-        n_decode = decoding.sum(axis=1)
+        # ---- KV blocks for the decode set, preemption (recompute) where they run short.
+        # slack[:, f]: decode iterations before a request with KV fill f (histogram bin) needs a block.
+        slack = (-(clock[:, None] + _FILL)) % KV_BLOCK_TOKENS
+        need_now = (hist * (slack == 0)).sum(axis=1)
+        preempted_row = None
+        if (need_now > free).any():
+            preempted_row = need_now > free
+            v_idx = np.flatnonzero(preempted_row)
+            freed, n[v_idx] = self._preempt(rows[v_idx], n[v_idx], clock[v_idx], free[v_idx])
+            free[v_idx] += freed
+            n_dec[v_idx] = self._n_dec[rows[v_idx]]
+            hist[v_idx] = self._fill_hist[rows[v_idx]]
+            need_now = (hist * (slack == 0)).sum(axis=1)
 
         # ---- prefill chunks (chunked prefill) and admission
         chunk_sq = chunk_prior = chunk_total = 0
-        chunk = None
+        prefills = None
         if self.chunked:
-            budget_left = self._budget[rows] - n_decode
-            partial = keep & ~prefill_done
-            if partial.any():
-                rem = np.where(partial, sub[..., TARGET] - sub[..., PREFILLED], 0)
-                chunk = np.clip(budget_left[:, None] - (np.cumsum(rem, axis=1) - rem), 0, rem)
-                chunk_total = chunk.sum(axis=1)
-                chunk_sq = (chunk * chunk).sum(axis=1)
-                chunk_prior = (chunk * sub[..., PREFILLED]).sum(axis=1)
+            budget_left = self._budget[rows] - n_dec
+            p_idx = np.flatnonzero(n > n_dec)  # rows with a running prefill
+            if p_idx.size:
+                prefills = self._prefill_chunks(rows[p_idx], n[p_idx], budget_left[p_idx])
+                chunk = prefills[2]
+                chunk_total = np.zeros(k_rows, dtype=np.int64)
+                chunk_sq, chunk_prior = chunk_total.copy(), chunk_total.copy()
+                chunk_total[p_idx] = chunk.sum(axis=1)
+                chunk_sq[p_idx] = (chunk * chunk).sum(axis=1)
+                chunk_prior[p_idx] = (chunk * prefills[1][..., PREFILLED]).sum(axis=1)
                 budget_left = budget_left - chunk_total
-            if K:
+            if cand is not None:
                 allowed = None if preempted_row is None else ~preempted_row
-                k_adm = self._admissible(rows, cand, n_kept, free, budget_left, cumulative_budget=False,
+                k_adm = self._admissible(rows, cand, n, free - need_now, budget_left, cumulative_budget=False,
                                          allowed=allowed)
                 cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - cand["excl_x"])
-        elif K:
+        elif cand is not None:
             cand["chunk"] = cand["x"]
-        if K and k_adm.any():
+        adm = None
+        if cand is not None and k_adm.any():
             adm = np.arange(K) < k_adm[:, None]
-            adm_chunk = np.where(adm, cand["chunk"], 0)
+            adm_chunk = adm * cand["chunk"]
             chunk_total = chunk_total + adm_chunk.sum(axis=1)
             chunk_sq = chunk_sq + (adm_chunk * adm_chunk).sum(axis=1)
-            free = free - np.where(adm, cand["need"], 0).sum(axis=1)
-        else:
-            adm = None
+            free = free - (adm * cand["need"]).sum(axis=1)
 
         # ---- duration: one iteration, or k decode iterations for pure decode batches
-        ntok = n_decode + chunk_total
+        ntok = n_dec + chunk_total
         if (ntok == 0).any():  # cannot happen with validated profiles; guard against an endless loop
             r = int(rows[np.flatnonzero(ntok == 0)[0]])
             raise RuntimeError(f"instance row {r} has work but an empty iteration (simulator invariant broken)")
-        sum_ctx = np.where(decoding, prompt_gen, 0).sum(axis=1)
+        sum_ctx = (self._ctx_base[rows] + n_dec * clock) * (n_dec > 0)
         c = self._coeffs[rows].T
         t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, sum_ctx)
-        k_iter = np.ones(k_rows, dtype=np.int64)
-        skippable = ntok == n_decode
+        start_s = self.busy_until_s[rows]
+        skippable = ntok == n_dec
         if preempted_row is not None:
             skippable &= ~preempted_row
         if skippable.any():
-            k_iter[skippable] = self._decode_run_length(
-                rows[skippable], target[skippable], t0_ms[skippable], n_decode[skippable],
-                sub[skippable], decoding[skippable], prompt_gen[skippable], free[skippable])
-            dt_ms = k_iter * t0_ms + c[6] * n_decode * (k_iter * (k_iter - 1) // 2)
+            k_iter = np.where(skippable, self._decode_run_length(
+                rows, target, start_s, t0_ms, n_dec, clock, hist, slack, free - need_now), 1)
+            dt_ms = k_iter * t0_ms + c[6] * n_dec * (k_iter * (k_iter - 1) // 2)
         else:
+            k_iter = np.ones(k_rows, dtype=np.int64)
             dt_ms = t0_ms
-        start_s = self.busy_until_s[rows]
         end_s = start_s + dt_ms / 1000.0
 
-        # ---- effects on running requests at the end of the iteration(s)
-        gen = sub[..., GEN]
-        gen_before = gen.copy() if chunk is not None else None
-        gen += np.where(decoding, k_iter[:, None], 0)
-        if (k_iter > 1).any():  # KV blocks for the contexts reached during the run
-            grown = np.where(decoding, np.maximum(_ceil_blocks(sub[..., PROMPT] + gen - 1) - sub[..., BLOCKS], 0), 0)
-            sub[..., BLOCKS] += grown
-            free = free - grown.sum(axis=1)
-        if chunk is not None:
-            sub[..., PREFILLED] += chunk
-            finished = (chunk > 0) & (sub[..., PREFILLED] == sub[..., TARGET])
-            gen += finished
-            first_tok = finished & (gen_before == 0)
-            if first_tok.any():
-                r_idx, j_idx = np.nonzero(first_tok)
-                self.first_token_s[sub[r_idx, j_idx, Q]] = end_s[r_idx]
-        valid1 = col < n_kept[:, None]
-        done = valid1 & (gen == sub[..., OUTPUT])
-        n1 = n_kept
+        # ---- effects at the end of the iteration(s)
+        # The decode set takes the KV blocks for the contexts it reaches (those needed now included)
+        # and gains k tokens: its clock moves.
+        free = free - (hist * ((k_iter[:, None] + KV_BLOCK_TOKENS - 1 - slack) // KV_BLOCK_TOKENS)).sum(axis=1)
+        clock_before, clock = clock, clock + k_iter * (n_dec > 0)
+        self._clock[rows] = clock
+        if prefills is not None:
+            self._advance_prefills(*prefills, clock_before[p_idx], clock[p_idx], end_s[p_idx])
         n_completed = 0
-        if done.any():
-            free = free + self._complete(rows, sub, done, end_s)
-            n_completed = done.sum(axis=1)
-            sub = self._compact(sub, valid1 & ~done, n_kept - n_completed)
-            n1 = n_kept - n_completed
-        self.slots[rows, :width] = sub
-
-        # ---- admitted requests join the running tail
-        if adm is not None:
-            n1, adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, n1, start_s, end_s)
+        done_row = clock >= self._end_min[rows]
+        if done_row.any():
+            d_idx = np.flatnonzero(done_row)
+            freed, n_done = self._complete(rows[d_idx], n[d_idx], clock[d_idx], end_s[d_idx])
+            free[d_idx] += freed
+            n[d_idx] -= n_done
+            n_completed = np.zeros(k_rows, dtype=np.int64)
+            n_completed[d_idx] = n_done
+        if adm is not None:  # admitted requests join the running tail
+            n, adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, n, clock, start_s, end_s)
             free = free + adm_free
             n_completed = n_completed + adm_completed
 
@@ -333,7 +356,7 @@ class ClusterSimulator:
             self.completed_count[rows] += n_completed
             self.completion_time_sum_s[rows] += n_completed * end_s
 
-        self.n_running[rows] = n1
+        self.n_running[rows] = n
         self.free_blocks[rows] = free
         self.busy_until_s[rows] = end_s
         self.iterations.reshape(-1)[rows] += k_iter
@@ -361,8 +384,9 @@ class ClusterSimulator:
             ok &= allowed[:, None]
         return ok.sum(axis=1)
 
-    def _admit(self, rows, cand, adm, k_adm, n_running, start_s, end_s):
-        """Move admitted candidates to the running tail; returns new running counts and freed blocks."""
+    def _admit(self, rows, cand, adm, k_adm, n_running, clock, start_s, end_s):
+        """Move admitted candidates to the running tail; returns new running counts, freed blocks
+        and completions (one-token outputs finish with their prefill)."""
         r_idx, j_idx = np.nonzero(adm)
         q = cand["q"][r_idx, j_idx]
         x = cand["x"][r_idx, j_idx]
@@ -380,7 +404,7 @@ class ClusterSimulator:
         self.w_count[adm_rows] -= k_adm[k_adm > 0]
         np.subtract.at(self.w_pending_tokens, rows[r_idx], x)
         output = self.output[q]
-        done = gen == output  # one-token outputs finish with their prefill
+        done = gen == output
         freed = np.zeros(rows.size, dtype=np.int64)
         completed = 0
         if done.any():
@@ -390,67 +414,115 @@ class ClusterSimulator:
             self.generated[q[done]] = output[done]
             freed = np.bincount(r_idx[done], weights=cand["need"][r_idx, j_idx][done], minlength=rows.size).astype(np.int64)
             stay = ~done
-            r_idx, q, x, chunk, gen, output = r_idx[stay], q[stay], x[stay], chunk[stay], gen[stay], output[stay]
-            j_idx = j_idx[stay]
+            r_idx, q, x, chunk, gen, output, finished = (
+                r_idx[stay], q[stay], x[stay], chunk[stay], gen[stay], output[stay], finished[stay])
         # destination slot: after the surviving running requests, in candidate order
         per_row = np.bincount(r_idx, minlength=rows.size)
         first_of_row = np.cumsum(per_row) - per_row
         dest = n_running[r_idx] + (np.arange(r_idx.size) - first_of_row[r_idx])
-        record = np.stack([q, self.prompt[q], output, gen, _ceil_blocks(x), chunk, x], axis=1)
-        self.slots[rows[r_idx], dest] = record
+        prompt = self.prompt[q]
+        gen0 = gen - clock[r_idx]
+        self.slots[rows[r_idx], dest] = np.stack([q, prompt, output, gen0, chunk, x], axis=1)
+        if finished.any():  # a whole prefill: the request decodes from the next iteration on
+            self._join_decode_sets(rows[r_idx[finished]], prompt[finished], output[finished], gen0[finished])
         return n_running + per_row, freed, completed
 
-    def _complete(self, rows, sub, done, end_s) -> np.ndarray:
-        """Record completions; returns the KV blocks they free per row."""
+    def _complete(self, rows, n, clock, end_s):
+        """Complete the decoding requests whose clock reached their output; returns freed blocks
+        and completions per row. The survivors move to the front in order (a scatter, no sort)."""
+        block = self.slots[rows, : int(n.max())]
+        valid = np.arange(block.shape[1]) < n[:, None]
+        done = (valid & (block[..., PREFILLED] == block[..., TARGET])
+                & (block[..., OUTPUT] - block[..., GEN0] == clock[:, None]))
         r_idx, j_idx = np.nonzero(done)
-        q = sub[r_idx, j_idx, Q]
+        q = block[r_idx, j_idx, Q]
+        output = block[r_idx, j_idx, OUTPUT]
         self.completion_s[q] = end_s[r_idx]
         self.status[q] = COMPLETED
-        self.generated[q] = sub[r_idx, j_idx, OUTPUT]
-        return np.bincount(r_idx, weights=sub[r_idx, j_idx, BLOCKS], minlength=rows.size).astype(np.int64)
+        self.generated[q] = output
+        # a decoding request holds the blocks of its context minus the token it has not fed yet
+        blocks = _ceil_blocks(block[r_idx, j_idx, PROMPT] + output - 1)
+        freed = np.bincount(r_idx, weights=blocks, minlength=rows.size).astype(np.int64)
+        keep = valid & ~done
+        k_idx, kj_idx = np.nonzero(keep)
+        self.slots[rows[k_idx], (np.cumsum(keep, axis=1) - 1)[k_idx, kj_idx]] = block[k_idx, kj_idx]
+        self._rebuild_decode_sets(rows, block, keep)
+        return freed, np.bincount(r_idx, minlength=rows.size)
 
-    @staticmethod
-    def _compact(sub, keep, n_keep):
-        """Stable partition of each row: kept slots first, in order (a scatter, no sort)."""
-        k, w, _ = sub.shape
-        kept_pos = np.cumsum(keep, axis=1) - 1
-        other_pos = n_keep[:, None] + np.cumsum(~keep, axis=1) - 1
-        dest = np.where(keep, kept_pos, other_pos) + (np.arange(k) * w)[:, None]
-        out = np.empty_like(sub)
-        out.reshape(k * w, -1)[dest.ravel()] = sub.reshape(k * w, -1)
-        return out
+    def _preempt(self, rows, n, clock, free):
+        """Block allocation walking each running list, preempting from the tail (recompute).
 
-    def _preempt(self, rows, sub, victims, n_kept, n0) -> np.ndarray:
-        """Send the victims (a suffix of each running list) to the waiting head; returns freed blocks."""
+        The kept requests are the longest prefix whose block needs fit in the free blocks plus
+        those of the requests after it; the victims (the rest) go to the waiting head in admission
+        order. Returns the blocks freed and the new running counts; the needs themselves are
+        taken by the caller with the decode set's.
+        """
+        block = self.slots[rows, : int(n.max())]
+        valid = np.arange(block.shape[1]) < n[:, None]
+        decoding = valid & (block[..., PREFILLED] == block[..., TARGET])
+        kv_tokens = block[..., PROMPT] + block[..., GEN0] + clock[:, None] - 1
+        need = decoding & (kv_tokens % KV_BLOCK_TOKENS == 0)
+        held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[..., TARGET])) * valid
+        suffix_after = held.sum(axis=1, keepdims=True) - np.cumsum(held, axis=1)
+        keep = valid & (np.cumsum(need, axis=1) - suffix_after <= free[:, None])
+        n_kept = keep.sum(axis=1)
+        victims = valid & ~keep
         r_idx, j_idx = np.nonzero(victims)
-        q = sub[r_idx, j_idx, Q]
-        gen = sub[r_idx, j_idx, GEN]
+        q = block[r_idx, j_idx, Q]
+        gen = block[r_idx, j_idx, GEN0] + clock[r_idx]
         self.generated[q] = gen
         self.preemptions[q] += 1
         self.status[q] = WAITING
-        n_victims = n0 - n_kept
-        vrows = rows[r_idx]
+        n_victims = n - n_kept
         need_cap = int((self.w_count[rows] + n_victims).max())
         if need_cap > self._wcap:
             self._grow_waiting(need_cap)
         new_head = (self.w_head[rows] - n_victims) % self._wcap
         pos = (new_head[r_idx] + (j_idx - n_kept[r_idx])) % self._wcap
-        self.waiting[vrows, pos] = q
+        self.waiting[rows[r_idx], pos] = q
         self.w_head[rows] = new_head
         self.w_count[rows] += n_victims
-        np.add.at(self.w_pending_tokens, vrows, sub[r_idx, j_idx, PROMPT] + gen)
-        return np.bincount(r_idx, weights=sub[r_idx, j_idx, BLOCKS], minlength=rows.size).astype(np.int64)
+        np.add.at(self.w_pending_tokens, rows[r_idx], block[r_idx, j_idx, PROMPT] + gen)
+        self._rebuild_decode_sets(rows, block, keep)
+        return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64), n_kept
 
-    def _decode_run_length(self, rows, target, t0_ms, n, sub, in_decode, prompt_gen, free) -> np.ndarray:
-        """How many decode iterations each row can run at once (>= 1); see docs/simulator.md."""
-        to_completion = np.where(in_decode, sub[..., OUTPUT] - sub[..., GEN], _NO_LIMIT).min(axis=1)
-        slack = np.where(in_decode, sub[..., BLOCKS] * KV_BLOCK_TOKENS - prompt_gen + 1, _NO_LIMIT).min(axis=1)
-        k = np.minimum(to_completion, slack + KV_BLOCK_TOKENS * (free // n))
+    def _prefill_chunks(self, rows, n, budget_left):
+        """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
+        block = self.slots[rows, : int(n.max())]
+        valid = np.arange(block.shape[1]) < n[:, None]
+        rem = np.where(valid, block[..., TARGET] - block[..., PREFILLED], 0)
+        chunk = np.clip(budget_left[:, None] - (np.cumsum(rem, axis=1) - rem), 0, rem)
+        return rows, block, chunk, rem > 0
+
+    def _advance_prefills(self, rows, block, chunk, prefilling, clock_before, clock, end_s) -> None:
+        """End of an iteration for the running prefills of ``rows``: a prefill that completes yields
+        a token and joins the decode set; one that does not keeps its generated count while the
+        clock moves."""
+        gen_before = block[..., GEN0] + clock_before[:, None]
+        block[..., PREFILLED] += chunk
+        finished = prefilling & (block[..., PREFILLED] == block[..., TARGET])
+        block[..., GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[..., GEN0])
+        r_idx, j_idx = np.nonzero(finished & (gen_before == 0))
+        self.first_token_s[block[r_idx, j_idx, Q]] = end_s[r_idx]
+        self.slots[rows, : block.shape[1]] = block
+        r_idx, j_idx = np.nonzero(finished)
+        rec = block[r_idx, j_idx]
+        self._join_decode_sets(rows[r_idx], rec[:, PROMPT], rec[:, OUTPUT], rec[:, GEN0])
+
+    def _decode_run_length(self, rows, target, busy, t0_ms, n, clock, hist, slack, spare) -> np.ndarray:
+        """How many decode iterations each row can run at once (>= 1); see docs/simulator.md.
+
+        ``spare`` are the free blocks left once the requests that need one now have it.
+        """
+        to_completion = self._end_min[rows] - clock
+        # iterations before the first block need (16 for those served now), then 16 per spare
+        # block each request can get
+        first_need = np.where(hist > 0, (slack - 1) % KV_BLOCK_TOKENS + 1, KV_BLOCK_TOKENS).min(axis=1)
+        k = np.minimum(to_completion, first_need + KV_BLOCK_TOKENS * (spare // np.maximum(n, 1)))
         # Iterations that start before the target. Iteration x (from 0) starts at
         # busy + (x * t0 + c5 * n * x * (x - 1) / 2) / 1000: solve the quadratic for x (in the
         # stable form 2c / (b + sqrt(b^2 + 4ac)); b = t0 - c5 n / 2 > 0), then correct its rounding
         # with the exact start times.
-        busy = self.busy_until_s[rows]
         c5n = self._c5[rows] * n
         b = t0_ms - c5n / 2.0
         room_ms = np.minimum((target - busy) * 1000.0, 1e15)  # a finite stand-in for "no target"
@@ -465,6 +537,9 @@ class ClusterSimulator:
         return np.maximum(np.minimum(k, x + 1), 1)
 
     # -------------------------------------------------------------------------------- observing
+    def _running_generated(self, slots):
+        return slots[..., GEN0] + self._clock[:, None]
+
     def instance_requests(self) -> dict[str, np.ndarray]:
         """Which requests each instance holds, for routers and observation encoders.
 
@@ -481,7 +556,7 @@ class ClusterSimulator:
         return {
             "running_request": slots[..., Q].copy(),
             "running_valid": np.arange(width) < self.n_running[:, None],
-            "running_generated": slots[..., GEN].copy(),
+            "running_generated": self._running_generated(slots),
             "running_prefill_done": slots[..., PREFILLED] == slots[..., TARGET],
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
@@ -502,7 +577,7 @@ class ClusterSimulator:
         """Per-request records as (B, R) arrays (copies)."""
         generated = self.generated.copy()
         valid = np.arange(self.S) < self.n_running[:, None]
-        generated[self.slots[..., Q][valid]] = self.slots[..., GEN][valid]
+        generated[self.slots[..., Q][valid]] = self._running_generated(self.slots)[valid]
         shape = (self.B, self.R)
         return RequestRecords(
             status=self.status.reshape(shape).copy(),

@@ -1,0 +1,595 @@
+"""Baseline routers: one interface for heuristics, clairvoyant oracles and (agents/learned.py) learned agents.
+
+Every router decides for the B environments of a :class:`~llm_routing_env.core.RouterView` at once::
+
+    router = make_router("lwl")
+    router.prepare(config)          # optional: static facts of the EnvConfig (max_model_len, tick length)
+    router.reset(num_envs, rng)     # rng: None, an int, a Generator, or one Generator per env
+    actions = router.act(view)      # (B,) int64 actions for RoutingCore.step
+
+Class attributes: ``name``, ``modes`` (decision modes it supports), ``clairvoyant`` (reads true
+output lengths; reported apart) and ``source`` (one line: where the definition comes from).
+
+**What a router sees.** Heuristics read only the :class:`RouterView` (router queue, per-instance
+observable state, predictor outputs). Oracles (``clairvoyant = True``) also get the
+:class:`~llm_routing_env.core.RoutingCore` through :meth:`Router.attach` and read
+``core.oracle_view()`` / the simulator state; nothing else is ever given the core.
+
+**Decision modes.** In ``arrival`` mode every router sends the request at the head of the router
+queue to an instance. In ``tick`` mode (action ``N`` = hold) the routers dispatch the head
+whenever the router queue is non-empty and hold otherwise, except ``max-capacity``, which holds
+between its 1 s marks. Every router chooses only among instances that ``view.action_mask``
+allows; in tick mode it holds when none is allowed (in arrival mode there is no hold and the
+mask always allows every instance).
+
+**Ties** are broken uniformly at random from the env's own Generator (so results do not depend
+on how episodes are batched), except ``lor-waiting`` (lowest index, as Vidur does).
+
+Roster (``router_names()``): random, rr, lor, lor-waiting, p2c, lot, least-kv, lwl, jsq,
+max-capacity, min-min, impact, bucket, oracle-lwl, oracle-lookahead. See each class.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+
+from llm_routing_env.cluster import NOT_DISPATCHED
+from llm_routing_env.predictors import DQN_STATE_BUCKETS
+from llm_routing_env.profiles import KV_BLOCK_TOKENS, iteration_time_ms
+
+__all__ = ["Router", "make_router", "router_names", "ROUTERS"]
+
+_TOL = 1e-9
+
+
+def _as_rngs(rng, n: int) -> list[np.random.Generator]:
+    """One Generator per env from None, an int seed, a Generator (spawned) or a sequence of them."""
+    if isinstance(rng, (list, tuple)):
+        if len(rng) != n:
+            raise ValueError(f"rng: expected {n} generators (one per env), got {len(rng)}")
+        return [r if isinstance(r, np.random.Generator) else np.random.default_rng(r) for r in rng]
+    if rng is None or isinstance(rng, (int, np.integer)):
+        rng = np.random.default_rng(rng)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be None, an int, a numpy Generator or one per env, got {rng!r}")
+    return list(rng.spawn(n))
+
+
+def _blocks(tokens):
+    return np.ceil(np.asarray(tokens, dtype=np.float64) / KV_BLOCK_TOKENS)
+
+
+class Router:
+    """Base class. Subclasses implement :meth:`_choose` (instances for the envs that dispatch)."""
+
+    name = "router"
+    modes: tuple[str, ...] = ("arrival", "tick")
+    clairvoyant = False
+    source = ""
+    #: largest batch of envs worth giving the router at once (None: any); the evaluator obeys it
+    max_batch: int | None = None
+
+    def __init__(self) -> None:
+        self.num_envs = 0
+        self._rngs: list[np.random.Generator] = []
+        self.max_model_len = 4096
+        self.decision_interval_s = 0.02
+        self.mode: str | None = None
+        self.core = None
+
+    # ------------------------------------------------------------------------------ set-up
+    def prepare(self, config) -> None:
+        """Static facts of the environment (an EnvConfig); raises ValueError for an unsupported mode."""
+        if config.mode not in self.modes:
+            raise ValueError(f"router {self.name!r} supports mode(s) {', '.join(self.modes)}, not {config.mode!r}")
+        self.max_model_len = int(config.scenario.max_model_len)
+        self.decision_interval_s = float(config.decision_interval_s)
+        self.mode = config.mode
+
+    def attach(self, core) -> None:
+        """Give a clairvoyant router the RoutingCore (true lengths, simulator state)."""
+        if not self.clairvoyant:
+            raise RuntimeError(f"router {self.name!r} is not clairvoyant: it sees only the RouterView")
+        self.core = core
+
+    def reset(self, num_envs: int, rng=None) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self._rngs = _as_rngs(rng, self.num_envs)
+        self._reset_state(self.num_envs)
+
+    def _reset_state(self, num_envs: int) -> None:
+        pass
+
+    # -------------------------------------------------------------------------------- act
+    def act(self, view) -> np.ndarray:
+        """(B,) int64 actions: an instance for every env with a request (and an allowed instance);
+        hold (``N``) otherwise in tick mode, 0 (ignored by the core) in arrival mode."""
+        B, N = view.num_running.shape
+        if B != self.num_envs:
+            self.reset(B, None)
+        A = view.action_mask.shape[1]
+        tick = A > N
+        valid = np.asarray(view.action_mask[:, :N], dtype=bool) & np.asarray(view.has_request, dtype=bool)[:, None]
+        go = valid.any(axis=1)
+        choice = np.full(B, -1, dtype=np.int64)
+        if go.any():
+            choice = np.asarray(self._choose(view, valid, go), dtype=np.int64)
+        ok = go & (choice >= 0) & (choice < N)
+        ok[ok] = valid[np.flatnonzero(ok), choice[ok]]
+        if not tick:  # no hold in arrival mode: a router that declines gets the first allowed instance
+            fallback = np.argmax(valid, axis=1)
+            choice = np.where(ok, choice, np.where(go, fallback, 0))
+            return choice.astype(np.int64)
+        return np.where(ok, choice, N).astype(np.int64)
+
+    def _choose(self, view, valid: np.ndarray, go: np.ndarray) -> np.ndarray:
+        """(B,) instance per env (-1 = hold); only rows in ``go`` matter, ``valid`` (B, N) the allowed
+        instances. Update any per-env state for the rows that dispatch."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------- helpers
+    def _uniform(self, rows, n: int) -> np.ndarray:
+        return np.stack([self._rngs[b].random(n) for b in rows]) if len(rows) else np.zeros((0, n))
+
+    def _argmin(self, score: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Index of the smallest score among valid instances, ties at random (per-env Generator)."""
+        s = np.where(valid, score, np.inf)
+        best = s.min(axis=1, keepdims=True)
+        tol = _TOL * np.maximum(np.abs(np.where(np.isfinite(best), best, 0.0)), 1.0)
+        ties = valid & (s <= best + tol)
+        choice = np.argmax(ties, axis=1)
+        multi = np.flatnonzero(ties.sum(axis=1) > 1)
+        if multi.size:
+            u = self._uniform(multi, score.shape[1])
+            choice[multi] = np.argmax(np.where(ties[multi], u, -1.0), axis=1)
+        return choice
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# --------------------------------------------------------------------------------------------
+# Blind policies
+# --------------------------------------------------------------------------------------------
+
+
+class RandomRouter(Router):
+    """Uniform over the allowed instances."""
+
+    name = "random"
+    source = "uniform random dispatch (Vidur global scheduler 'random'; routers.md §5 #1)"
+
+    def _choose(self, view, valid, go):
+        return self._argmin(np.zeros(valid.shape), valid)
+
+
+class RoundRobinRouter(Router):
+    """Cyclic order 0, 1, ..., N-1 per env; the counter advances only when a request is dispatched
+    (a masked instance is skipped: the next allowed one in cyclic order)."""
+
+    name = "rr"
+    source = "round robin, the paper's main baseline (arXiv 2408.13510 §6; routers.md §5 #2)"
+
+    def _reset_state(self, num_envs):
+        self.counter = np.zeros(num_envs, dtype=np.int64)
+
+    def _choose(self, view, valid, go):
+        B, N = valid.shape
+        order = (self.counter[:, None] + np.arange(N)) % N
+        first = np.argmax(np.take_along_axis(valid, order, axis=1), axis=1)
+        choice = order[np.arange(B), first]
+        self.counter = np.where(go, (choice + 1) % N, self.counter)
+        return choice
+
+
+# --------------------------------------------------------------------------------------------
+# Count-based load
+# --------------------------------------------------------------------------------------------
+
+
+class LeastOutstandingRequestsRouter(Router):
+    """Fewest requests at the instance (waiting + running), ties at random."""
+
+    name = "lor"
+    source = "least outstanding requests / JSQ on request counts (routers.md §5 #4; AIBrix least-request)"
+
+    def _choose(self, view, valid, go):
+        return self._argmin((view.num_running + view.num_waiting).astype(np.float64), valid)
+
+
+class LeastWaitingRequestsRouter(Router):
+    """Vidur's LOR: fewest requests in the instance's *waiting* queue only, ties to the lowest index.
+
+    Kept for comparison: it ignores running requests, so it piles onto instance 0 whenever every
+    waiting queue is empty (which is most of the time below saturation)."""
+
+    name = "lor-waiting"
+    source = "Vidur global scheduler 'lor' (microsoft/vidur vidur/scheduler/global_scheduler/lor_global_scheduler.py)"
+
+    def _choose(self, view, valid, go):
+        return np.argmin(np.where(valid, view.num_waiting.astype(np.float64), np.inf), axis=1)
+
+
+class PowerOfTwoRouter(Router):
+    """Two distinct allowed instances drawn at random; the one with fewer outstanding requests
+    (waiting + running) wins, ties to the first drawn (itself random). One allowed instance: it."""
+
+    name = "p2c"
+    source = "power of two choices (Mitzenmacher 2001; Ray Serve default, SGLang/vllm-router power_of_two)"
+
+    def _choose(self, view, valid, go):
+        B, N = valid.shape
+        rows = np.flatnonzero(go)
+        choice = np.full(B, -1, dtype=np.int64)
+        if rows.size == 0:
+            return choice
+        u = np.where(valid[rows], self._uniform(rows, N), -1.0)
+        pick = np.argsort(-u, axis=1, kind="stable")[:, :2] if N > 1 else np.zeros((rows.size, 2), dtype=np.int64)
+        a, b = pick[:, 0], pick[:, 1]
+        b = np.where(valid[rows, b], b, a)
+        load = (view.num_running + view.num_waiting)[rows]
+        ar = np.arange(rows.size)
+        choice[rows] = np.where(load[ar, b] < load[ar, a], b, a)
+        return choice
+
+
+# --------------------------------------------------------------------------------------------
+# Token and memory load
+# --------------------------------------------------------------------------------------------
+
+
+def outstanding_tokens(view) -> np.ndarray:
+    """(B, N) remaining prefill tokens + predicted remaining decode tokens (running + waiting)."""
+    return view.pending_prefill_tokens + view.pred_remaining_tokens.sum(axis=2)
+
+
+class LeastOutstandingTokensRouter(Router):
+    """Fewest outstanding tokens: remaining prefill + predicted remaining decode tokens."""
+
+    name = "lot"
+    source = "least outstanding tokens (routers.md §5 #7: llm-d pending-tokens, Dynamo, AIBrix token_load), predicted decode"
+
+    def _choose(self, view, valid, go):
+        return self._argmin(outstanding_tokens(view).astype(np.float64), valid)
+
+
+class JoinShortestQueueRouter(LeastOutstandingTokensRouter):
+    """The paper's JSQ (A.2.1): the instance with the fewest prompt + decode tokens still to process.
+
+    With what a router sees (remaining prefill tokens and the predictor's remaining decode tokens)
+    this is the same score as ``lot``; the two rows differ only through random tie-breaking. It is
+    kept under the paper's name so that the paper's baseline list is complete."""
+
+    name = "jsq"
+    source = "paper arXiv 2408.13510 A.2.1 Join Shortest Queue (fewest prompt + decode tokens to process)"
+
+
+class LeastKVRouter(Router):
+    """Lowest KV-cache utilization (used / capacity blocks); requests still waiting hold no KV."""
+
+    name = "least-kv"
+    source = "least KV-cache utilization (AIBrix least-kv-cache, GIE kv-cache-utilization scorer; routers.md §5 #8)"
+
+    def _choose(self, view, valid, go):
+        util = view.kv_blocks_used / np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
+        return self._argmin(util, valid)
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction-based
+# --------------------------------------------------------------------------------------------
+
+
+def _coeff_cols(coefficients: np.ndarray) -> tuple:
+    """(N, 7) coefficient table -> tuple of seven (1, N) arrays for iteration_time_ms."""
+    c = np.asarray(coefficients, dtype=np.float64)
+    return tuple(c[None, :, i] for i in range(7))
+
+
+def work_left_s(view, remaining_decode_tokens: np.ndarray) -> np.ndarray:
+    """(B, N) seconds each instance needs to finish what it holds, from its latency profile.
+
+    ``pending_prefill_tokens x prefill_s_per_token`` (the linear prefill cost of the profile) plus
+    the decode backlog: ``R`` remaining decode tokens shared by a batch of ``b = clip(running +
+    waiting, 1, max_num_seqs)`` requests take ``R / b`` iterations of ``iteration_time_ms(ntok=b,
+    decode context = current decode context + pending prompts + R / 2)`` (the context grows by R
+    over the backlog; R / 2 is its mean)."""
+    seqs = np.asarray(view.max_num_seqs, dtype=np.float64)[None, :]
+    R = np.asarray(remaining_decode_tokens, dtype=np.float64)
+    b = np.clip(view.num_running + view.num_waiting, 1, seqs).astype(np.float64)
+    context = view.decode_context_tokens + view.pending_prefill_tokens + R / 2.0
+    iter_s = iteration_time_ms(_coeff_cols(view.coefficients), b, 0.0, 0.0, context) / 1000.0
+    prefill_s = view.pending_prefill_tokens * np.asarray(view.prefill_s_per_token)[None, :]
+    return prefill_s + R / b * iter_s
+
+
+def job_alone_s(view, prompt_tokens: np.ndarray, decode_tokens: np.ndarray) -> np.ndarray:
+    """(B, N) seconds a request of ``prompt_tokens`` / ``decode_tokens`` takes alone on each instance
+    (linear prefill cost + one single-request decode iteration per token at its mean context)."""
+    p = np.asarray(prompt_tokens, dtype=np.float64)[:, None]
+    d = np.asarray(decode_tokens, dtype=np.float64)[:, None]
+    per_token_s = iteration_time_ms(_coeff_cols(view.coefficients), 1.0, 0.0, 0.0, p + d / 2.0) / 1000.0
+    return p * np.asarray(view.prefill_s_per_token)[None, :] + d * per_token_s
+
+
+class LeastWorkLeftRouter(Router):
+    """Least work left (LWL-pred): the instance where the head request would finish its share of work
+    earliest, ``work_left_s(predicted remaining decode) + job_alone_s(head)``. The second term is
+    the same on every instance of a homogeneous cluster and only matters for heterogeneous ones."""
+
+    name = "lwl"
+    source = "least work left with predicted lengths (Harchol-Balter LWL; routers.md §3, §5 #11), profile-timed"
+
+    def remaining(self, view) -> tuple[np.ndarray, np.ndarray]:
+        return view.pred_remaining_tokens.sum(axis=2), view.head_pred_tokens
+
+    def _choose(self, view, valid, go):
+        remaining, head_decode = self.remaining(view)
+        score = work_left_s(view, remaining) + job_alone_s(view, view.head_prompt_tokens, head_decode)
+        return self._argmin(score, valid)
+
+
+class MaxCapacityRouter(Router):
+    """The paper's Maximum Capacity Usage (A.2.2): every 1 s, the head request to the instance with
+    the most available capacity that can fit it.
+
+    * capacity of an instance: ``min(1 - (running + waiting) / max_num_seqs, effective free KV /
+      KV capacity)``, where effective free KV = free blocks - blocks the waiting prompts will
+      take (the paper state's "available capacity", counting requests already sent there);
+    * it *fits* the head when a batch slot is left and the effective free KV (less vLLM's 1 %
+      watermark) holds ``prompt + predicted decode`` tokens.
+    * **tick mode**: at each 1 s mark the requests waiting at the router then are sent, one per
+      tick, head first, each to the most-capacity instance that fits it; if the head fits
+      nowhere, the rest waits for the next mark. Requests that arrive between marks wait for the
+      next mark. (One request per second, read literally, would leave the router queue growing
+      without bound at the paper's 20 req/s; the paper reports the policy 2.6 % *better* than RR.)
+    * **arrival mode** (no hold): each request on arrival to the most-capacity instance that fits
+      it, or to the most-capacity instance when none fits.
+    """
+
+    name = "max-capacity"
+    source = "paper arXiv 2408.13510 A.2.2 Maximum Capacity Usage (every 1 s, head to the most available capacity that fits)"
+    period_s = 1.0
+
+    def _reset_state(self, num_envs):
+        self.last_mark = np.full(num_envs, -1, dtype=np.int64)
+        self.quota = np.zeros(num_envs, dtype=np.int64)
+
+    def capacity(self, view) -> tuple[np.ndarray, np.ndarray]:
+        seqs = np.asarray(view.max_num_seqs, dtype=np.float64)[None, :]
+        cap_blocks = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
+        occupied = view.num_running + view.num_waiting
+        free_eff = view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
+        capacity = np.minimum(1.0 - occupied / seqs, free_eff / cap_blocks)
+        need = _blocks(view.head_prompt_tokens + view.head_pred_tokens)[:, None]
+        fits = (occupied < seqs) & (free_eff - np.floor(0.01 * cap_blocks) >= need)
+        return capacity, fits
+
+    def _choose(self, view, valid, go):
+        capacity, fits = self.capacity(view)
+        best_fit = self._argmin(-capacity, valid & fits)
+        any_fit = (valid & fits).any(axis=1)
+        if view.action_mask.shape[1] == view.num_running.shape[1]:  # arrival mode: no hold
+            return np.where(any_fit, best_fit, self._argmin(-capacity, valid))
+        # tick mode: open a window at each 1 s mark for the requests queued at that mark
+        t = np.asarray(view.time_s, dtype=np.float64)
+        mark = np.floor(t / self.period_s + 1e-6).astype(np.int64)
+        new = go & (mark > self.last_mark)
+        at_mark = (t - mark * self.period_s) < self.decision_interval_s - 1e-9
+        self.quota = np.where(new, np.where(at_mark, view.queue_len, 0), self.quota)
+        self.last_mark = np.where(new, mark, self.last_mark)
+        send = go & (self.quota > 0) & any_fit
+        self.quota = np.where(go & (self.quota > 0) & ~any_fit, 0, self.quota - send)
+        return np.where(send, best_fit, -1)
+
+
+class MinMinRouter(Router):
+    """The paper's Min-Min (A.2.3; Chen et al. 2013) mapped onto head-of-line routing.
+
+    Min-Min repeatedly takes, among the unassigned jobs, the one with the smallest minimum
+    completion time and assigns it to that machine; with homogeneous machines the job order is
+    shortest-job-first. The routing core dispatches only the head of the router queue (FIFO), so
+    the job-selection step has a single candidate and the policy becomes *minimum completion time*
+    for the head: ``argmin_m ready_m + ET_m`` where
+
+    * ``ET_m`` (job time, the paper's definition): the head's prefill (prompt x the profile's
+      prefill cost per token) + the *upper bound* of its predicted decode bucket (the open last
+      bucket closed at ``max_model_len - prompt``) decode tokens, each one iteration of the batch
+      it joins on ``m`` (``running + waiting + 1`` requests at the current decode context);
+    * ``ready_m``: when ``m`` can start it: the waiting prompts' prefill time + the iteration in
+      flight, + the predicted time to its earliest completion if it has no free batch slot or
+      not enough effective free KV for the prompt.
+    """
+
+    name = "min-min"
+    source = "paper arXiv 2408.13510 A.2.3 Min-Min (Chen et al. 2013): prompt + predicted-bucket upper bound; head-of-line MCT"
+
+    def head_upper_bound(self, view) -> np.ndarray:
+        ub = DQN_STATE_BUCKETS.upper_bounds[np.asarray(view.head_pred_bucket)]
+        cap = np.maximum(self.max_model_len - np.asarray(view.head_prompt_tokens, dtype=np.float64), 1.0)
+        return np.minimum(ub, cap)
+
+    def _choose(self, view, valid, go):
+        seqs = np.asarray(view.max_num_seqs, dtype=np.float64)[None, :]
+        p = np.asarray(view.head_prompt_tokens, dtype=np.float64)[:, None]
+        d = self.head_upper_bound(view)[:, None]
+        batch = np.minimum(view.num_running + view.num_waiting + 1, seqs)
+        context = view.decode_context_tokens + p + d / 2.0
+        per_token_s = iteration_time_ms(_coeff_cols(view.coefficients), batch, 0.0, 0.0, context) / 1000.0
+        prefill_cost = np.asarray(view.prefill_s_per_token)[None, :]
+        exec_s = p * prefill_cost + d * per_token_s
+        free_eff = view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
+        full = (view.num_running + view.num_waiting >= seqs) | (free_eff < _blocks(p))
+        ready_s = (view.pending_prefill_tokens * prefill_cost + view.busy_for_s
+                   + np.where(full, view.earliest_completion_s, 0.0))
+        return self._argmin(ready_s + exec_s, valid)
+
+
+class ImpactRouter(Router):
+    """The paper's workload-impact heuristic on its own: the instance with the smallest impact,
+    i.e. the largest mixing penalty ``r_mix`` (``view.impact``, impact.py), ties at random."""
+
+    name = "impact"
+    source = "paper arXiv 2408.13510 §4.3-4.5 workload-impact estimator (impact.py), greedy argmax r_mix"
+
+    def _choose(self, view, valid, go):
+        return self._argmin(-np.asarray(view.impact, dtype=np.float64), valid)
+
+
+class BucketRouter(Router):
+    """Size-interval task assignment (SITA-E) by predicted length class.
+
+    Instances are split into contiguous groups, one per predicted decode bucket (short classes on
+    the low indices), sized in proportion to each class's share of the work routed so far
+    (job size = prompt + predicted decode tokens; SITA-E equalises load), at least one instance
+    per class when ``N >= K``; with ``N < K`` bucket ``k`` goes to instance ``floor(k N / K)``.
+    Shares start from one request of each bucket's representative length, so the first requests
+    are split sensibly. Inside its group a request goes to the least outstanding tokens
+    (``lot``), ties at random; masked instances are skipped (the whole cluster if its group has
+    none allowed)."""
+
+    name = "bucket"
+    source = "size-interval routing by predicted class (SITA-E, Harchol-Balter et al. 1999; SGLang bucket; routers.md §5 #12)"
+
+    def _reset_state(self, num_envs):
+        K = DQN_STATE_BUCKETS.n_buckets
+        self.work = np.tile(DQN_STATE_BUCKETS.representatives, (num_envs, 1)).astype(np.float64)
+        self.K = K
+
+    @staticmethod
+    def group_sizes(shares: np.ndarray, N: int) -> np.ndarray:
+        """(B, K) shares -> (B, K) instance counts summing to N, >= 1 each (largest remainder)."""
+        B, K = shares.shape
+        raw = shares / shares.sum(axis=1, keepdims=True) * N
+        sizes = np.maximum(np.floor(raw), 1).astype(np.int64)
+        for b in range(B):
+            while sizes[b].sum() > N:
+                k = int(np.argmax(np.where(sizes[b] > 1, sizes[b] - raw[b], -np.inf)))
+                sizes[b, k] -= 1
+            while sizes[b].sum() < N:
+                k = int(np.argmax(raw[b] - sizes[b]))
+                sizes[b, k] += 1
+        return sizes
+
+    def groups(self, N: int) -> np.ndarray:
+        """(B, N) the bucket each instance serves (N >= K)."""
+        sizes = self.group_sizes(self.work, N)
+        ends = np.cumsum(sizes, axis=1)
+        return (np.arange(N)[None, None, :] >= ends[:, :, None]).sum(axis=1)
+
+    def _choose(self, view, valid, go):
+        B, N = valid.shape
+        k = np.asarray(view.head_pred_bucket, dtype=np.int64)
+        if N < self.K:
+            target = (k * N) // self.K
+            in_group = np.arange(N)[None, :] == target[:, None]
+        else:
+            in_group = self.groups(N) == k[:, None]
+        allowed = valid & in_group
+        allowed = np.where(allowed.any(axis=1, keepdims=True), allowed, valid)
+        choice = self._argmin(outstanding_tokens(view).astype(np.float64), allowed)
+        size = np.asarray(view.head_prompt_tokens, dtype=np.float64) + np.asarray(view.head_pred_tokens)
+        rows = np.flatnonzero(go)
+        np.add.at(self.work, (rows, k[rows]), size[rows])
+        return choice
+
+
+# --------------------------------------------------------------------------------------------
+# Clairvoyant oracles (reported apart)
+# --------------------------------------------------------------------------------------------
+
+
+class OracleLWLRouter(LeastWorkLeftRouter):
+    """O1, clairvoyant LWL: ``lwl`` with the TRUE remaining decode tokens of every request on each
+    instance and the head's true output length (``core.oracle_view()``)."""
+
+    name = "oracle-lwl"
+    clairvoyant = True
+    source = "clairvoyant least work left with true lengths (routers.md §3 O1)"
+
+    def remaining(self, view):
+        if self.core is None:
+            raise RuntimeError("oracle-lwl needs the RoutingCore: call attach(core) first")
+        ov = self.core.oracle_view()
+        return ov.remaining_tokens.astype(np.float64), ov.head_output_tokens.astype(np.float64)
+
+
+class OracleLookaheadRouter(Router):
+    """O2, clairvoyant one-step lookahead: for every allowed instance ``n``, copy cluster ``b``'s
+    simulator state (``copy.deepcopy(core.sim)`` with every other cluster reset), dispatch the head
+    request (true output length) to ``n``, run until idle with no further arrivals and sum the E2E
+    latency of every request dispatched in that cluster (completed ones add the same constant to
+    every candidate); pick the smallest sum, ties at random. Requests still waiting at the router
+    behind the head are not simulated.
+
+    Expensive (N simulations to idle per decision): ``cost_s`` / ``decisions`` accumulate its own
+    wall time, ``ms_per_decision`` reports it. ``max_batch = 1``: the evaluator runs it one
+    episode per simulator, so each copy holds a single cluster."""
+
+    name = "oracle-lookahead"
+    clairvoyant = True
+    max_batch = 1
+    source = "clairvoyant one-step what-if simulation with true lengths (routers.md §3 O2)"
+
+    def _reset_state(self, num_envs):
+        self.cost_s = 0.0
+        self.decisions = 0
+
+    @property
+    def ms_per_decision(self) -> float:
+        return 1000.0 * self.cost_s / self.decisions if self.decisions else float("nan")
+
+    def _choose(self, view, valid, go):
+        if self.core is None:
+            raise RuntimeError("oracle-lookahead needs the RoutingCore: call attach(core) first")
+        t0 = time.perf_counter()
+        core, sim = self.core, self.core.sim
+        B, N = valid.shape
+        score = np.full((B, N), np.inf)
+        for b in np.flatnonzero(go):
+            rid = int(core.n_dispatched[b])
+            prompt, output, arrival = int(core.prompt[b, rid]), int(core.output[b, rid]), float(core.arrival[b, rid])
+            base = copy.deepcopy(sim)
+            others = np.array([c for c in range(sim.B) if c != b], dtype=np.int64)
+            if others.size:
+                base.reset(others)
+            for n in np.flatnonzero(valid[b]):
+                trial = copy.deepcopy(base)
+                trial.dispatch(int(b), rid, int(n), prompt, output, arrival)
+                trial.run_until_idle()
+                rec = trial.records().for_cluster(int(b))
+                inside = rec.status != NOT_DISPATCHED
+                score[b, n] = float(np.sum(rec.completion_s[inside] - rec.arrival_s[inside]))
+            self.decisions += 1
+        choice = self._argmin(score, valid & np.isfinite(score))
+        self.cost_s += time.perf_counter() - t0
+        return choice
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (
+    RandomRouter, RoundRobinRouter, LeastOutstandingRequestsRouter, LeastWaitingRequestsRouter, PowerOfTwoRouter,
+    LeastOutstandingTokensRouter, LeastKVRouter, LeastWorkLeftRouter, JoinShortestQueueRouter, MaxCapacityRouter,
+    MinMinRouter, ImpactRouter, BucketRouter, OracleLWLRouter, OracleLookaheadRouter)}
+
+
+def router_names(clairvoyant: bool | None = None) -> list[str]:
+    """Registered router names in roster order (``clairvoyant=False``: heuristics only, True: oracles)."""
+    return [n for n, c in ROUTERS.items() if clairvoyant is None or c.clairvoyant == clairvoyant]
+
+
+def make_router(name: str, **kwargs) -> Router:
+    """A new router by registry name; ValueError naming the known ones otherwise."""
+    if name not in ROUTERS:
+        raise ValueError(f"unknown router {name!r}; known routers: {', '.join(ROUTERS)} (or a model .zip)")
+    return ROUTERS[name](**kwargs)

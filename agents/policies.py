@@ -1,0 +1,130 @@
+"""Learned-router building blocks on Stable-Baselines3: Double DQN and a per-instance scoring policy.
+
+* :class:`DoubleDQN`: SB3's DQN computes the plain DQN target ``max_a Q_target(s', a)``; the paper
+  uses Double DQN (van Hasselt et al., 2016): the online network picks the next action and the
+  target network values it, ``Q_target(s', argmax_a Q_online(s', a))``.
+* :class:`InstanceScorer` / :class:`InstanceScoringPolicy`: a policy for the ``rich`` observation
+  (request features + one row per instance) that applies the *same* small network to every
+  instance's row together with the request, and a softmax over instances (plus a hold logit in
+  tick mode). Its parameters do not depend on the number of instances N, so one trained network
+  runs unchanged on 4, 8 or 16 instances. Padded rows (all features -1, see
+  ``llm_routing_env.sb3.MixedClusterVecEnv``) are ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+from stable_baselines3 import DQN
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+
+PADDED_ROW_VALUE = -1.0
+
+
+class DoubleDQN(DQN):
+    """DQN with the Double-DQN target (the only change to SB3's ``train``)."""
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses = []
+        for _ in range(gradient_steps):
+            replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            discounts = replay.discounts if replay.discounts is not None else self.gamma
+            with th.no_grad():
+                next_action = self.q_net(replay.next_observations).argmax(dim=1, keepdim=True)
+                next_q = th.gather(self.q_net_target(replay.next_observations), dim=1, index=next_action)
+                target_q = replay.rewards + (1 - replay.dones) * discounts * next_q
+            current_q = th.gather(self.q_net(replay.observations), dim=1, index=replay.actions.long())
+            loss = F.smooth_l1_loss(current_q, target_q)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_out))
+
+
+class InstanceScorer(nn.Module):
+    """Shared-weight scoring of instances: logits (B, N [+ 1 hold]) and a value latent (B, hidden)."""
+
+    def __init__(self, hidden: int = 64, hold: bool = False, n_actions: int | None = None):
+        super().__init__()
+        G, Fi = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+        self.hold = hold
+        self.score = _mlp(G + Fi, hidden, 1)                 # one row + the request -> a logit
+        self.hold_score = _mlp(G + 2 * Fi, hidden, 1) if hold else None
+        self.value_latent = nn.Sequential(_mlp(G + 2 * Fi, hidden, hidden), nn.ReLU())
+        # SB3 asks for the latent sizes; the actor's latent *is* the logits
+        self.latent_dim_pi = n_actions if n_actions is not None else 0
+        self.latent_dim_vf = hidden
+
+    @staticmethod
+    def split(obs: th.Tensor):
+        G, Fi = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+        request = obs[:, :G]
+        rows = obs[:, G:].reshape(obs.shape[0], -1, Fi)
+        present = rows[..., 0] > PADDED_ROW_VALUE / 2  # running share >= 0 for real instances
+        return request, rows, present
+
+    def pooled(self, request, rows, present):
+        w = present.unsqueeze(-1).float()
+        mean = (rows * w).sum(1) / w.sum(1).clamp(min=1.0)
+        maxed = rows.masked_fill(~present.unsqueeze(-1), -1e4).max(1).values
+        return th.cat([request, mean, maxed], dim=1)
+
+    def forward_actor(self, obs: th.Tensor) -> th.Tensor:
+        request, rows, present = self.split(obs)
+        n = rows.shape[1]
+        joined = th.cat([request.unsqueeze(1).expand(-1, n, -1), rows], dim=2)
+        logits = self.score(joined).squeeze(-1).masked_fill(~present, -1e8)
+        if self.hold:
+            logits = th.cat([logits, self.hold_score(self.pooled(request, rows, present))], dim=1)
+        return logits
+
+    def forward_critic(self, obs: th.Tensor) -> th.Tensor:
+        return self.value_latent(self.pooled(*self.split(obs)))
+
+    def forward(self, obs: th.Tensor):
+        return self.forward_actor(obs), self.forward_critic(obs)
+
+
+class _ScorerPolicyMixin:
+    """Turns an SB3 actor-critic policy into one whose actor is an :class:`InstanceScorer`."""
+
+    def __init__(self, *args, hidden: int = 64, hold: bool = False, **kwargs):
+        self._hidden, self._hold = hidden, hold
+        kwargs.setdefault("net_arch", None)
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = InstanceScorer(self._hidden, self._hold, n_actions=int(self.action_space.n))
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        self.action_net = nn.Identity()  # the scorer already outputs one logit per action
+
+    def _get_constructor_parameters(self) -> dict:
+        data = super()._get_constructor_parameters()
+        data.update(hidden=self._hidden, hold=self._hold)
+        return data
+
+
+class InstanceScoringPolicy(_ScorerPolicyMixin, ActorCriticPolicy):
+    """PPO policy with no per-N parameters."""
+
+
+class MaskableInstanceScoringPolicy(_ScorerPolicyMixin, MaskableActorCriticPolicy):
+    """MaskablePPO policy with no per-N parameters."""
