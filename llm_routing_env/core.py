@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -116,43 +117,186 @@ class EnvConfig:
         return int(2 * s.offered_rate() * s.duration_s + 100)
 
 
-@dataclass
 class RouterView:
     """What a router can see, for B environments (arrays lead with B; instances are (B, N)).
 
     Only observable state: the router queue, each instance's queues and KV cache, tokens generated
     so far, and the length predictor's outputs. True output lengths are not here (see
-    :meth:`RoutingCore.oracle_view`).
+    :meth:`RoutingCore.oracle_view`). Fields are computed on first access (an observation encoder
+    or a heuristic reads only what it needs); tests may pass any field as a keyword argument.
+
+    Router queue and the request to route: ``time_s``, ``queue_len``, ``has_request`` (bool),
+    ``head_request`` (id, -1 if none), ``head_prompt_tokens``, ``head_task``, ``head_pred_bucket``
+    (DQN buckets 0-256, 256-2048, 2048+), ``head_pred_tokens`` (point estimate), ``head_wait_s``.
+    Per instance (B, N): ``num_running``, ``num_waiting``, ``num_prefilling`` (waiting + running
+    with an unfinished prefill), ``kv_blocks_used``, ``kv_blocks_free``, ``pending_prefill_tokens``,
+    ``decode_context_tokens`` (KV of the decoding requests), ``decode_bucket_counts`` (B, N, K:
+    decoding requests by predicted bucket), ``pred_remaining_tokens`` (B, N, K: predicted remaining
+    decode tokens of running and waiting requests by bucket), ``decode_iteration_s`` (the current
+    decode batch's iteration time), ``earliest_completion_s`` (predicted time to the first
+    completion, 0 if none), ``busy_for_s`` (until the iteration in flight ends), ``impact`` (the
+    head request's mixing penalty, larger is better), ``action_mask`` (B, A). Static per instance:
+    ``kv_capacity_blocks``, ``max_num_seqs``, ``prefill_s_per_token``, ``coefficients`` (N, 7).
     """
 
-    time_s: np.ndarray                  # (B,) decision time
-    queue_len: np.ndarray               # (B,) requests waiting at the router
-    has_request: np.ndarray             # (B,) bool: a request to route now
-    head_request: np.ndarray            # (B,) its request id (-1 if none)
-    head_prompt_tokens: np.ndarray      # (B,)
-    head_task: np.ndarray               # (B,)
-    head_pred_bucket: np.ndarray        # (B,) predicted decode bucket (DQN buckets 0-256, 256-2048, 2048+)
-    head_pred_tokens: np.ndarray        # (B,) predicted decode tokens (point estimate)
-    head_wait_s: np.ndarray             # (B,) time it has waited at the router
-    num_running: np.ndarray             # (B, N)
-    num_waiting: np.ndarray             # (B, N)
-    num_prefilling: np.ndarray          # (B, N) waiting + running with an unfinished prefill
-    kv_blocks_used: np.ndarray          # (B, N)
-    kv_blocks_free: np.ndarray          # (B, N)
-    pending_prefill_tokens: np.ndarray  # (B, N)
-    decode_context_tokens: np.ndarray   # (B, N) KV of the decoding requests (prompt + generated)
-    decode_bucket_counts: np.ndarray    # (B, N, K) decoding requests by predicted bucket
-    pred_remaining_tokens: np.ndarray   # (B, N, K) predicted remaining decode tokens (running + waiting) by bucket
-    decode_iteration_s: np.ndarray      # (B, N) the current decode batch's iteration time
-    earliest_completion_s: np.ndarray   # (B, N) predicted time to the first completion (0 if none)
-    busy_for_s: np.ndarray              # (B, N) until the iteration in flight ends
-    impact: np.ndarray                  # (B, N) mixing penalty r_mix of the head request (larger is better)
-    action_mask: np.ndarray             # (B, A) bool
-    # static, per instance (N,)
-    kv_capacity_blocks: np.ndarray
-    max_num_seqs: np.ndarray
-    prefill_s_per_token: np.ndarray
-    coefficients: np.ndarray            # (N, 7) iteration-time coefficients (profiles.py)
+    FIELDS = ("time_s", "queue_len", "has_request", "head_request", "head_prompt_tokens", "head_task",
+              "head_pred_bucket", "head_pred_tokens", "head_wait_s", "num_running", "num_waiting",
+              "num_prefilling", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
+              "decode_context_tokens", "decode_bucket_counts", "pred_remaining_tokens", "decode_iteration_s",
+              "earliest_completion_s", "busy_for_s", "impact", "action_mask", "kv_capacity_blocks",
+              "max_num_seqs", "prefill_s_per_token", "coefficients")
+
+    def __init__(self, core: "RoutingCore | None" = None, **fields):
+        unknown = set(fields) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"RouterView has no field(s) {sorted(unknown)}")
+        self._core = core
+        self.__dict__.update(fields)
+        if core is not None:
+            B, R = core.B, core.R
+            self.time_s = core.t.copy()
+            self.queue_len = core.n_arrived - core.n_dispatched
+            self.has_request = self.queue_len > 0
+            self._head = np.minimum(core.n_dispatched, R - 1)
+            self._rows = np.arange(B)
+            self.kv_capacity_blocks = core.kv_capacity
+            self.max_num_seqs = core.max_num_seqs
+            self.prefill_s_per_token = core.prefill_s_per_token
+            self.coefficients = core.coefficients
+
+    def _head_field(self, table, empty):
+        return np.where(self.has_request, table[self._rows, self._head], empty)
+
+    # -- the request to route
+    @cached_property
+    def head_request(self):
+        return np.where(self.has_request, self._core.n_dispatched, -1)
+
+    @cached_property
+    def head_prompt_tokens(self):
+        return self._head_field(self._core.prompt, 0)
+
+    @cached_property
+    def head_task(self):
+        return self._head_field(self._core.task, 0)
+
+    @cached_property
+    def head_pred_bucket(self):
+        return self._head_field(self._core.pred_bucket, 0)
+
+    @cached_property
+    def head_pred_tokens(self):
+        return self._head_field(self._core.pred_tokens, 0.0)
+
+    @cached_property
+    def head_wait_s(self):
+        return np.where(self.has_request, self.time_s - self._core.arrival[self._rows, self._head], 0.0)
+
+    @cached_property
+    def action_mask(self):
+        core = self._core
+        mask = np.ones((core.B, core.A), dtype=bool)
+        if core.config.mode == "tick":
+            mask[:, : core.N] = self.has_request[:, None]
+        return mask
+
+    # -- instance counters kept by the simulator
+    @cached_property
+    def _state(self):
+        return self._core.sim.instance_state()
+
+    @cached_property
+    def num_running(self):
+        return self._state.num_running
+
+    @cached_property
+    def num_waiting(self):
+        return self._state.num_waiting
+
+    @cached_property
+    def kv_blocks_used(self):
+        return self._state.kv_blocks_used
+
+    @cached_property
+    def kv_blocks_free(self):
+        return self._state.kv_blocks_free
+
+    @cached_property
+    def pending_prefill_tokens(self):
+        return self._state.pending_prefill_tokens
+
+    @cached_property
+    def busy_for_s(self):
+        return np.maximum(self._state.busy_until_s - self.time_s[:, None], 0.0)
+
+    # -- per-request features joined with the predictor's outputs
+    @cached_property
+    def _requests(self):
+        """Running and waiting requests of every instance row with their predicted lengths."""
+        core, sim = self._core, self._core.sim
+        ir = sim.instance_requests()
+        pred_tokens, pred_bucket = core.pred_tokens.ravel(), core.pred_bucket.ravel()
+        rq, rvalid, rgen = ir["running_request"], ir["running_valid"], ir["running_generated"]
+        wq, wvalid = ir["waiting_request"], ir["waiting_valid"]
+        return {
+            "decoding": rvalid & ir["running_prefill_done"],
+            "prefilling": rvalid & ~ir["running_prefill_done"],
+            "r_bucket": pred_bucket[rq],
+            "r_remaining": np.where(rvalid, np.maximum(pred_tokens[rq] - rgen, 0.0), 0.0),
+            "r_context": core.prompt.ravel()[rq] + rgen,
+            "w_bucket": pred_bucket[wq],
+            "w_remaining": np.where(wvalid, np.maximum(pred_tokens[wq] - sim.generated[wq], 0.0), 0.0),
+        }
+
+    def _per_instance(self, rows_values):
+        core = self._core
+        return rows_values.reshape(core.B, core.N, *rows_values.shape[1:])
+
+    @cached_property
+    def num_prefilling(self):
+        return self.num_waiting + self._per_instance(self._requests["prefilling"].sum(axis=1))
+
+    @cached_property
+    def decode_context_tokens(self):
+        r = self._requests
+        return self._per_instance(np.where(r["decoding"], r["r_context"], 0).sum(axis=1))
+
+    @cached_property
+    def decode_bucket_counts(self):
+        r = self._requests
+        K = self._core.K
+        return self._per_instance(np.stack([(r["decoding"] & (r["r_bucket"] == k)).sum(axis=1) for k in range(K)],
+                                           axis=1))
+
+    @cached_property
+    def pred_remaining_tokens(self):
+        r = self._requests
+        K = self._core.K
+        return self._per_instance(np.stack(
+            [np.where(r["r_bucket"] == k, r["r_remaining"], 0.0).sum(axis=1)
+             + np.where(r["w_bucket"] == k, r["w_remaining"], 0.0).sum(axis=1) for k in range(K)], axis=1))
+
+    @cached_property
+    def _n_decoding(self):
+        return self._per_instance(self._requests["decoding"].sum(axis=1))
+
+    @cached_property
+    def decode_iteration_s(self):
+        coeffs = self.coefficients.T[:, None, :]  # (7, 1, N) broadcast over B
+        t_ms = iteration_time_ms(coeffs, self._n_decoding, 0, 0, self.decode_context_tokens)
+        return np.where(self._n_decoding > 0, t_ms / 1000.0, 0.0)
+
+    @cached_property
+    def earliest_completion_s(self):
+        r = self._requests
+        to_first = self._per_instance(np.where(r["decoding"], np.maximum(r["r_remaining"], 1.0), np.inf).min(axis=1))
+        return np.where(self._n_decoding > 0, np.where(self._n_decoding > 0, to_first, 0.0) * self.decode_iteration_s, 0.0)
+
+    @cached_property
+    def impact(self):
+        core = self._core
+        return mixing_penalty(core.config.impact, self.head_prompt_tokens, self.head_pred_tokens,
+                              self.decode_context_tokens, self.num_running + self.num_waiting)
 
 
 @dataclass
@@ -363,84 +507,8 @@ class RoutingCore:
     def view(self) -> RouterView:
         """The router's view now (cached until the next step or reset)."""
         if self._view is None:
-            self._view = self._compute_view()
+            self._view = RouterView(self)
         return self._view
-
-    def _compute_view(self) -> RouterView:
-        B, N, K, R = self.B, self.N, self.K, self.R
-        sim = self.sim
-        st = sim.instance_state()
-        ir = sim.instance_requests()
-        rows = B * N
-
-        queue_len = self.n_arrived - self.n_dispatched
-        has_request = queue_len > 0
-        head = np.where(has_request, self.n_dispatched, -1)
-        hidx = np.minimum(self.n_dispatched, R - 1)
-        ar = np.arange(B)
-        head_prompt = np.where(has_request, self.prompt[ar, hidx], 0)
-        head_pred_tokens = np.where(has_request, self.pred_tokens[ar, hidx], 0.0)
-
-        pred_tokens = self.pred_tokens.ravel()
-        pred_bucket = self.pred_bucket.ravel()
-        prompt = self.prompt.ravel()
-        rq, rvalid, rgen, rdone = (ir["running_request"], ir["running_valid"], ir["running_generated"],
-                                   ir["running_prefill_done"])
-        decoding = rvalid & rdone
-        r_bucket = pred_bucket[rq]
-        r_remaining = np.where(rvalid, np.maximum(pred_tokens[rq] - rgen, 0.0), 0.0)
-        wq, wvalid = ir["waiting_request"], ir["waiting_valid"]
-        w_bucket = pred_bucket[wq]
-        w_remaining = np.where(wvalid, np.maximum(pred_tokens[wq] - sim.generated[wq], 0.0), 0.0)
-        bucket_counts = np.stack([(decoding & (r_bucket == k)).sum(axis=1) for k in range(K)], axis=1)
-        remaining = np.stack([np.where(r_bucket == k, r_remaining, 0.0).sum(axis=1)
-                              + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(K)], axis=1)
-        context = np.where(decoding, prompt[rq] + rgen, 0).sum(axis=1)
-        n_decoding = decoding.sum(axis=1)
-        coeffs = np.tile(self.coefficients, (B, 1)).T
-        decode_iter_s = np.where(n_decoding > 0, iteration_time_ms(coeffs, n_decoding, 0, 0, context) / 1000.0, 0.0)
-        to_first = np.where(decoding, np.maximum(r_remaining, 1.0), np.inf).min(axis=1)
-        earliest = np.where(n_decoding > 0, np.where(n_decoding > 0, to_first, 0.0) * decode_iter_s, 0.0)
-        prefilling = st.num_waiting.ravel() + (rvalid & ~rdone).sum(axis=1)
-
-        shape = (B, N)
-        context = context.reshape(shape)
-        on_instance = st.num_running + st.num_waiting
-        impact = mixing_penalty(self.config.impact, head_prompt, head_pred_tokens, context, on_instance)
-        if self.config.mode == "tick":
-            mask = np.ones((B, self.A), dtype=bool)
-            mask[:, :N] = has_request[:, None]
-        else:
-            mask = np.ones((B, self.A), dtype=bool)
-        return RouterView(
-            time_s=self.t.copy(),
-            queue_len=queue_len,
-            has_request=has_request,
-            head_request=head,
-            head_prompt_tokens=head_prompt,
-            head_task=np.where(has_request, self.task[ar, hidx], 0),
-            head_pred_bucket=np.where(has_request, self.pred_bucket[ar, hidx], 0),
-            head_pred_tokens=head_pred_tokens,
-            head_wait_s=np.where(has_request, self.t - self.arrival[ar, hidx], 0.0),
-            num_running=st.num_running,
-            num_waiting=st.num_waiting,
-            num_prefilling=prefilling.reshape(shape),
-            kv_blocks_used=st.kv_blocks_used,
-            kv_blocks_free=st.kv_blocks_free,
-            pending_prefill_tokens=st.pending_prefill_tokens,
-            decode_context_tokens=context,
-            decode_bucket_counts=bucket_counts.reshape(B, N, K),
-            pred_remaining_tokens=remaining.reshape(B, N, K),
-            decode_iteration_s=decode_iter_s.reshape(shape),
-            earliest_completion_s=earliest.reshape(shape),
-            busy_for_s=np.maximum(st.busy_until_s - self.t[:, None], 0.0),
-            impact=impact,
-            action_mask=mask,
-            kv_capacity_blocks=self.kv_capacity,
-            max_num_seqs=self.max_num_seqs,
-            prefill_s_per_token=self.prefill_s_per_token,
-            coefficients=self.coefficients,
-        )
 
     def oracle_view(self) -> OracleView:
         """True lengths, for clairvoyant oracles only."""

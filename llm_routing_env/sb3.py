@@ -81,7 +81,7 @@ class SB3VecEnv(VecEnv):
         idx = list(self._get_indices(indices))
         if attr_name == "render_mode":
             return [None] * len(idx)
-        value = getattr(self.venv, attr_name)
+        value = self.action_masks if attr_name == "action_masks" else getattr(self.venv, attr_name)
         return [value] * len(idx)
 
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:

@@ -66,7 +66,12 @@ def test_vector_env_equals_single_envs_across_autoresets(mode, obs, reward):
             else:
                 obs_i, rew_i, term_i, trunc_i, info_i = env.step(actions[i])
             np.testing.assert_array_equal(vobs[i], obs_i)
-            assert vrew[i] == rew_i
+            # the paper reward sums floats over padded per-instance arrays whose width depends on the
+            # whole batch: equal to the last few ulps only (the latency reward is bit-identical)
+            if reward == "latency":
+                assert vrew[i] == rew_i
+            else:
+                assert vrew[i] == pytest.approx(rew_i, rel=1e-12, abs=1e-12)
             assert vterm[i] == term_i and vtrunc[i] == trunc_i
             assert_sub_info_equal(vinfo, i, info_i)
         ended = vterm | vtrunc
@@ -163,12 +168,17 @@ def test_make_vec_max_episode_steps_truncates_with_metrics():
 def test_vector_max_sim_time_truncation():
     venv = LLMRoutingVectorEnv(num_envs=2, mode="tick", num_requests=200, max_sim_time_s=1.0)
     _, info = venv.reset(seed=0)
+    truncated_once = np.zeros(2, dtype=bool)
     for _ in range(500):
         _, _, term, trunc, info = venv.step(np.where(info["action_mask"][:, 0], 0, 4))
-        if trunc.any():
+        assert not term.any()
+        assert (info["time_s"] <= 1.0).all()
+        np.testing.assert_allclose(info["time_s"][trunc], 1.0)
+        assert info["_metrics"][trunc].all() if trunc.any() else "metrics" not in info
+        truncated_once |= trunc
+        if truncated_once.all():
             break
-    assert trunc.all() and not term.any()
-    np.testing.assert_allclose(info["time_s"], 1.0)
+    assert truncated_once.all()
 
 
 def test_vector_action_validation():

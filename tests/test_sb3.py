@@ -1,0 +1,217 @@
+"""The Stable-Baselines3 adapter (``llm_routing_env.sb3``): SB3's VecEnv contract over the native
+vector env, masks for MaskablePPO, VecMonitor, and smoke training runs of PPO, MaskablePPO and DQN."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+
+import llm_routing_env
+from llm_routing_env.env import LLMRoutingVectorEnv
+from llm_routing_env.sb3 import SB3VecEnv, make_sb3_vec_env
+from llm_routing_env.wrappers import VectorHeuristicGuidance
+
+ID = llm_routing_env.ENV_ID
+
+torch.set_num_threads(1)
+
+
+def masked_random(rng, masks) -> np.ndarray:
+    return np.array([int(rng.choice(np.flatnonzero(m))) for m in masks], dtype=np.int64)
+
+
+def test_reset_returns_obs_only_and_seeding_matches_the_native_env():
+    venv = make_sb3_vec_env(num_envs=3, mode="arrival", num_requests=30)
+    assert isinstance(venv, VecEnv) and venv.num_envs == 3
+    assert venv.observation_space == gym.spaces.Box(0.0, 4.0, (27,), np.float32)
+    assert venv.action_space == gym.spaces.Discrete(4)
+    venv.seed(12)
+    obs = venv.reset()
+    assert isinstance(obs, np.ndarray) and obs.shape == (3, 27) and obs.dtype == np.float32
+    assert len(venv.reset_infos) == 3 and all("action_mask" in i for i in venv.reset_infos)
+    native_obs, _ = LLMRoutingVectorEnv(num_envs=3, mode="arrival", num_requests=30).reset(seed=12)
+    np.testing.assert_array_equal(obs, native_obs)
+    venv.seed(12)
+    np.testing.assert_array_equal(venv.reset(), obs)
+    assert not np.array_equal(venv.reset(), obs)  # unseeded: the next episodes
+
+
+@pytest.mark.parametrize("mode", ["tick", "arrival"])
+def test_step_autoresets_in_the_same_step(mode):
+    """Until the first episode ends the adapter follows the native env step for step; at the end
+    it returns the new episode's first obs (the native env's next-step reset obs), the last obs in
+    ``terminal_observation`` and ``TimeLimit.truncated`` False for a termination."""
+    n, kwargs = 3, dict(mode=mode, num_requests=25)
+    venv = make_sb3_vec_env(num_envs=n, **kwargs)
+    native = LLMRoutingVectorEnv(num_envs=n, **kwargs)
+    venv.seed(5)
+    obs = venv.reset()
+    nobs, ninfo = native.reset(seed=5)
+    np.testing.assert_array_equal(obs, nobs)
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        masks = np.stack(venv.env_method("action_masks"))
+        np.testing.assert_array_equal(masks, ninfo["action_mask"])
+        actions = masked_random(rng, masks)
+        obs, rewards, dones, infos = venv.step(actions)
+        nobs, nrew, nterm, ntrunc, ninfo = native.step(actions)
+        assert rewards.dtype == np.float32 and dones.dtype == np.bool_
+        assert isinstance(infos, list) and len(infos) == n and all(isinstance(i, dict) for i in infos)
+        np.testing.assert_allclose(rewards, nrew.astype(np.float32))
+        np.testing.assert_array_equal(dones, nterm | ntrunc)
+        if dones.any():
+            break
+        np.testing.assert_array_equal(obs, nobs)
+        assert not any("terminal_observation" in i for i in infos)
+    assert dones.any()
+    for i in range(n):
+        if dones[i]:
+            np.testing.assert_array_equal(infos[i]["terminal_observation"], nobs[i])
+            assert infos[i]["TimeLimit.truncated"] is False
+            assert "metrics" in infos[i] and infos[i]["metrics"]["completed"] == 25
+        else:
+            np.testing.assert_array_equal(obs[i], nobs[i])
+            assert "terminal_observation" not in infos[i]
+    nobs, nrew, _, _, _ = native.step(np.zeros(n, dtype=np.int64))  # the native autoreset step
+    for i in np.flatnonzero(dones):
+        np.testing.assert_array_equal(obs[i], nobs[i])  # the adapter reset in the same step
+        assert nrew[i] == 0.0
+
+
+def test_time_limit_truncation_is_flagged():
+    venv = make_sb3_vec_env(num_envs=2, mode="arrival", num_requests=40, max_episode_steps=6)
+    venv.reset()
+    for k in range(6):
+        obs, rewards, dones, infos = venv.step(np.array([0, 1]))
+        assert dones.all() == (k == 5)
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True
+        assert info["terminal_observation"].shape == (27,)
+        assert info["metrics"]["arrived"] >= 6
+    assert not np.array_equal(infos[0]["terminal_observation"], obs[0])
+
+
+def test_env_method_get_attr_and_masks():
+    venv = make_sb3_vec_env(num_envs=4, mode="tick", num_requests=30, skip_idle_ticks=False)
+    venv.reset()
+    masks = venv.env_method("action_masks")
+    assert len(masks) == 4 and all(m.shape == (5,) and m.dtype == np.bool_ for m in masks)
+    assert len(venv.env_method("action_masks", indices=[1, 3])) == 2
+    np.testing.assert_array_equal(venv.env_method("action_masks", indices=[2])[0], masks[2])
+    np.testing.assert_array_equal(get_action_masks(venv), np.stack(masks))
+    assert venv.has_attr("action_masks") and is_masking_supported(venv)
+    assert venv.get_attr("render_mode") == [None] * 4
+    assert venv.get_attr("num_envs", indices=[0, 1]) == [4, 4]
+    assert venv.env_is_wrapped(gym.Wrapper) == [False] * 4
+    assert not venv.has_attr("no_such_attribute")
+    venv.close()
+
+
+def test_masks_through_a_wrapped_native_env():
+    """SB3VecEnv documents wrappers of the native env (VectorHeuristicGuidance): masks must work."""
+    venv = SB3VecEnv(VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=2, mode="arrival", num_requests=30)))
+    venv.reset()
+    assert len(venv.env_method("action_masks")) == 2
+    assert is_masking_supported(venv)
+    assert venv.get_attr("training_discount")[0] == 0.0  # the guided schedule's first episode
+    MaskablePPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu").learn(128)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: SB3VecEnv resets finished sub-envs with venv.reset(options={'reset_mask':"
+                                        " ...}) and VectorHeuristicGuidance.reset zeroes every episode counter, so "
+                                        "the guidance schedule never leaves episode 0 under SB3")
+def test_guidance_schedule_advances_under_the_sb3_adapter():
+    venv = SB3VecEnv(VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=2, mode="arrival", num_requests=20),
+                                             schedule="guided"))
+    venv.reset()
+    finished = np.zeros(2, dtype=int)
+    for _ in range(200):
+        _, _, dones, _ = venv.step(np.array([0, 1]))
+        finished += dones
+        if finished.min() >= 2:
+            break
+    assert finished.min() >= 2
+    assert venv.get_attr("training_discount")[0] > 0.0
+    venv.step(np.array([0, 1]))
+    np.testing.assert_array_equal(venv.venv.episodes, finished)
+
+
+@pytest.mark.parametrize("mode", ["tick", "arrival"])
+def test_vec_monitor_reports_episode_returns(mode):
+    scale = 0.01
+    venv = VecMonitor(make_sb3_vec_env(num_envs=3, mode=mode, num_requests=30, reward_scale=scale))
+    venv.seed(1)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    returns, lengths = np.zeros(3), np.zeros(3, dtype=int)
+    episodes = 0
+    for _ in range(2000):
+        actions = masked_random(rng, get_action_masks(venv))
+        _, rewards, dones, infos = venv.step(actions)
+        returns += rewards
+        lengths += 1
+        for i in np.flatnonzero(dones):
+            ep = infos[i]["episode"]
+            assert ep["l"] == lengths[i]
+            assert ep["r"] == pytest.approx(returns[i], rel=1e-5)
+            m = infos[i]["metrics"]
+            assert ep["r"] == pytest.approx(-scale * m["mean_e2e_s"] * m["completed"], rel=1e-5)
+            returns[i], lengths[i] = 0.0, 0
+            episodes += 1
+        if episodes >= 6:
+            break
+    assert episodes >= 6
+
+
+# ---------------------------------------------------------------------------------- training
+SMALL = dict(mode="arrival", num_requests=50)
+
+
+def test_ppo_smoke_train():
+    venv = VecMonitor(make_sb3_vec_env(num_envs=4, **SMALL))
+    model = PPO("MlpPolicy", venv, n_steps=128, batch_size=128, n_epochs=2, seed=0, device="cpu")
+    model.learn(2_000)
+    assert model.num_timesteps >= 2_000
+    obs = venv.reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (4,)
+
+
+@pytest.mark.parametrize("mode,obs", [("arrival", "rich"), ("tick", "paper")])
+def test_maskable_ppo_smoke_train(mode, obs):
+    venv = VecMonitor(make_sb3_vec_env(num_envs=4, mode=mode, obs=obs, num_requests=50))
+    model = MaskablePPO("MlpPolicy", venv, n_steps=128, batch_size=128, n_epochs=2, seed=0, device="cpu")
+    model.learn(2_000)
+    assert model.num_timesteps >= 2_000
+    obs_ = venv.reset()
+    masks = get_action_masks(venv)
+    actions, _ = model.predict(obs_, action_masks=masks, deterministic=True)
+    assert masks[np.arange(4), actions].all()
+
+
+def test_dqn_smoke_train_on_a_single_env():
+    env = gym.make(ID, **SMALL)
+    model = DQN("MlpPolicy", env, learning_starts=500, buffer_size=5_000, train_freq=4, target_update_interval=500,
+                seed=0, device="cpu")
+    model.learn(2_000)
+    assert model.num_timesteps >= 2_000
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(int(action))
+    # a deterministic policy on a seeded episode finishes it with the documented return
+    rewards, done = [], False
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, r, term, trunc, info = env.step(int(action))
+        rewards.append(r)
+        done = term or trunc
+    m = info["metrics"]
+    assert math.fsum(rewards) == pytest.approx(-0.01 * m["mean_e2e_s"] * m["completed"], rel=1e-9)
