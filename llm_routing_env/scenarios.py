@@ -163,7 +163,7 @@ class Scenario:
         cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "")
         workload = self.mix if self.mix is not None else f"trace {self.trace}"
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
-        return (f"{self.name:<20} {cluster:<28} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
+        return (f"{self.name:<18} {cluster:<40} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
 
 

@@ -531,6 +531,19 @@ def test_final_info_has_metrics(mode):
     assert isinstance(m["preemptions"], int)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_the_step_that_routes_the_last_request_ends_the_episode(mode):
+    env = make(mode=mode, num_requests=50)
+    _, _, infos, terminated, _ = run_episode(env, RandomMasked(0), seed=6)
+    assert terminated
+    dispatched = [int(env.unwrapped.core.n_dispatched[0])]
+    assert dispatched == [50]
+    if mode == "arrival":  # one decision per request
+        assert len(infos) == 1 + 50
+    assert infos[-2]["arrived"] == 50 and infos[-2]["queue_len"] == 1  # the last request waited to be sent
+    assert infos[-1]["completed"] == 50
+
+
 def test_info_keys_at_reset_and_step():
     env = make(num_requests=30)
     _, info = env.reset(seed=0)

@@ -250,3 +250,21 @@ def test_vector_heuristic_guidance(schedule):
     np.testing.assert_array_equal(env.episodes, k)
     expected_discount = (1 - math.exp(-beta * k.min())) * gamma if schedule == "guided" else gamma
     assert env.training_discount == pytest.approx(expected_discount)
+
+
+def test_gymnasium_vector_wrappers_work():
+    """Gymnasium's own vector wrappers read the info dict (DictInfoToList) and episode statistics."""
+    from gymnasium.wrappers.vector import DictInfoToList, RecordEpisodeStatistics
+
+    venv = RecordEpisodeStatistics(DictInfoToList(gym.make_vec(ID, num_envs=2, num_requests=20, mode="arrival")))
+    _, infos = venv.reset(seed=0)
+    assert isinstance(infos, list) and len(infos) == 2 and set(STEP_INFO_KEYS) <= set(infos[0])
+    returns = np.zeros(2)
+    for _ in range(20):
+        _, rew, term, trunc, infos = venv.step(np.array([0, 1]))
+        returns += rew
+    assert term.all()  # one decision per request in arrival mode: 20 steps, 20 requests
+    for i in range(2):
+        assert infos[i]["metrics"]["completed"] == 20
+        assert infos[i]["episode"]["l"] == 20
+        assert infos[i]["episode"]["r"] == pytest.approx(returns[i])
