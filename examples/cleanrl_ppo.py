@@ -26,7 +26,9 @@ Things worth noticing:
 * **Policy.** With ``obs="rich"`` the observation is 8 request features followed by one row of 12
   features per instance. The actor scores each instance with the *same* small network (input:
   request features + that instance's row), so "send it to the instance that looks least loaded"
-  is easy to represent; the critic is a plain MLP on the whole observation.
+  is easy to represent; the critic is a plain MLP on the whole observation plus the episode's
+  progress (requests arrived / requests per episode, from ``info["arrived"]``): an episode ends
+  after a fixed number of requests, so the value of a state depends on how many are still to come.
 * **Round-robin baseline.** Action ``i % N`` for the ``i``-th decision of an episode (arrival
   mode), run on exactly the same episodes (seeds) as the learned policy.
 """
@@ -52,8 +54,8 @@ from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEA
 class Args:
     seed: int = 1
     """seed of torch and of the training episodes"""
-    torch_threads: int = 2
-    """torch intra-op threads"""
+    torch_threads: int = 1
+    """torch intra-op threads (1 is fastest for these tiny networks)"""
     # environment
     scenario: str = "paper-v100"
     """shipped scenario (python -m llm_routing_env.scenarios lists them)"""
@@ -63,6 +65,8 @@ class Args:
     """arrival rate: higher makes routing matter more (paper-v100 saturates near 20 req/s)"""
     mode: str = "arrival"
     """arrival (one decision per request) or tick"""
+    reward_scale: float = 0.001
+    """the env's reward is -reward_scale * (requests in system x seconds): keeps returns near 1"""
     # algorithm
     total_timesteps: int = 250_000
     """environment steps (decisions) over all sub-envs"""
@@ -72,7 +76,8 @@ class Args:
     """steps per sub-env per rollout"""
     learning_rate: float = 3e-4
     anneal_lr: bool = True
-    gamma: float = 0.99
+    gamma: float = 0.999
+    """a routing decision shows its cost seconds (hundreds of decisions) later"""
     gae_lambda: float = 0.95
     num_minibatches: int = 4
     update_epochs: int = 4
@@ -104,13 +109,19 @@ def parse_args() -> Args:
 
 def env_kwargs(args: Args) -> dict:
     return dict(scenario=args.scenario, num_requests=args.num_requests, rate_per_s=args.rate_per_s,
-                mode=args.mode, obs="rich")
+                mode=args.mode, obs="rich", reward_scale=args.reward_scale)
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
+
+
+def observe(obs: np.ndarray, info: dict, num_requests: int) -> torch.Tensor:
+    """The env's observation with the episode's progress appended (for the critic)."""
+    progress = np.asarray(info["arrived"], dtype=np.float32)[:, None] / num_requests
+    return torch.tensor(np.concatenate([obs, progress], axis=1))
 
 
 class Agent(nn.Module):
@@ -120,7 +131,7 @@ class Agent(nn.Module):
         super().__init__()
         self.n = num_instances
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+            layer_init(nn.Linear(obs_dim + 1, hidden)), nn.Tanh(),
             layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
             layer_init(nn.Linear(hidden, 1), std=1.0),
         )
@@ -137,7 +148,7 @@ class Agent(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         request = x[:, :RICH_GLOBAL_FEATURES]
-        rows = x[:, RICH_GLOBAL_FEATURES:].reshape(-1, self.n, RICH_INSTANCE_FEATURES)
+        rows = x[:, RICH_GLOBAL_FEATURES:-1].reshape(-1, self.n, RICH_INSTANCE_FEATURES)
         pairs = torch.cat([request[:, None, :].expand(-1, self.n, -1), rows], dim=2)
         scores = self.scorer(pairs).squeeze(-1)                       # (B, N)
         if self.hold is not None:
@@ -154,14 +165,15 @@ class Agent(nn.Module):
 
 
 def evaluate(args: Args, policy) -> np.ndarray:
-    """Mean E2E latency (s) of each of ``eval_episodes`` episodes run by ``policy(obs, mask, i)``,
+    """Mean E2E latency (s) of each of ``eval_episodes`` episodes run by ``policy(x, mask, i)``
+    (``x`` from :func:`observe`),
     ``i`` being each sub-env's decision index in its episode. Same seeds for every policy."""
     envs = gym.make_vec("llm_routing_env/LLMRouting-v0", num_envs=args.eval_episodes, **env_kwargs(args))
     obs, info = envs.reset(seed=args.eval_seed)       # sub-env i plays the episode of seed eval_seed + i
     result = np.full(args.eval_episodes, np.nan)
     decision = np.zeros(args.eval_episodes, dtype=np.int64)
     while np.isnan(result).any():
-        actions = policy(obs, info["action_mask"], decision)
+        actions = policy(observe(obs, info, args.num_requests), info["action_mask"], decision)
         obs, _, terminated, truncated, info = envs.step(actions)
         decision += 1
         if "metrics" in info:
@@ -190,7 +202,7 @@ if __name__ == "__main__":
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # storage
-    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim))
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim + 1))
     masks = torch.zeros((args.num_steps, args.num_envs, num_actions), dtype=torch.bool)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long)
     logprobs = torch.zeros((args.num_steps, args.num_envs))
@@ -201,7 +213,7 @@ if __name__ == "__main__":
     values = torch.zeros((args.num_steps, args.num_envs))
 
     next_obs_np, info = envs.reset(seed=args.seed)
-    next_obs = torch.tensor(next_obs_np)
+    next_obs = observe(next_obs_np, info, args.num_requests)
     next_mask = torch.tensor(info["action_mask"])
     # NEXT_STEP: True where the last step ended an episode, so the coming step is a reset step
     next_autoreset = torch.zeros(args.num_envs, dtype=torch.bool)
@@ -228,7 +240,7 @@ if __name__ == "__main__":
             rewards[step] = torch.tensor(reward, dtype=torch.float32)
             terminations[step] = torch.tensor(terminated, dtype=torch.float32)
             dones[step] = torch.tensor(terminated | truncated, dtype=torch.float32)
-            next_obs = torch.tensor(next_obs_np)
+            next_obs = observe(next_obs_np, info, args.num_requests)
             next_mask = torch.tensor(info["action_mask"])
             next_autoreset = torch.tensor(terminated | truncated)
             if "metrics" in info:
@@ -253,7 +265,7 @@ if __name__ == "__main__":
 
         # flatten the batch, keeping only real transitions
         keep = valid.reshape(-1).bool()
-        b_obs = obs.reshape(-1, obs_dim)[keep]
+        b_obs = obs.reshape(-1, obs_dim + 1)[keep]
         b_masks = masks.reshape(-1, num_actions)[keep]
         b_actions = actions.reshape(-1)[keep]
         b_logprobs = logprobs.reshape(-1)[keep]
@@ -315,7 +327,7 @@ if __name__ == "__main__":
     # evaluation: greedy learned policy vs round-robin on the same held-out episodes
     def learned(o, m, i):
         with torch.no_grad():
-            logits = agent.logits(torch.tensor(o))
+            logits = agent.logits(o)
             return torch.where(torch.tensor(m), logits, torch.tensor(float("-inf"))).argmax(1).numpy()
 
     def round_robin(o, m, i):

@@ -42,8 +42,11 @@ just taken (impact.py); ``HeuristicGuidance`` (wrappers.py) adds it to the rewar
 **Episode**: starts with the scenario's workload drawn from the seed and the clock at the first
 decision; ``terminated`` when every request has completed (the step that dispatches the last
 request runs the cluster to completion); ``truncated`` at ``max_sim_time_s`` or
-``max_episode_steps``. The final ``info["metrics"]`` has mean, p50, p90, p99 E2E, TTFT, TPOT,
-router and instance waits, preemptions, throughput, completed and arrived counts (metrics.py).
+``max_episode_steps`` (given to ``gym.make_vec`` or the env class; ``gym.make(...,
+max_episode_steps=k)`` instead wraps the env in Gymnasium's ``TimeLimit``, which the env does not
+see). The final ``info["metrics"]`` has mean, p50, p90, p99 E2E, TTFT, TPOT, router and instance
+waits, preemptions, throughput, completed and arrived counts (metrics.py); after a ``TimeLimit``
+truncation, ``env.unwrapped.episode_metrics()`` gives the same.
 """
 
 from __future__ import annotations
@@ -110,6 +113,10 @@ class LLMRoutingEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         return self.core.action_masks()[0].copy()
+
+    def episode_metrics(self) -> dict:
+        """The current episode's metrics so far (what the final ``info["metrics"]`` holds)."""
+        return self.core.episode_metrics(0)
 
     def router_view(self):
         """What a router sees now (core.RouterView with B = 1), for heuristic routers."""

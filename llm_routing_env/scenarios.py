@@ -119,8 +119,8 @@ class Scenario:
         profile = changes.pop("profile", None)
         num = changes.pop("num_instances", None)
         if profile is not None or num is not None:
-            profile = profile or self.instances[0]
-            num = num or self.num_instances
+            profile = self.instances[0] if profile is None else profile
+            num = self.num_instances if num is None else num
             if isinstance(num, bool) or not isinstance(num, int) or num < 1:
                 raise ValueError(f"num_instances must be a positive integer, got {num!r}")
             changes["instances"] = (profile,) * num

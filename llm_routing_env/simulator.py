@@ -4,9 +4,10 @@ Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, chunked prefil
 ``reference_simulator.py`` implements the same thing slowly, and a differential test holds the two
 together. The state is a struct of arrays over *instance rows* (``row = cluster * N + instance``):
 
-* running requests sit in ``slots[row, :n_running[row]]`` in admission order, one int64 record
-  per slot (request index, prompt, output, generated minus the row's decode clock, prefilled,
-  prefill target);
+* running requests sit in ``slots[:, row, :tail[row]]`` in admission order, one field per leading
+  index (see ``Q, PROMPT, ...`` below); a request that leaves the running list leaves a *hole*
+  (``Q == -1``) that is squeezed out only when the row's tail is full or when the running lists
+  are observed, so that a completion does not move its row's other requests;
 * waiting requests sit in a ring buffer ``waiting[row]`` (FIFO with push-front for preemptions);
 * per-request facts and timestamps live in flat arrays indexed by ``cluster * R + request_id``.
 
@@ -16,12 +17,12 @@ batch cannot change before the next event, ``k`` decode iterations at once in cl
 
 Decoding is the common case and must not cost per-request work. Every decoding request of a row
 gains one token per decode iteration of that row, so a slot stores its generated count minus the
-row's *decode clock* (decode iterations run so far) and a decode run only moves the clock. The
-row keeps aggregates of its *decode set* (running requests whose prefill is complete): its size,
-its context sum, its nearest completion and a histogram of its KV fill (a decoding request's KV
-blocks are a function of its context, so block needs follow from the context modulo 16). Slots
-are only touched when a row's running list changes: admissions, completions, preemptions and
-chunked prefills.
+row's *decode clock* (decode iterations run so far) and a decode run only moves the clock. Each
+row keeps aggregates of its *decode set* (the running requests whose prefill is complete): its
+size, its context sum, the clock of its first completion and a histogram of the requests' KV
+fill (a decoding request holds the blocks of its context, so which requests need a block in which
+iteration follows from the context modulo the block size). Slots are only read or written when a
+running list changes: admissions, completions, preemptions and chunked prefills.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ from .cluster import (
 )
 from .profiles import KV_BLOCK_TOKENS, iteration_time_ms
 
-# Fields of a running slot record (last axis of ``slots``). GEN0 is the request's generated count
-# minus its row's decode clock: generated = GEN0 + clock for every running request.
-Q, PROMPT, OUTPUT, GEN0, PREFILLED, TARGET = range(6)
+# Slot fields (leading axis of ``slots``): request index (-1: a hole), prompt tokens, generated
+# tokens minus the row's decode clock, the clock value at which the request completes (_NO_LIMIT
+# unless it is decoding: holes and running prefills never complete), tokens of the current prefill
+# processed, prefill target.
+Q, PROMPT, GEN0, END, PREFILLED, TARGET = range(6)
 _NUM_FIELDS = 6
 _NO_LIMIT = np.iinfo(np.int64).max // 4
+_EMPTY_SLOT = np.array([-1, 0, 0, _NO_LIMIT, 0, 0])
 _FILL = np.arange(KV_BLOCK_TOKENS)  # histogram bins: tokens in the KV cache modulo the block size
 
 
@@ -94,7 +98,9 @@ class ClusterSimulator:
         self.completed_count = np.zeros(rows, dtype=np.int64)
         self.completion_time_sum_s = np.zeros(rows)
         self.last_step_completions = np.zeros(rows, dtype=np.int64)
-        self.slots = np.zeros((rows, self.S, _NUM_FIELDS), dtype=np.int64)
+        self.slots = np.empty((_NUM_FIELDS, rows, self.S), dtype=np.int64)
+        self.slots[:] = _EMPTY_SLOT[:, None, None]
+        self._tail = np.zeros(rows, dtype=np.int64)  # slots in use, holes included
         self.free_blocks = self._capacity.copy()
         self.waiting = np.zeros((rows, self._wcap), dtype=np.int64)
         self.w_head = np.zeros(rows, dtype=np.int64)
@@ -104,7 +110,7 @@ class ClusterSimulator:
         self._clock = np.zeros(rows, dtype=np.int64)
         self._n_dec = np.zeros(rows, dtype=np.int64)     # size of the decode set
         self._ctx_base = np.zeros(rows, dtype=np.int64)  # sum of PROMPT + GEN0: context sum = this + n_dec * clock
-        self._end_min = np.full(rows, _NO_LIMIT)         # min of OUTPUT - GEN0: the clock of the first completion
+        self._end_min = np.full(rows, _NO_LIMIT)         # min of END: the clock of the first completion
         self._fill_hist = np.zeros((rows, KV_BLOCK_TOKENS), dtype=np.int64)  # by (PROMPT + GEN0 - 1) % 16
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
@@ -142,12 +148,17 @@ class ClusterSimulator:
         self.completed_count[rows] = 0
         self.completion_time_sum_s[rows] = 0.0
         self.last_step_completions[rows] = 0
+        self.slots[:, rows] = _EMPTY_SLOT[:, None, None]
+        self._tail[rows] = 0
         self.free_blocks[rows] = self._capacity[rows]
         self.w_head[rows] = 0
         self.w_count[rows] = 0
         self.w_pending_tokens[rows] = 0
         self._clock[rows] = 0
-        self._clear_decode_sets(rows)
+        self._n_dec[rows] = 0
+        self._ctx_base[rows] = 0
+        self._end_min[rows] = _NO_LIMIT
+        self._fill_hist[rows] = 0
         for arr, value in ((self.status, NOT_DISPATCHED), (self.instance, -1), (self.prompt, 0), (self.output, 0),
                            (self.generated, 0), (self.preemptions, 0), (self.arrival_s, np.nan),
                            (self.dispatch_s, np.nan), (self.first_scheduled_s, np.nan),
@@ -166,28 +177,42 @@ class ClusterSimulator:
         self.waiting, self._wcap = grown, new_cap
         self.w_head[:] = 0
 
-    # ------------------------------------------------------------------------ decode-set aggregates
-    def _clear_decode_sets(self, rows) -> None:
-        self._n_dec[rows] = 0
-        self._ctx_base[rows] = 0
-        self._end_min[rows] = _NO_LIMIT
-        self._fill_hist[rows] = 0
+    def _squeeze(self, rows) -> None:
+        """Move the holes of ``rows`` behind their running requests (a stable sort keeps the order)."""
+        width = int(self._tail[rows].max())
+        block = self.slots[:, rows, :width]
+        order = np.argsort(block[Q] < 0, axis=1, kind="stable")
+        self.slots[:, rows, :width] = np.take_along_axis(block, order[None], axis=2)
+        self._tail[rows] = self.n_running[rows]
 
-    def _join_decode_sets(self, slot_rows, prompt, output, gen0) -> None:
+    # ------------------------------------------------------------------------ decode-set aggregates
+    def _join_decode_sets(self, slot_rows, prompt, gen0, end) -> None:
         """Add requests (one per entry; ``slot_rows`` may repeat) to their rows' decode sets."""
         context0 = prompt + gen0
         np.add.at(self._n_dec, slot_rows, 1)
         np.add.at(self._ctx_base, slot_rows, context0)
-        np.minimum.at(self._end_min, slot_rows, output - gen0)
+        np.minimum.at(self._end_min, slot_rows, end)
         np.add.at(self._fill_hist.reshape(-1), slot_rows * KV_BLOCK_TOKENS + (context0 - 1) % KV_BLOCK_TOKENS, 1)
 
-    def _rebuild_decode_sets(self, rows, block, members) -> None:
-        """Recompute the aggregates of ``rows`` from the ``members`` of ``block = slots[rows, :w]``
-        that decode (requests leave a decode set only this way: a minimum cannot be decremented)."""
-        self._clear_decode_sets(rows)
-        r_idx, j_idx = np.nonzero(members & (block[..., PREFILLED] == block[..., TARGET]))
-        rec = block[r_idx, j_idx]
-        self._join_decode_sets(rows[r_idx], rec[:, PROMPT], rec[:, OUTPUT], rec[:, GEN0])
+    def _leave(self, rows, end, r_idx, j_idx) -> None:
+        """Requests ``(r_idx, j_idx)`` of ``rows`` leave the running lists (their slots become holes).
+
+        ``end`` is a copy of the END field of ``slots[:, rows, :width]`` (overwritten here); the
+        leavers that decode leave the decode sets, whose first completion is found again among
+        those that stay.
+        """
+        slot_rows = rows[r_idx]
+        leaver = self.slots[:, slot_rows, j_idx]
+        decoding = leaver[END] < _NO_LIMIT
+        r_dec, context0 = r_idx[decoding], leaver[PROMPT, decoding] + leaver[GEN0, decoding]
+        self._n_dec[rows] -= np.bincount(r_dec, minlength=rows.size)
+        self._ctx_base[rows] -= np.bincount(r_dec, weights=context0, minlength=rows.size).astype(np.int64)
+        np.subtract.at(self._fill_hist.reshape(-1),
+                       slot_rows[decoding] * KV_BLOCK_TOKENS + (context0 - 1) % KV_BLOCK_TOKENS, 1)
+        end[r_idx, j_idx] = _NO_LIMIT
+        self._end_min[rows] = end.min(axis=1)
+        self.slots[:, slot_rows, j_idx] = _EMPTY_SLOT[:, None]
+        self.n_running[rows] -= np.bincount(r_idx, minlength=rows.size)
 
     # --------------------------------------------------------------------------------- dispatch
     def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
@@ -271,8 +296,8 @@ class ClusterSimulator:
         if (need_now > free).any():
             preempted_row = need_now > free
             v_idx = np.flatnonzero(preempted_row)
-            freed, n[v_idx] = self._preempt(rows[v_idx], n[v_idx], clock[v_idx], free[v_idx])
-            free[v_idx] += freed
+            free[v_idx] += self._preempt(rows[v_idx], clock[v_idx], free[v_idx])
+            n[v_idx] = self.n_running[rows[v_idx]]
             n_dec[v_idx] = self._n_dec[rows[v_idx]]
             hist[v_idx] = self._fill_hist[rows[v_idx]]
             need_now = (hist * (slack == 0)).sum(axis=1)
@@ -284,13 +309,13 @@ class ClusterSimulator:
             budget_left = self._budget[rows] - n_dec
             p_idx = np.flatnonzero(n > n_dec)  # rows with a running prefill
             if p_idx.size:
-                prefills = self._prefill_chunks(rows[p_idx], n[p_idx], budget_left[p_idx])
-                chunk = prefills[2]
+                prefills = self._prefill_chunks(rows[p_idx], budget_left[p_idx])
+                chunk, prior = prefills[2], prefills[1][PREFILLED]
                 chunk_total = np.zeros(k_rows, dtype=np.int64)
                 chunk_sq, chunk_prior = chunk_total.copy(), chunk_total.copy()
                 chunk_total[p_idx] = chunk.sum(axis=1)
                 chunk_sq[p_idx] = (chunk * chunk).sum(axis=1)
-                chunk_prior[p_idx] = (chunk * prefills[1][..., PREFILLED]).sum(axis=1)
+                chunk_prior[p_idx] = (chunk * prior).sum(axis=1)
                 budget_left = budget_left - chunk_total
             if cand is not None:
                 allowed = None if preempted_row is None else ~preempted_row
@@ -340,13 +365,12 @@ class ClusterSimulator:
         done_row = clock >= self._end_min[rows]
         if done_row.any():
             d_idx = np.flatnonzero(done_row)
-            freed, n_done = self._complete(rows[d_idx], n[d_idx], clock[d_idx], end_s[d_idx])
+            freed, n_done = self._complete(rows[d_idx], clock[d_idx], end_s[d_idx])
             free[d_idx] += freed
-            n[d_idx] -= n_done
             n_completed = np.zeros(k_rows, dtype=np.int64)
             n_completed[d_idx] = n_done
         if adm is not None:  # admitted requests join the running tail
-            n, adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, n, clock, start_s, end_s)
+            adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, clock, start_s, end_s)
             free = free + adm_free
             n_completed = n_completed + adm_completed
 
@@ -356,7 +380,6 @@ class ClusterSimulator:
             self.completed_count[rows] += n_completed
             self.completion_time_sum_s[rows] += n_completed * end_s
 
-        self.n_running[rows] = n
         self.free_blocks[rows] = free
         self.busy_until_s[rows] = end_s
         self.iterations.reshape(-1)[rows] += k_iter
@@ -384,9 +407,9 @@ class ClusterSimulator:
             ok &= allowed[:, None]
         return ok.sum(axis=1)
 
-    def _admit(self, rows, cand, adm, k_adm, n_running, clock, start_s, end_s):
-        """Move admitted candidates to the running tail; returns new running counts, freed blocks
-        and completions (one-token outputs finish with their prefill)."""
+    def _admit(self, rows, cand, adm, k_adm, clock, start_s, end_s):
+        """Move admitted candidates to the running tails; returns freed blocks and completions per
+        row (one-token outputs finish with their prefill and never take a slot)."""
         r_idx, j_idx = np.nonzero(adm)
         q = cand["q"][r_idx, j_idx]
         x = cand["x"][r_idx, j_idx]
@@ -416,81 +439,78 @@ class ClusterSimulator:
             stay = ~done
             r_idx, q, x, chunk, gen, output, finished = (
                 r_idx[stay], q[stay], x[stay], chunk[stay], gen[stay], output[stay], finished[stay])
-        # destination slot: after the surviving running requests, in candidate order
+        # destination slot: after the tail, in candidate order
         per_row = np.bincount(r_idx, minlength=rows.size)
+        full = self._tail[rows] + per_row > self.S
+        if full.any():
+            self._squeeze(rows[full])
         first_of_row = np.cumsum(per_row) - per_row
-        dest = n_running[r_idx] + (np.arange(r_idx.size) - first_of_row[r_idx])
+        slot_rows = rows[r_idx]
+        dest = self._tail[slot_rows] + (np.arange(r_idx.size) - first_of_row[r_idx])
         prompt = self.prompt[q]
         gen0 = gen - clock[r_idx]
-        self.slots[rows[r_idx], dest] = np.stack([q, prompt, output, gen0, chunk, x], axis=1)
+        end = np.where(finished, output - gen0, _NO_LIMIT)
+        self.slots[:, slot_rows, dest] = np.stack([q, prompt, gen0, end, chunk, x])
+        self._tail[rows] += per_row
+        self.n_running[rows] += per_row
         if finished.any():  # a whole prefill: the request decodes from the next iteration on
-            self._join_decode_sets(rows[r_idx[finished]], prompt[finished], output[finished], gen0[finished])
-        return n_running + per_row, freed, completed
+            self._join_decode_sets(slot_rows[finished], prompt[finished], gen0[finished], end[finished])
+        return freed, completed
 
-    def _complete(self, rows, n, clock, end_s):
-        """Complete the decoding requests whose clock reached their output; returns freed blocks
-        and completions per row. The survivors move to the front in order (a scatter, no sort)."""
-        block = self.slots[rows, : int(n.max())]
-        valid = np.arange(block.shape[1]) < n[:, None]
-        done = (valid & (block[..., PREFILLED] == block[..., TARGET])
-                & (block[..., OUTPUT] - block[..., GEN0] == clock[:, None]))
-        r_idx, j_idx = np.nonzero(done)
-        q = block[r_idx, j_idx, Q]
-        output = block[r_idx, j_idx, OUTPUT]
+    def _complete(self, rows, clock, end_s):
+        """Complete the decoding requests whose clock reached their END; returns the blocks they
+        free and the completions per row."""
+        end = self.slots[END, rows, : int(self._tail[rows].max())]
+        r_idx, j_idx = np.nonzero(end == clock[:, None])
+        q, prompt, gen0 = self.slots[:END, rows[r_idx], j_idx]
+        output = gen0 + clock[r_idx]
         self.completion_s[q] = end_s[r_idx]
         self.status[q] = COMPLETED
         self.generated[q] = output
         # a decoding request holds the blocks of its context minus the token it has not fed yet
-        blocks = _ceil_blocks(block[r_idx, j_idx, PROMPT] + output - 1)
-        freed = np.bincount(r_idx, weights=blocks, minlength=rows.size).astype(np.int64)
-        keep = valid & ~done
-        k_idx, kj_idx = np.nonzero(keep)
-        self.slots[rows[k_idx], (np.cumsum(keep, axis=1) - 1)[k_idx, kj_idx]] = block[k_idx, kj_idx]
-        self._rebuild_decode_sets(rows, block, keep)
-        return freed, np.bincount(r_idx, minlength=rows.size)
+        freed = np.bincount(r_idx, weights=_ceil_blocks(prompt + output - 1), minlength=rows.size)
+        self._leave(rows, end, r_idx, j_idx)
+        return freed.astype(np.int64), np.bincount(r_idx, minlength=rows.size)
 
-    def _preempt(self, rows, n, clock, free):
+    def _preempt(self, rows, clock, free) -> np.ndarray:
         """Block allocation walking each running list, preempting from the tail (recompute).
 
         The kept requests are the longest prefix whose block needs fit in the free blocks plus
         those of the requests after it; the victims (the rest) go to the waiting head in admission
-        order. Returns the blocks freed and the new running counts; the needs themselves are
-        taken by the caller with the decode set's.
+        order. Returns the blocks freed; the needs themselves are taken by the caller with the
+        decode set's.
         """
-        block = self.slots[rows, : int(n.max())]
-        valid = np.arange(block.shape[1]) < n[:, None]
-        decoding = valid & (block[..., PREFILLED] == block[..., TARGET])
-        kv_tokens = block[..., PROMPT] + block[..., GEN0] + clock[:, None] - 1
+        block = self.slots[:, rows, : int(self._tail[rows].max())]
+        valid = block[Q] >= 0
+        decoding = block[END] < _NO_LIMIT
+        kv_tokens = block[PROMPT] + block[GEN0] + clock[:, None] - 1
         need = decoding & (kv_tokens % KV_BLOCK_TOKENS == 0)
-        held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[..., TARGET])) * valid
+        held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[TARGET])) * valid
         suffix_after = held.sum(axis=1, keepdims=True) - np.cumsum(held, axis=1)
-        keep = valid & (np.cumsum(need, axis=1) - suffix_after <= free[:, None])
-        n_kept = keep.sum(axis=1)
-        victims = valid & ~keep
+        victims = valid & (np.cumsum(need, axis=1) - suffix_after > free[:, None])
+        n_victims = victims.sum(axis=1)
         r_idx, j_idx = np.nonzero(victims)
-        q = block[r_idx, j_idx, Q]
-        gen = block[r_idx, j_idx, GEN0] + clock[r_idx]
+        q = block[Q, r_idx, j_idx]
+        gen = block[GEN0, r_idx, j_idx] + clock[r_idx]
         self.generated[q] = gen
         self.preemptions[q] += 1
         self.status[q] = WAITING
-        n_victims = n - n_kept
         need_cap = int((self.w_count[rows] + n_victims).max())
         if need_cap > self._wcap:
             self._grow_waiting(need_cap)
         new_head = (self.w_head[rows] - n_victims) % self._wcap
-        pos = (new_head[r_idx] + (j_idx - n_kept[r_idx])) % self._wcap
-        self.waiting[rows[r_idx], pos] = q
+        rank = (np.cumsum(victims, axis=1) - 1)[r_idx, j_idx]
+        self.waiting[rows[r_idx], (new_head[r_idx] + rank) % self._wcap] = q
         self.w_head[rows] = new_head
         self.w_count[rows] += n_victims
-        np.add.at(self.w_pending_tokens, rows[r_idx], block[r_idx, j_idx, PROMPT] + gen)
-        self._rebuild_decode_sets(rows, block, keep)
-        return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64), n_kept
+        np.add.at(self.w_pending_tokens, rows[r_idx], block[PROMPT, r_idx, j_idx] + gen)
+        self._leave(rows, block[END], r_idx, j_idx)
+        return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64)
 
-    def _prefill_chunks(self, rows, n, budget_left):
+    def _prefill_chunks(self, rows, budget_left):
         """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
-        block = self.slots[rows, : int(n.max())]
-        valid = np.arange(block.shape[1]) < n[:, None]
-        rem = np.where(valid, block[..., TARGET] - block[..., PREFILLED], 0)
+        block = self.slots[:, rows, : int(self._tail[rows].max())]
+        rem = np.where(block[Q] >= 0, block[TARGET] - block[PREFILLED], 0)
         chunk = np.clip(budget_left[:, None] - (np.cumsum(rem, axis=1) - rem), 0, rem)
         return rows, block, chunk, rem > 0
 
@@ -498,16 +518,18 @@ class ClusterSimulator:
         """End of an iteration for the running prefills of ``rows``: a prefill that completes yields
         a token and joins the decode set; one that does not keeps its generated count while the
         clock moves."""
-        gen_before = block[..., GEN0] + clock_before[:, None]
-        block[..., PREFILLED] += chunk
-        finished = prefilling & (block[..., PREFILLED] == block[..., TARGET])
-        block[..., GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[..., GEN0])
-        r_idx, j_idx = np.nonzero(finished & (gen_before == 0))
-        self.first_token_s[block[r_idx, j_idx, Q]] = end_s[r_idx]
-        self.slots[rows, : block.shape[1]] = block
+        gen_before = block[GEN0] + clock_before[:, None]
+        block[PREFILLED] += chunk
+        finished = prefilling & (block[PREFILLED] == block[TARGET])
+        block[GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[GEN0])
         r_idx, j_idx = np.nonzero(finished)
-        rec = block[r_idx, j_idx]
-        self._join_decode_sets(rows[r_idx], rec[:, PROMPT], rec[:, OUTPUT], rec[:, GEN0])
+        q = block[Q, r_idx, j_idx]
+        block[END, r_idx, j_idx] = self.output[q] - block[GEN0, r_idx, j_idx]
+        first_tok = gen_before[r_idx, j_idx] == 0
+        self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
+        self.slots[:, rows, : block.shape[2]] = block
+        self._join_decode_sets(rows[r_idx], block[PROMPT, r_idx, j_idx], block[GEN0, r_idx, j_idx],
+                               block[END, r_idx, j_idx])
 
     def _decode_run_length(self, rows, target, busy, t0_ms, n, clock, hist, slack, spare) -> np.ndarray:
         """How many decode iterations each row can run at once (>= 1); see docs/simulator.md.
@@ -537,9 +559,6 @@ class ClusterSimulator:
         return np.maximum(np.minimum(k, x + 1), 1)
 
     # -------------------------------------------------------------------------------- observing
-    def _running_generated(self, slots):
-        return slots[..., GEN0] + self._clock[:, None]
-
     def instance_requests(self) -> dict[str, np.ndarray]:
         """Which requests each instance holds, for routers and observation encoders.
 
@@ -549,15 +568,18 @@ class ClusterSimulator:
         ``running_generated`` are their output tokens so far and ``running_prefill_done`` whether
         their (current) prefill is complete. Arrays are copies.
         """
+        holey = np.flatnonzero(self._tail > self.n_running)
+        if holey.size:
+            self._squeeze(holey)
         width = max(int(self.n_running.max()), 1)
-        slots = self.slots[:, :width]
+        slots = self.slots[:, :, :width]
         w = max(int(self.w_count.max()), 1)
         pos = (self.w_head[:, None] + np.arange(w)) % self._wcap
         return {
-            "running_request": slots[..., Q].copy(),
+            "running_request": slots[Q].copy(),
             "running_valid": np.arange(width) < self.n_running[:, None],
-            "running_generated": self._running_generated(slots),
-            "running_prefill_done": slots[..., PREFILLED] == slots[..., TARGET],
+            "running_generated": slots[GEN0] + self._clock[:, None],
+            "running_prefill_done": slots[PREFILLED] == slots[TARGET],
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }
@@ -576,8 +598,9 @@ class ClusterSimulator:
     def records(self) -> RequestRecords:
         """Per-request records as (B, R) arrays (copies)."""
         generated = self.generated.copy()
-        valid = np.arange(self.S) < self.n_running[:, None]
-        generated[self.slots[..., Q][valid]] = self._running_generated(self.slots)[valid]
+        q = self.slots[Q]
+        valid = q >= 0
+        generated[q[valid]] = (self.slots[GEN0] + self._clock[:, None])[valid]
         shape = (self.B, self.R)
         return RequestRecords(
             status=self.status.reshape(shape).copy(),
@@ -595,8 +618,7 @@ class ClusterSimulator:
 
     def instance_state(self) -> InstanceState:
         """What a router can observe about each instance, as (B, N) arrays."""
-        valid = np.arange(self.S) < self.n_running[:, None]
-        running_prefill = np.where(valid, self.slots[..., TARGET] - self.slots[..., PREFILLED], 0).sum(axis=1)
+        running_prefill = np.where(self.slots[Q] >= 0, self.slots[TARGET] - self.slots[PREFILLED], 0).sum(axis=1)
         shape = (self.B, self.N)
         return InstanceState(
             num_running=self.n_running.reshape(shape).copy(),

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import gymnasium as gym
 from gymnasium import spaces
+from gymnasium.utils import RecordConstructorArgs
 from gymnasium.vector import VectorWrapper
 
 SCHEDULES = ("none", "aware", "guided")
@@ -56,12 +57,13 @@ class GuidanceSchedule:
         return (1.0 - np.exp(-self.beta * episode)) * self.gamma
 
 
-class HeuristicGuidance(gym.Wrapper):
+class HeuristicGuidance(gym.Wrapper, RecordConstructorArgs):
     """Adds ``w_k * info["impact_h"]`` to the reward of a single env (see the module docstring)."""
 
     def __init__(self, env: gym.Env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5,
                  weight: float = 1.0):
-        super().__init__(env)
+        RecordConstructorArgs.__init__(self, schedule=schedule, gamma=gamma, beta=beta, weight=weight)
+        gym.Wrapper.__init__(self, env)
         self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
         self.episode = -1
 
@@ -98,8 +100,10 @@ class VectorHeuristicGuidance(VectorWrapper):
         return float(self.guidance.discount_at(self.episodes.min()))
 
     def reset(self, **kwargs):
-        self.episodes[:] = 0
-        self._ended[:] = False
+        options = kwargs.get("options") or {}
+        if "reset_mask" not in options:  # a full reset starts the schedule over; a partial one
+            self.episodes[:] = 0          # (SB3's same-step autoreset) restarts episodes that ended,
+            self._ended[:] = False        # which the next step counts through _ended
         return self.env.reset(**kwargs)
 
     def step(self, actions):
@@ -112,12 +116,13 @@ class VectorHeuristicGuidance(VectorWrapper):
         return obs, reward + w * info["impact_h"], terminated, truncated, info
 
 
-class DictMaskObservation(gym.ObservationWrapper):
+class DictMaskObservation(gym.ObservationWrapper, RecordConstructorArgs):
     """``{"observations": obs, "action_mask": mask}`` for libraries that read masks from the
     observation (RLlib's masking modules, TorchRL's ActionMask)."""
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         n = env.action_space.n
         self.observation_space = spaces.Dict({
             "observations": env.observation_space,

@@ -125,9 +125,6 @@ def test_masks_through_a_wrapped_native_env():
     MaskablePPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu").learn(128)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SB3VecEnv resets finished sub-envs with venv.reset(options={'reset_mask':"
-                                        " ...}) and VectorHeuristicGuidance.reset zeroes every episode counter, so "
-                                        "the guidance schedule never leaves episode 0 under SB3")
 def test_guidance_schedule_advances_under_the_sb3_adapter():
     venv = SB3VecEnv(VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=2, mode="arrival", num_requests=20),
                                              schedule="guided"))

@@ -256,7 +256,7 @@ def test_gymnasium_vector_wrappers_work():
     """Gymnasium's own vector wrappers read the info dict (DictInfoToList) and episode statistics."""
     from gymnasium.wrappers.vector import DictInfoToList, RecordEpisodeStatistics
 
-    venv = RecordEpisodeStatistics(DictInfoToList(gym.make_vec(ID, num_envs=2, num_requests=20, mode="arrival")))
+    venv = DictInfoToList(RecordEpisodeStatistics(gym.make_vec(ID, num_envs=2, num_requests=20, mode="arrival")))
     _, infos = venv.reset(seed=0)
     assert isinstance(infos, list) and len(infos) == 2 and set(STEP_INFO_KEYS) <= set(infos[0])
     returns = np.zeros(2)

@@ -1,0 +1,705 @@
+"""Evaluate routers (heuristics, oracles, learned agents) on a scenario: the logic behind evaluate.py.
+
+    from agents.evaluation import evaluate, format_table
+    results = evaluate(["rr", "lor", "lwl", "models/dqn-guided.zip"], "paper-v100", episodes=20, seed=0)
+    print(format_table(results))
+
+**Episodes.** Each policy runs through a :class:`~llm_routing_env.core.RoutingCore` holding a
+batch of episodes (one simulator for the batch); episode ``i`` is env seed ``seed + i``, exactly
+what ``LLMRoutingVectorEnv.reset(seed=seed)`` gives sub-env ``i``. So for a given seed every
+policy sees the same request sequences (common random numbers), and the per-episode comparisons
+with round-robin are paired. A router's own randomness (ties, random, p2c) comes from a Generator
+per episode (``default_rng([seed, i, 7])``), so results do not depend on how episodes are batched
+or spread over worker processes. An episode ends when every request has completed; a policy that
+holds requests forever is cut off 3600 simulated seconds after the last arrival (counted in
+``truncated_episodes``).
+
+**Decision modes.** Heuristics and oracles run in ``mode`` (default ``arrival``); a learned agent
+runs in the mode and with the observation it was trained with (its model card, agents/learned.py)
+and with the card's predictor settings.
+
+**Statistics.** Per episode, the metrics of llm_routing_env/metrics.py (mean and percentiles over
+the episode's requests). Reported: their mean over episodes with a 95 % t-interval (half-width in
+``KEY_ci95``). Throughput is generated tokens per second over the makespan (also prompt tokens/s
+and completed requests/s). The improvement over round-robin is paired over episodes:
+``100 * mean(rr_i - p_i) / mean(rr_i)`` on mean E2E (the relative change of the mean, the paper's
+measure), with the t-interval of the paired differences scaled the same way. Round-robin is added
+as the reference when it is not in the list (``"reference": true``).
+
+**Parallelism.** ``workers`` > 1 runs chunks of episodes in spawned processes; chunks are as large
+as possible while keeping every worker busy (at most 32 episodes; ``Router.max_batch`` caps it,
+e.g. 1 for oracle-lookahead). Results are identical for any ``workers``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from llm_routing_env.core import EnvConfig, RoutingCore
+from llm_routing_env.scenarios import Scenario, load_scenario
+
+from .baselines import ROUTERS, make_router, router_names
+
+__all__ = ["PolicySpec", "PolicyError", "evaluate", "resolve_policies", "build_scenario", "format_table",
+           "write_json", "write_csv", "write_requests_csv", "make_plots", "model_card_evaluation", "METRICS",
+           "default_workers"]
+
+#: (result key, table header, per-episode source key)
+METRICS = (
+    ("mean_e2e_s", "E2E mean", "mean_e2e_s"),
+    ("p50_e2e_s", "E2E p50", "p50_e2e_s"),
+    ("p90_e2e_s", "E2E p90", "p90_e2e_s"),
+    ("p99_e2e_s", "E2E p99", "p99_e2e_s"),
+    ("mean_ttft_s", "TTFT mean", "mean_ttft_s"),
+    ("p99_ttft_s", "TTFT p99", "p99_ttft_s"),
+    ("mean_tpot_s", "TPOT mean", "mean_tpot_s"),
+    ("mean_router_wait_s", "router wait", "mean_router_wait_s"),
+    ("preemptions", "preempt", "preemptions"),
+    ("throughput_tok_s", "out tok/s", "generated_tokens_per_s"),
+)
+EXTRA_METRICS = (("mean_instance_wait_s", "mean_instance_wait_s"), ("p99_tpot_s", "p99_tpot_s"),
+                 ("prompt_tokens_per_s", "prompt_tokens_per_s"), ("throughput_req_s", "throughput_req_s"),
+                 ("makespan_s", "makespan_s"), ("completed", "completed"), ("arrived", "arrived"))
+REQUEST_COLUMNS = ("request_id", "instance", "arrival_s", "dispatch_s", "first_token_s", "completion_s",
+                   "prompt_tokens", "output_tokens", "preemptions")
+MAX_CHUNK = 32
+HOLD_GUARD_S = 3600.0
+ROUTER_STREAM = 7
+CARD_SEED = 20_000  # model-card evaluations never share seeds with training (seed + i) or train.py's EVAL_SEED
+
+
+class PolicyError(ValueError):
+    """An unknown policy or an unusable model: reported before any simulation starts."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One policy to evaluate, resolved and validated (picklable: workers rebuild the router)."""
+
+    label: str                     # as given (a router name or a model path)
+    name: str                      # shown in tables
+    kind: str                      # "heuristic" | "learned"
+    mode: str
+    obs: str = "paper"
+    clairvoyant: bool = False
+    source: str = ""
+    env: dict = field(default_factory=dict)
+    max_batch: int | None = None
+    card: dict | None = None
+    reference: bool = False
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------- scenarios
+def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances=None, chunked_prefill=None,
+                   num_requests=None) -> Scenario:
+    """The scenario to evaluate on: a shipped name / file (default ``paper-v100``'s cluster when only a
+    trace is given) with the trace and cluster overrides. A trace without ``rate`` plays at its
+    own mean rate (each episode's window rescaled to it); ``rate`` rescales it to that mean rate."""
+    if scenario is None and trace is None:
+        raise ValueError("give a scenario (--scenario) or a trace (--trace)")
+    base = load_scenario(scenario if scenario is not None else "paper-v100")
+    changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests}
+    if chunked_prefill is not None:
+        changes["chunked_prefill"] = bool(chunked_prefill)
+    if trace is not None:
+        from llm_routing_env.traces import BUILTIN_TRACES, replay
+
+        trace = str(trace)
+        if trace not in BUILTIN_TRACES and not Path(trace).is_file():
+            raise ValueError(f"trace {trace!r}: no such file (and not a built-in trace: {', '.join(sorted(BUILTIN_TRACES))})")
+        full = replay(trace).workload  # validates the file (TraceError names line and column)
+        if len(full) < 2:
+            raise ValueError(f"trace {trace!r}: needs at least two requests")
+        changes.update(trace=trace, rate_per_s=rate if rate is not None else full.mean_rate_per_s,
+                       name=f"{base.name if scenario is not None else 'trace'}:{Path(trace).stem}")
+    elif rate is not None:
+        changes["rate_per_s"] = rate
+    try:
+        return base.with_overrides(**changes)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"scenario overrides: {e}") from e
+
+
+def _pinned(scenario: Scenario) -> Scenario:
+    """The scenario at a fixed rate (``load`` resolved once here, so workers need no saturation run)."""
+    if scenario.load is None:
+        return scenario
+    return replace(scenario, rate_per_s=float(scenario.offered_rate()), load=None)
+
+
+# -------------------------------------------------------------------------------- policies
+def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> list[PolicySpec]:
+    """Validate and describe every policy (router names or model paths); PolicyError otherwise."""
+    from .learned import ModelError, check_compatible, describe_model, is_model_path
+
+    if mode not in ("arrival", "tick"):
+        raise PolicyError(f"mode must be 'arrival' or 'tick', got {mode!r}")
+    specs, seen = [], set()
+    if isinstance(policies, str):
+        policies = [p for p in policies.split(",")]
+    for p in policies:
+        if isinstance(p, PolicySpec):
+            spec = p
+        else:
+            p = str(p).strip()
+            if not p:
+                continue
+            if p in ROUTERS:
+                cls = ROUTERS[p]
+                if mode not in cls.modes:
+                    raise PolicyError(f"router {p!r} supports mode(s) {', '.join(cls.modes)}, not {mode!r}")
+                spec = PolicySpec(label=p, name=p, kind="heuristic", mode=mode, clairvoyant=cls.clairvoyant,
+                                  source=cls.source, max_batch=cls.max_batch)
+            elif is_model_path(p):
+                try:
+                    info = describe_model(p)
+                    m_mode, m_obs = check_compatible(info, num_instances)
+                except ModelError as e:
+                    raise PolicyError(str(e)) from e
+                spec = PolicySpec(label=p, name=info.name, kind="learned", mode=m_mode, obs=m_obs,
+                                  source=f"Stable-Baselines3 {info.algo} model {p}", env=info.env_settings,
+                                  card=info.card or None)
+            else:
+                raise PolicyError(f"unknown policy {p!r}; known routers: {', '.join(router_names())}; "
+                                  "or the path of a model .zip")
+        if spec.label in seen:
+            continue
+        seen.add(spec.label)
+        specs.append(spec)
+    if not specs:
+        raise PolicyError("no policy to evaluate")
+    # the network must load too (a corrupt file stops everything before the simulation)
+    for spec in specs:
+        if spec.kind == "learned":
+            try:
+                _build_router(spec)
+            except ModelError as e:
+                raise PolicyError(str(e)) from e
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    return [replace(s, name=s.label) if s.name in dup else s for s in specs]
+
+
+def _build_router(spec: PolicySpec):
+    if spec.kind == "learned":
+        from .learned import LearnedRouter, describe_model
+
+        try:
+            import torch
+
+            torch.set_num_threads(1)  # tiny MLPs: threads only contend with the other workers
+        except ImportError:  # pragma: no cover
+            pass
+        return LearnedRouter(describe_model(spec.label, spec.card))
+    return make_router(spec.label)
+
+
+# -------------------------------------------------------------------------------- episodes
+_PROGRESS = None  # a multiprocessing queue in workers
+
+
+def _init_worker(queue) -> None:
+    global _PROGRESS
+    _PROGRESS = queue
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, collect_requests: bool = False,
+                 on_episode=None, guard_s: float = HOLD_GUARD_S) -> dict:
+    """Run ``spec`` on episodes ``episodes`` (indices; env seed ``seed + i``) batched in one core.
+
+    Returns ``{"episodes": [per-episode dict], "act_s": router time, "decisions": dispatches,
+    "wall_s": ...}``; each per-episode dict holds the metrics.py summary plus ``episode``,
+    ``truncated`` and, with ``collect_requests``, ``requests`` (column arrays)."""
+    t_start = time.perf_counter()
+    episodes = [int(e) for e in episodes]
+    B = len(episodes)
+    cfg = EnvConfig(scenario=scenario, mode=spec.mode, obs=spec.obs, **spec.env)
+    core = RoutingCore(cfg, num_envs=B)
+    router = _build_router(spec)
+    router.prepare(cfg)
+    if router.clairvoyant:
+        router.attach(core)
+    router.reset(B, [np.random.default_rng([seed, e, ROUTER_STREAM]) for e in episodes])
+    core.reset(seeds=[seed + e for e in episodes])
+    N = core.N
+    last_arrival = core.arrival[np.arange(B), core.n_req - 1]
+    done = np.zeros(B, dtype=bool)
+    truncated = np.zeros(B, dtype=bool)
+    out: list[dict | None] = [None] * B
+    act_s, decisions = 0.0, 0
+
+    def finish(b: int) -> None:
+        m = core.episode_metrics(b)
+        m["throughput_req_s"] = m["completed"] / m["makespan_s"] if m.get("makespan_s", 0) > 0 else float("nan")
+        m["episode"] = episodes[b]
+        m["truncated"] = bool(truncated[b])
+        if collect_requests:
+            rec = core.sim.records().for_cluster(b)
+            n = int(core.n_req[b])
+            m["requests"] = {
+                "request_id": np.arange(n), "instance": rec.instance[:n], "arrival_s": rec.arrival_s[:n],
+                "dispatch_s": rec.dispatch_s[:n], "first_token_s": rec.first_token_s[:n],
+                "completion_s": rec.completion_s[:n], "prompt_tokens": rec.prompt_tokens[:n],
+                "output_tokens": rec.output_tokens[:n], "preemptions": rec.preemptions[:n]}
+        out[b] = m
+        if on_episode is not None:
+            on_episode()
+        if _PROGRESS is not None:
+            _PROGRESS.put(1)
+
+    while not done.all():
+        envs = np.flatnonzero(~done)
+        view = core.view()
+        t0 = time.perf_counter()
+        actions = np.asarray(router.act(view), dtype=np.int64)
+        act_s += time.perf_counter() - t0
+        decisions += int((view.has_request[envs] & (actions[envs] < N)).sum())
+        _, terminated, trunc, _ = core.step(actions[envs], envs=envs)
+        stuck = ~terminated & (core.t[envs] > last_arrival[envs] + guard_s)
+        ended = terminated | trunc | stuck
+        truncated[envs] = ~terminated & ended
+        for b in envs[ended]:
+            done[b] = True
+            finish(int(b))
+    extra = {}
+    if hasattr(router, "ms_per_decision"):
+        extra["router_reported_ms_per_decision"] = router.ms_per_decision
+    return {"episodes": out, "act_s": act_s, "decisions": decisions, "wall_s": time.perf_counter() - t_start, **extra}
+
+
+def _run_task(task) -> tuple:
+    key, spec, scenario, seed, episodes, collect = task
+    return key, run_episodes(spec, scenario, seed, episodes, collect)
+
+
+# ------------------------------------------------------------------------------- statistics
+def _t_crit(n: int) -> float:
+    if n < 2:
+        return float("nan")
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t-interval (NaN episodes ignored)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size == 1:
+        return float(v[0]), float("nan")
+    return float(v.mean()), float(_t_crit(v.size) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+def paired_improvement(reference, values) -> tuple[float, float]:
+    """``100 * mean(ref - x) / mean(ref)`` and its 95 % half-width (paired t on the differences)."""
+    r, x = np.asarray(reference, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(r) & np.isfinite(x)
+    r, x = r[ok], x[ok]
+    if r.size == 0 or r.mean() == 0:
+        return float("nan"), float("nan")
+    d = r - x
+    scale = 100.0 / r.mean()
+    half = _t_crit(d.size) * d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else float("nan")
+    return float(d.mean() * scale), float(half * scale)
+
+
+def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[dict], meta: dict) -> dict:
+    eps = sorted(eps, key=lambda m: m["episode"])
+    res: dict = {"policy": spec.name, "label": spec.label, "kind": spec.kind, "clairvoyant": spec.clairvoyant,
+                 "reference": spec.reference, "source": spec.source, "mode": spec.mode,
+                 "obs": spec.obs if spec.kind == "learned" else None, "scenario": scenario.name, "load": load,
+                 "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
+                 "truncated_episodes": int(sum(m["truncated"] for m in eps))}
+    per_episode = {"episode": [m["episode"] for m in eps]}
+    for key, _, src in METRICS:
+        vals = [m.get(src, float("nan")) for m in eps]
+        res[key], res[key + "_ci95"] = mean_ci(vals)
+        per_episode[key] = vals
+    for key, src in EXTRA_METRICS:
+        vals = [m.get(src, float("nan")) for m in eps]
+        res[key], res[key + "_ci95"] = mean_ci(vals)
+        per_episode[key] = vals
+    for key in ("completed", "arrived"):
+        res[key] = int(sum(m[key] for m in eps))  # totals over the episodes
+    res["completed_per_episode"] = res["completed"] / max(len(eps), 1)
+    res["router_ms_per_decision"] = 1000.0 * meta["act_s"] / meta["decisions"] if meta["decisions"] else float("nan")
+    if "router_reported_ms_per_decision" in meta:
+        res["oracle_ms_per_decision"] = meta["router_reported_ms_per_decision"]
+    res["wall_s"] = meta["wall_s"]
+    res["per_episode"] = per_episode
+    if any("requests" in m for m in eps):
+        res["requests"] = [(m["episode"], m["requests"]) for m in eps]
+    return res
+
+
+# ------------------------------------------------------------------------------------ main
+def _chunks(n_episodes: int, n_pairs: int, workers: int, max_batch: int | None) -> list[list[int]]:
+    per_pair = max(1, math.ceil(workers / max(n_pairs, 1))) if workers > 1 else 1
+    size = min(math.ceil(n_episodes / per_pair), MAX_CHUNK, max_batch or MAX_CHUNK)
+    size = max(1, size)
+    return [list(range(i, min(i + size, n_episodes))) for i in range(0, n_episodes, size)]
+
+
+def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0, mode: str = "arrival",
+             loads=None, rate=None, workers: int | None = 1, progress: bool = False, collect_requests: bool = False,
+             trace=None, profile=None, instances=None, chunked_prefill=None, num_requests=None) -> list[dict]:
+    """Evaluate ``policies`` (router names, model paths or PolicySpecs) on ``scenario`` (a name, a
+    file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``chunked_prefill``/``num_requests``
+    override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
+    ``loads`` (a list; None: the scenario's own rate). Returns one result dict per policy (and load),
+    keys described in the module docstring and evaluate.py. ``workers=None`` uses every core.
+    Raises PolicyError / ValueError before simulating anything if a policy or setting is unusable."""
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    base = build_scenario(scenario, trace=trace, rate=rate, profile=profile, instances=instances,
+                          chunked_prefill=chunked_prefill, num_requests=num_requests)
+    if loads is not None:
+        loads = [float(x) for x in loads]
+        if rate is not None:
+            raise ValueError("give either a rate or loads, not both")
+        if not loads or any(not math.isfinite(x) or x <= 0 for x in loads):
+            raise ValueError(f"loads must be positive numbers, got {loads!r}")
+    specs = resolve_policies(policies, base.num_instances, mode)
+    if not any(s.label == "rr" for s in specs):
+        cls = ROUTERS["rr"]
+        specs = [PolicySpec(label="rr", name="rr", kind="heuristic", mode=mode, source=cls.source, reference=True),
+                 *specs]
+    scenarios = ([(None, _pinned(base))] if loads is None
+                 else [(x, _pinned(base.with_overrides(load=x))) for x in loads])
+    workers = default_workers() if workers is None else max(1, int(workers))
+
+    tasks = []
+    for li, (load, sc) in enumerate(scenarios):
+        for si, spec in enumerate(specs):
+            for chunk in _chunks(episodes, len(specs) * len(scenarios), workers, spec.max_batch):
+                tasks.append(((li, si), spec, sc, seed, chunk, collect_requests))
+    # slow routers first, so that the pool does not wait on one long task at the end
+    tasks.sort(key=lambda t: 0 if t[1].max_batch == 1 else 1)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=episodes * len(specs) * len(scenarios), desc="episodes", unit="ep", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    collected: dict[tuple, list] = {}
+    try:
+        if workers == 1 or len(tasks) == 1:
+            for task in tasks:
+                key, spec, sc, s, chunk, coll = task
+                collected.setdefault(key, []).append(run_episodes(spec, sc, s, chunk, coll, on_episode=lambda: bar.update(1)))
+        else:
+            _run_pool(tasks, min(workers, len(tasks)), bar, collected)
+    finally:
+        bar.close()
+
+    results = []
+    for li, (load, sc) in enumerate(scenarios):
+        block = []
+        for si, spec in enumerate(specs):
+            runs = collected[(li, si)]
+            eps = [m for r in runs for m in r["episodes"]]
+            meta = {"act_s": sum(r["act_s"] for r in runs), "decisions": sum(r["decisions"] for r in runs),
+                    "wall_s": sum(r["wall_s"] for r in runs)}
+            reported = [r["router_reported_ms_per_decision"] for r in runs if "router_reported_ms_per_decision" in r]
+            if reported:
+                meta["router_reported_ms_per_decision"] = float(np.nanmean(reported))
+            block.append(_aggregate(spec, sc, load, seed, eps, meta))
+        rr = next(r for r in block if r["label"] == "rr")
+        for r in block:
+            r["improvement_vs_rr_pct"], r["improvement_ci95_pct"] = paired_improvement(
+                rr["per_episode"]["mean_e2e_s"], r["per_episode"]["mean_e2e_s"])
+        results.extend(block)
+    return results
+
+
+def _run_pool(tasks, workers: int, bar, collected: dict) -> None:
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+
+    def drain():
+        while True:
+            try:
+                bar.update(q.get_nowait())
+            except queue_mod.Empty:
+                return
+
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(q,)) as pool:
+        pending = [pool.apply_async(_run_task, (t,)) for t in tasks]
+        while pending:
+            drain()
+            still = []
+            for p in pending:
+                if p.ready():
+                    key, run = p.get()  # re-raises a worker's exception
+                    collected.setdefault(key, []).append(run)
+                else:
+                    still.append(p)
+            pending = still
+            if pending:
+                time.sleep(0.05)
+        time.sleep(0.05)
+        drain()
+
+
+# ---------------------------------------------------------------------------------- output
+def _fmt(value: float) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    a = abs(value)
+    if a >= 1000:
+        return f"{value:.0f}"
+    if a >= 100:
+        return f"{value:.1f}"
+    if a >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _cell(value, half) -> str:
+    s = _fmt(value)
+    return s if half is None or not np.isfinite(half) else f"{s}±{_fmt(half)}"
+
+
+def format_table(results: list[dict]) -> str:
+    """Plain-text table(s): one block per load; clairvoyant oracles in a separate block."""
+    header = ["policy", *(h for _, h, _ in METRICS), "Δ E2E vs RR %"]
+    loads = list(dict.fromkeys(r.get("load") for r in results))
+    out = []
+    for load in loads:
+        rows = [r for r in results if r.get("load") == load]
+        any_r = rows[0]
+        title = f"{any_r['scenario']}: {any_r['episodes']} episodes, seed {any_r['seed']}, " \
+                f"{any_r['rate_per_s']:.2f} req/s" + (f", load {load:g}" if load is not None else "")
+        for group, label in ((False, None), (True, "clairvoyant oracles (read true output lengths; not comparable)")):
+            body = []
+            for r in rows:
+                if r["clairvoyant"] != group:
+                    continue
+                name = r["policy"] + (" (ref)" if r.get("reference") else "") + \
+                    (f" [{r['mode']}]" if r["kind"] == "learned" or r["mode"] != "arrival" else "")
+                body.append([name, *(_cell(r[k], r.get(k + "_ci95")) for k, _, _ in METRICS),
+                             _cell(r["improvement_vs_rr_pct"], r["improvement_ci95_pct"])])
+            if not body:
+                continue
+            widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(len(header))]
+            lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(x, widths)))
+                     for x in [header, *body]]
+            lines.insert(1, "  ".join("-" * w for w in widths))
+            out.append((title if label is None else f"{title} — {label}") + "\n" + "\n".join(lines))
+    notes = ("times in s (TPOT per output token), preemptions per episode, ± = 95% t-interval over episodes; "
+             "Δ = paired improvement of mean E2E over round-robin (positive = faster)")
+    return "\n\n".join(out) + "\n" + notes
+
+
+def _json_ready(results: list[dict]) -> list[dict]:
+    clean = []
+    for r in results:
+        r = {k: v for k, v in r.items() if k != "requests"}
+        clean.append(r)
+    return clean
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, np.generic):
+        return _nan_to_none(x.item())
+    return x
+
+
+def write_json(results: list[dict], path, scenario: str, episodes: int, seed: int, **extra) -> None:
+    import json
+
+    doc = {"scenario": scenario, "episodes": episodes, "seed": seed, **extra, "results": _json_ready(results)}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_nan_to_none(doc), indent=2) + "\n")
+
+
+def write_csv(results: list[dict], path) -> None:
+    keys = ["policy", "label", "kind", "clairvoyant", "reference", "mode", "scenario", "load", "rate_per_s",
+            "episodes", "seed"]
+    for k, _, _ in METRICS:
+        keys += [k, k + "_ci95"]
+    for k, _ in EXTRA_METRICS:
+        keys += [k, k + "_ci95"] if k not in ("completed", "arrived") else [k]
+    keys += ["improvement_vs_rr_pct", "improvement_ci95_pct", "truncated_episodes", "router_ms_per_decision"]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in results:
+            w.writerow({k: ("" if r.get(k) is None or (isinstance(r.get(k), float) and not math.isfinite(r[k]))
+                            else r.get(k)) for k in keys})
+
+
+def write_requests_csv(results: list[dict], path) -> int:
+    """One row per request (needs ``collect_requests``); returns the number of rows."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sweep = any(r.get("load") is not None for r in results)
+    rows = 0
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["policy", *(["load"] if sweep else []), "episode", *REQUEST_COLUMNS])
+        for r in results:
+            for episode, req in r.get("requests", []):
+                cols = [req[c] for c in REQUEST_COLUMNS]
+                for i in range(len(cols[0])):
+                    vals = []
+                    for c, col in zip(REQUEST_COLUMNS, cols):
+                        v = col[i]
+                        vals.append("" if isinstance(v, float) and not math.isfinite(v)
+                                    else (f"{v:.6f}" if isinstance(v, (float, np.floating)) else int(v)))
+                    w.writerow([r["policy"], *([r.get("load")] if sweep else []), episode, *vals])
+                    rows += 1
+    return rows
+
+
+def make_plots(results: list[dict], out_dir) -> list[Path]:
+    """E2E CDF per policy (per load), improvement over RR vs load (a sweep), TTFT over time (Fig. 1c)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    loads = list(dict.fromkeys(r.get("load") for r in results))
+    for load in loads:
+        rows = [r for r in results if r.get("load") == load and r.get("requests")]
+        if not rows:
+            continue
+        suffix = "" if load is None else f"_load{load:g}"
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in rows:
+            e2e = np.concatenate([q["completion_s"] - q["arrival_s"] for _, q in r["requests"]])
+            e2e = np.sort(e2e[np.isfinite(e2e)])
+            if e2e.size:
+                ax.plot(e2e, np.arange(1, e2e.size + 1) / e2e.size, label=r["policy"],
+                        linestyle="--" if r["clairvoyant"] else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (s)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_title(f"E2E latency CDF — {rows[0]['scenario']}" + (f", load {load:g}" if load is not None else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        path = out / f"e2e_cdf{suffix}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+        # TTFT over time since the start, mean over requests in bins and over episodes (paper Fig. 1c)
+        span = max(float(np.nanmax(q["arrival_s"])) for r in rows for _, q in r["requests"])
+        width = max(1.0, span / 50.0)
+        edges = np.arange(0.0, span + width, width)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in rows:
+            arr = np.concatenate([q["arrival_s"] for _, q in r["requests"]])
+            ttft = np.concatenate([q["first_token_s"] - q["arrival_s"] for _, q in r["requests"]])
+            ok = np.isfinite(ttft)
+            idx = np.clip(np.digitize(arr[ok], edges) - 1, 0, len(edges) - 1)
+            sums = np.bincount(idx, weights=ttft[ok], minlength=len(edges))
+            counts = np.bincount(idx, minlength=len(edges))
+            with np.errstate(invalid="ignore"):
+                mean = sums / counts
+            ax.plot(edges + width / 2, mean, label=r["policy"], linestyle="--" if r["clairvoyant"] else "-")
+        ax.set_xlabel("arrival time since start (s)")
+        ax.set_ylabel("mean TTFT (s)")
+        ax.set_title("TTFT over time (cf. paper Fig. 1c)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        path = out / f"ttft_over_time{suffix}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    sweep = [x for x in loads if x is not None]
+    if len(sweep) > 1:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name in dict.fromkeys(r["policy"] for r in results):
+            rs = sorted((r for r in results if r["policy"] == name and r.get("load") is not None), key=lambda r: r["load"])
+            if not rs or rs[0]["label"] == "rr":
+                continue
+            ax.errorbar([r["load"] for r in rs], [r["improvement_vs_rr_pct"] for r in rs],
+                        yerr=[np.nan_to_num(r["improvement_ci95_pct"]) for r in rs], label=name, capsize=3,
+                        marker="o", linestyle="--" if rs[0]["clairvoyant"] else "-")
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlabel("load (offered rate / saturation rate)")
+        ax.set_ylabel("mean E2E improvement over round-robin (%)")
+        ax.set_title("Improvement over round-robin vs load (95% CI, paired)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        path = out / "improvement_vs_load.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------- model cards
+def model_card_evaluation(model_path: str, card: dict, episodes: int = 20, seed: int = CARD_SEED,
+                          heuristics=None, workers: int | None = None) -> dict:
+    """The evaluation train.py stores in a model card: the model against round-robin and the best
+    heuristic (lowest mean E2E among ``heuristics``, default every non-clairvoyant router) on the
+    card's scenario, ``episodes`` episodes from ``seed`` (by default disjoint from training seeds),
+    heuristics in arrival mode. Paired improvements with 95 % intervals."""
+    from .learned import ModelError, check_compatible, describe_model
+
+    scenario = load_scenario(card.get("scenario", "paper-v100"))
+    try:
+        info = describe_model(model_path, card)
+        m_mode, m_obs = check_compatible(info, scenario.num_instances)
+    except ModelError as e:
+        raise PolicyError(str(e)) from e
+    spec = PolicySpec(label=str(model_path), name=info.name, kind="learned", mode=m_mode, obs=m_obs,
+                      source=f"Stable-Baselines3 {info.algo} model {model_path}", env=info.env_settings, card=card)
+    names = list(heuristics) if heuristics is not None else router_names(clairvoyant=False)
+    results = evaluate([spec, *names], scenario, episodes=episodes, seed=seed, mode="arrival", workers=workers)
+    model = next(r for r in results if r["label"] == spec.label)
+    rr = next(r for r in results if r["label"] == "rr")
+    heur = [r for r in results if r["kind"] == "heuristic" and not r["clairvoyant"]]
+    best = min(heur, key=lambda r: r["mean_e2e_s"])
+    vs_best, vs_best_ci = paired_improvement(best["per_episode"]["mean_e2e_s"], model["per_episode"]["mean_e2e_s"])
+
+    def brief(r):
+        return {k: r[k] for k in ("policy", "mode", "mean_e2e_s", "mean_e2e_s_ci95", "p99_e2e_s", "mean_ttft_s",
+                                  "mean_router_wait_s", "preemptions", "improvement_vs_rr_pct",
+                                  "improvement_ci95_pct")}
+
+    return _nan_to_none({
+        "scenario": scenario.name, "episodes": episodes, "seed": seed, "heuristic_mode": "arrival",
+        "model": brief(model), "round_robin": brief(rr), "best_heuristic": brief(best),
+        "improvement_vs_rr_pct": model["improvement_vs_rr_pct"], "improvement_vs_rr_ci95_pct": model["improvement_ci95_pct"],
+        "improvement_vs_best_heuristic_pct": vs_best, "improvement_vs_best_heuristic_ci95_pct": vs_best_ci,
+        "heuristics": [brief(r) for r in heur],
+    })
