@@ -204,7 +204,7 @@ def make_callbacks(settings: dict, out: Path):
                 self.history.append({"timesteps": int(self.num_timesteps), "eval_mean_e2e_s": score})
                 if score < self.best:
                     self.best = score
-                    self.model.save(str(out) + ".best")
+                    self.model.save(str(out) + ".best.zip")
             return True
 
         def _on_training_end(self) -> None:
@@ -274,6 +274,9 @@ def write_model_card(settings: dict, out: Path, wall_s: float | None, history: l
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     settings = parse_settings(argv)
+    import torch
+
+    torch.set_num_threads(1)  # small networks: threads only contend with the simulator for cores
     out = Path(settings["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     if settings["card_only"]:

@@ -32,9 +32,7 @@ max-capacity, min-min, impact, bucket, oracle-lwl, oracle-lookahead. See each cl
 from __future__ import annotations
 
 import copy
-import math
 import time
-from typing import Sequence
 
 import numpy as np
 
@@ -211,7 +209,8 @@ class LeastWaitingRequestsRouter(Router):
     waiting queue is empty (which is most of the time below saturation)."""
 
     name = "lor-waiting"
-    source = "Vidur global scheduler 'lor' (microsoft/vidur vidur/scheduler/global_scheduler/lor_global_scheduler.py)"
+    source = ("Vidur global scheduler 'lor': min num_pending_requests, first replica on ties "
+              "(microsoft/vidur vidur/scheduler/global_scheduler/lor_global_scheduler.py @ 6e2138f)")
 
     def _choose(self, view, valid, go):
         return np.argmin(np.where(valid, view.num_waiting.astype(np.float64), np.inf), axis=1)

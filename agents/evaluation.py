@@ -11,8 +11,9 @@ policy sees the same request sequences (common random numbers), and the per-epis
 with round-robin are paired. A router's own randomness (ties, random, p2c) comes from a Generator
 per episode (``default_rng([seed, i, 7])``), so results do not depend on how episodes are batched
 or spread over worker processes. An episode ends when every request has completed; a policy that
-holds requests forever is cut off 3600 simulated seconds after the last arrival (counted in
-``truncated_episodes``).
+holds requests forever is cut off (counted in ``truncated_episodes``; its latencies then cover the
+completed requests only): after holding requests for 60 simulated seconds while every instance is
+idle (tick mode), or 3600 s after the last arrival.
 
 **Decision modes.** Heuristics and oracles run in ``mode`` (default ``arrival``); a learned agent
 runs in the mode and with the observation it was trained with (its model card, agents/learned.py)
@@ -72,7 +73,10 @@ REQUEST_COLUMNS = ("request_id", "instance", "arrival_s", "dispatch_s", "first_t
                    "prompt_tokens", "output_tokens", "preemptions")
 MAX_CHUNK = 32
 HOLD_GUARD_S = 3600.0
+IDLE_HOLD_GUARD_S = 60.0
 ROUTER_STREAM = 7
+#: EnvConfig settings that change the scenario (a model card's ``env`` may hold them)
+SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")
 CARD_SEED = 20_000  # model-card evaluations never share seeds with training (seed + i) or train.py's EVAL_SEED
 
 
@@ -195,6 +199,16 @@ def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> lis
     return [replace(s, name=s.label) if s.name in dup else s for s in specs]
 
 
+def env_config(spec: PolicySpec, scenario: Scenario) -> EnvConfig:
+    """The EnvConfig a policy runs in (its mode and observation, a learned agent's predictor settings)."""
+    env = dict(spec.env)
+    if isinstance(env.get("impact"), dict):
+        from llm_routing_env.impact import ImpactConfig
+
+        env["impact"] = ImpactConfig(**env["impact"])
+    return EnvConfig(scenario=scenario, mode=spec.mode, obs=spec.obs, **env)
+
+
 def _build_router(spec: PolicySpec):
     if spec.kind == "learned":
         from .learned import LearnedRouter, describe_model
@@ -220,16 +234,18 @@ def _init_worker(queue) -> None:
 
 
 def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, collect_requests: bool = False,
-                 on_episode=None, guard_s: float = HOLD_GUARD_S) -> dict:
+                 on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None) -> dict:
     """Run ``spec`` on episodes ``episodes`` (indices; env seed ``seed + i``) batched in one core.
 
     Returns ``{"episodes": [per-episode dict], "act_s": router time, "decisions": dispatches,
     "wall_s": ...}``; each per-episode dict holds the metrics.py summary plus ``episode``,
     ``truncated`` and, with ``collect_requests``, ``requests`` (column arrays)."""
     t_start = time.perf_counter()
+    guard_s = HOLD_GUARD_S if guard_s is None else guard_s
+    idle_guard_s = IDLE_HOLD_GUARD_S if idle_guard_s is None else idle_guard_s
     episodes = [int(e) for e in episodes]
     B = len(episodes)
-    cfg = EnvConfig(scenario=scenario, mode=spec.mode, obs=spec.obs, **spec.env)
+    cfg = env_config(spec, scenario)
     core = RoutingCore(cfg, num_envs=B)
     router = _build_router(spec)
     router.prepare(cfg)
@@ -241,6 +257,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     last_arrival = core.arrival[np.arange(B), core.n_req - 1]
     done = np.zeros(B, dtype=bool)
     truncated = np.zeros(B, dtype=bool)
+    idle_since = np.full(B, np.inf)  # since when the router has held requests on an idle cluster
     out: list[dict | None] = [None] * B
     act_s, decisions = 0.0, 0
 
@@ -270,8 +287,13 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
         actions = np.asarray(router.act(view), dtype=np.int64)
         act_s += time.perf_counter() - t0
         decisions += int((view.has_request[envs] & (actions[envs] < N)).sum())
+        if cfg.mode == "tick":
+            idle = (view.num_running + view.num_waiting).sum(axis=1) == 0
+            holding_idle = view.has_request & (actions >= N) & idle
+            idle_since = np.where(holding_idle, np.minimum(idle_since, core.t), np.inf)
         _, terminated, trunc, _ = core.step(actions[envs], envs=envs)
-        stuck = ~terminated & (core.t[envs] > last_arrival[envs] + guard_s)
+        stuck = ~terminated & ((core.t[envs] > last_arrival[envs] + guard_s)
+                               | (core.t[envs] - idle_since[envs] > idle_guard_s))
         ended = terminated | trunc | stuck
         truncated[envs] = ~terminated & ended
         for b in envs[ended]:
@@ -383,8 +405,14 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
         specs = [PolicySpec(label="rr", name="rr", kind="heuristic", mode=mode, source=cls.source, reference=True),
                  *specs]
     scenarios = ([(None, _pinned(base))] if loads is None
-                 else [(x, _pinned(base.with_overrides(load=x))) for x in loads])
+                 else [(x, _pinned(base.with_overrides(load=x, name=base.name))) for x in loads])
     workers = default_workers() if workers is None else max(1, int(workers))
+    for spec in specs:  # settings errors surface here, not in a worker
+        for _, sc in scenarios:
+            try:
+                env_config(spec, sc)
+            except (TypeError, ValueError) as e:
+                raise PolicyError(f"{spec.label}: {e}") from e
 
     tasks = []
     for li, (load, sc) in enumerate(scenarios):
@@ -506,6 +534,10 @@ def format_table(results: list[dict]) -> str:
                      for x in [header, *body]]
             lines.insert(1, "  ".join("-" * w for w in widths))
             out.append((title if label is None else f"{title} — {label}") + "\n" + "\n".join(lines))
+    cut = [r for r in results if r.get("truncated_episodes")]
+    for r in cut:
+        out.append(f"! {r['policy']}: {r['truncated_episodes']} of {r['episodes']} episodes cut off (requests held "
+                   f"forever); {r['completed']} of {r['arrived']} requests completed, latencies cover those only")
     notes = ("times in s (TPOT per output token), preemptions per episode, ± = 95% t-interval over episodes; "
              "Δ = paired improvement of mean E2E over round-robin (positive = faster)")
     return "\n\n".join(out) + "\n" + notes
@@ -671,11 +703,15 @@ def model_card_evaluation(model_path: str, card: dict, episodes: int = 20, seed:
                           heuristics=None, workers: int | None = None) -> dict:
     """The evaluation train.py stores in a model card: the model against round-robin and the best
     heuristic (lowest mean E2E among ``heuristics``, default every non-clairvoyant router) on the
-    card's scenario, ``episodes`` episodes from ``seed`` (by default disjoint from training seeds),
-    heuristics in arrival mode. Paired improvements with 95 % intervals."""
+    card's scenario (with the scenario overrides of its ``env``), ``episodes`` episodes from
+    ``seed`` (by default disjoint from training seeds and train.py's EVAL_SEED), heuristics in
+    arrival mode, the model in its own. Paired improvements with 95 % intervals. ``card`` is the
+    card being written (the JSON file need not exist yet)."""
     from .learned import ModelError, check_compatible, describe_model
 
-    scenario = load_scenario(card.get("scenario", "paper-v100"))
+    env = card.get("env") or {}
+    scenario = load_scenario(card.get("scenario", "paper-v100")).with_overrides(
+        **{k: env[k] for k in SCENARIO_OVERRIDES if k in env})
     try:
         info = describe_model(model_path, card)
         m_mode, m_obs = check_compatible(info, scenario.num_instances)

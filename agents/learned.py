@@ -179,9 +179,9 @@ def describe_model(path, card: dict | None = None) -> ModelInfo:
     n_actions = _space_shape(data.get("action_space") or {}, p, "n")
     if "algo" in card:
         algo = _normalize_algo(card["algo"])
-    elif "dqn" in module:
+    elif "dqn" in module.lower() or doc_name.startswith("DQN"):
         algo = "dqn"
-    elif "maskable" in module:
+    elif "maskable" in module.lower() or "Maskable" in doc_name:
         algo = "maskable-ppo"
     elif "policies" in module:
         algo = "ppo"
@@ -227,8 +227,10 @@ def check_compatible(info: ModelInfo, num_instances: int) -> tuple[str, str]:
     if info.shared_instance_weights and N <= info.num_instances and info.n_actions == info.num_instances + hold:
         return info.mode, info.obs  # padded, see the module docstring
     if info.obs_dim != want_obs or info.n_actions != want_actions:
-        hint = (f"; run it on a {info.num_instances}-instance cluster (e.g. --instances {info.num_instances})"
-                if info.num_instances else "")
+        if info.shared_instance_weights:
+            hint = f"; this cluster-size-agnostic model runs on at most {info.num_instances} instances"
+        else:
+            hint = f"; run it on a {info.num_instances}-instance cluster (e.g. --instances {info.num_instances})"
         raise ModelError(f"{trained}, but the scenario has {N} instances: {info.obs} observations of {want_obs} "
                          f"numbers and {want_actions} actions{hint}")
     if card_n is not None and int(card_n) != N:

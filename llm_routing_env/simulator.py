@@ -50,11 +50,25 @@ Q, PROMPT, GEN0, END, PREFILLED, TARGET = range(6)
 _NUM_FIELDS = 6
 _NO_LIMIT = np.iinfo(np.int64).max // 4
 _EMPTY_SLOT = np.array([-1, 0, 0, _NO_LIMIT, 0, 0])
-_FILL = np.arange(KV_BLOCK_TOKENS)  # histogram bins: tokens in the KV cache modulo the block size
+# The decode-set histogram counts requests by fill f = (PROMPT + GEN0) % 16: at clock d, such a
+# request holds PROMPT + GEN0 + d - 1 tokens of KV cache and needs a new block for its next token
+# when that is a multiple of 16. _SLACK[d % 16, f]: decode iterations before it does (0: in the
+# next one); _SLACK15 is 15 minus that; _FIRST_NEED the same once those that need one now have it
+# (16 for them).
+_SLACK = (1 - np.arange(KV_BLOCK_TOKENS)[:, None] - np.arange(KV_BLOCK_TOKENS)) % KV_BLOCK_TOKENS
+_SLACK15 = KV_BLOCK_TOKENS - 1 - _SLACK
+_FIRST_NEED = np.where(_SLACK == 0, KV_BLOCK_TOKENS, _SLACK)
 
 
 def _ceil_blocks(tokens):
     return -(-tokens // KV_BLOCK_TOKENS)
+
+
+def _run_ms(k, t0_ms, half_c5n):
+    """Duration of k decode iterations whose first takes t0_ms, each one's decode context n tokens
+    more than the last: k * t0 + c5 * n * k * (k - 1) / 2, with half_c5n = c5 * n / 2. One
+    iteration takes exactly t0_ms, as the reference computes it."""
+    return k * (t0_ms + half_c5n * (k - 1.0))
 
 
 class ClusterSimulator:
@@ -83,10 +97,12 @@ class ClusterSimulator:
         self._coeffs = np.tile(coeffs, (self.B, 1))  # (rows, 7)
         self._c5 = self._coeffs[:, 6].copy()
         self.S = int(self._max_seqs.max())
+        self._row_cluster = np.repeat(np.arange(self.B), self.N)
 
         self._rows = rows
         self.now_s = np.zeros(self.B)
         self.iterations = np.zeros((self.B, self.N), dtype=np.int64)
+        self._iterations_flat = self.iterations.reshape(-1)  # a view, by row
         self._wcap = 16
         self._alloc_state()
 
@@ -101,9 +117,10 @@ class ClusterSimulator:
         self.slots = np.empty((_NUM_FIELDS, rows, self.S), dtype=np.int64)
         self.slots[:] = _EMPTY_SLOT[:, None, None]
         self._tail = np.zeros(rows, dtype=np.int64)  # slots in use, holes included
+        self._field_offsets = (np.arange(_NUM_FIELDS) * rows * self.S)[:, None]  # see _fields_at
         self.free_blocks = self._capacity.copy()
         self.waiting = np.zeros((rows, self._wcap), dtype=np.int64)
-        self.w_head = np.zeros(rows, dtype=np.int64)
+        self.w_head = np.zeros(rows, dtype=np.int64)  # ring position of each queue head (modulo _wcap)
         self.w_count = np.zeros(rows, dtype=np.int64)
         self.w_pending_tokens = np.zeros(rows, dtype=np.int64)
         # The decode clock and the decode-set aggregates (see the module docstring)
@@ -111,7 +128,7 @@ class ClusterSimulator:
         self._n_dec = np.zeros(rows, dtype=np.int64)     # size of the decode set
         self._ctx_base = np.zeros(rows, dtype=np.int64)  # sum of PROMPT + GEN0: context sum = this + n_dec * clock
         self._end_min = np.full(rows, _NO_LIMIT)         # min of END: the clock of the first completion
-        self._fill_hist = np.zeros((rows, KV_BLOCK_TOKENS), dtype=np.int64)  # by (PROMPT + GEN0 - 1) % 16
+        self._fill_hist = np.zeros((rows, KV_BLOCK_TOKENS), dtype=np.int64)  # by (PROMPT + GEN0) % 16
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
         self.prompt = np.zeros(BR, dtype=np.int64)
@@ -177,6 +194,11 @@ class ClusterSimulator:
         self.waiting, self._wcap = grown, new_cap
         self.w_head[:] = 0
 
+    def _fields_at(self, slot_rows, j):
+        """Indices into ``slots.reshape(-1)`` of all the fields of slots ``(slot_rows, j)``, as
+        (fields, m); faster than ``slots[:, slot_rows, j]``, which copies the fields slot by slot."""
+        return self._field_offsets + (slot_rows * self.S + j)
+
     def _squeeze(self, rows) -> None:
         """Move the holes of ``rows`` behind their running requests (a stable sort keeps the order)."""
         width = int(self._tail[rows].max())
@@ -185,129 +207,143 @@ class ClusterSimulator:
         self.slots[:, rows, :width] = np.take_along_axis(block, order[None], axis=2)
         self._tail[rows] = self.n_running[rows]
 
-    # ------------------------------------------------------------------------ decode-set aggregates
-    def _join_decode_sets(self, slot_rows, prompt, gen0, end) -> None:
-        """Add requests (one per entry; ``slot_rows`` may repeat) to their rows' decode sets."""
-        context0 = prompt + gen0
-        np.add.at(self._n_dec, slot_rows, 1)
-        np.add.at(self._ctx_base, slot_rows, context0)
-        np.minimum.at(self._end_min, slot_rows, end)
-        np.add.at(self._fill_hist.reshape(-1), slot_rows * KV_BLOCK_TOKENS + (context0 - 1) % KV_BLOCK_TOKENS, 1)
-
-    def _leave(self, rows, end, r_idx, j_idx) -> None:
-        """Requests ``(r_idx, j_idx)`` of ``rows`` leave the running lists (their slots become holes).
-
-        ``end`` is a copy of the END field of ``slots[:, rows, :width]`` (overwritten here); the
-        leavers that decode leave the decode sets, whose first completion is found again among
-        those that stay.
-        """
-        slot_rows = rows[r_idx]
-        leaver = self.slots[:, slot_rows, j_idx]
-        decoding = leaver[END] < _NO_LIMIT
-        r_dec, context0 = r_idx[decoding], leaver[PROMPT, decoding] + leaver[GEN0, decoding]
-        self._n_dec[rows] -= np.bincount(r_dec, minlength=rows.size)
-        self._ctx_base[rows] -= np.bincount(r_dec, weights=context0, minlength=rows.size).astype(np.int64)
-        np.subtract.at(self._fill_hist.reshape(-1),
-                       slot_rows[decoding] * KV_BLOCK_TOKENS + (context0 - 1) % KV_BLOCK_TOKENS, 1)
-        end[r_idx, j_idx] = _NO_LIMIT
-        self._end_min[rows] = end.min(axis=1)
-        self.slots[:, slot_rows, j_idx] = _EMPTY_SLOT[:, None]
-        self.n_running[rows] -= np.bincount(r_idx, minlength=rows.size)
-
     # --------------------------------------------------------------------------------- dispatch
     def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
         """Send requests to instances at their cluster's current time (tail of the waiting queue)."""
-        cluster, request_id, instance, prompt, output, arrival = validate_dispatch(
-            self.config, self.B, self.R, self.now_s, self.status.reshape(self.B, self.R),
-            cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s)
+        args = (cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s)
+        checked = self._plainly_valid_single(args)
+        if checked is None:  # anything else is for validate_dispatch to check (and to word any error)
+            checked = validate_dispatch(self.config, self.B, self.R, self.now_s,
+                                        self.status.reshape(self.B, self.R), *args)
+        cluster, request_id, instance, prompt, output, arrival = checked
         if cluster.size == 0:
             return
         q = cluster * self.R + request_id
         row = cluster * self.N + instance
-        counts = np.bincount(row, minlength=self._rows)
-        if counts.max() > 1:  # rank of each dispatch among those to the same row, in the given order
+        rank = 0
+        if row.size > 1:  # rank of each dispatch among those to the same row, in the given order
             order = np.argsort(row, kind="stable")
-            first_of_row = np.cumsum(counts) - counts
+            first_of_row = np.searchsorted(row[order], row[order])
             rank = np.empty_like(order)
-            rank[order] = np.arange(order.size) - first_of_row[row[order]]
-        else:
-            rank = 0
-        if (self.w_count + counts).max() > self._wcap:
-            self._grow_waiting(int((self.w_count + counts).max()))
-        pos = (self.w_head[row] + self.w_count[row] + rank) % self._wcap
-        self.waiting[row, pos] = q
-        self.w_count += counts
+            rank[order] = np.arange(order.size) - first_of_row
+        queued = self.w_count[row] + rank
+        if queued.max() >= self._wcap:
+            self._grow_waiting(int(queued.max()) + 1)
+        self.waiting[row, (self.w_head[row] + queued) % self._wcap] = q
+        np.add.at(self.w_count, row, 1)
         np.add.at(self.w_pending_tokens, row, prompt)
-        self.busy_until_s[row] = np.maximum(self.busy_until_s[row], self.now_s[cluster])
+        now = self.now_s[cluster]
+        self.busy_until_s[row] = np.maximum(self.busy_until_s[row], now)
         self.status[q] = WAITING
         self.instance[q] = instance
         self.prompt[q] = prompt
         self.output[q] = output
         self.arrival_s[q] = arrival
-        self.dispatch_s[q] = self.now_s[cluster]
+        self.dispatch_s[q] = now
+
+    def _plainly_valid_single(self, args):
+        """The common case of ``dispatch`` checked cheaply: one request given as plain integers (an
+        int, a NumPy integer or a one-element integer array) that passes every rule of
+        ``validate_dispatch``; returned as that function would return it. None otherwise."""
+        values = []
+        for v in args:
+            if isinstance(v, np.ndarray) and v.size == 1 and v.ndim <= 1 and v.dtype.kind in "iuf":
+                v = v.reshape(()).item()
+            elif isinstance(v, np.number):
+                v = v.item()
+            values.append(v)
+        # exact types: a bool is an int to Python but not to validate_dispatch
+        if any(type(v) is not int for v in values[:5]) or type(values[5]) not in (int, float):
+            return None
+        c, rid, inst, prompt, output, arrival = values
+        if not (0 <= c < self.B and 0 <= rid < self.R and 0 <= inst < self.N and 1 <= prompt <= 2**62
+                and 1 <= output <= 2**62 and 0 <= arrival <= self.now_s[c]
+                and prompt + output <= self.config.max_model_len_per_instance[inst]
+                and self.status[c * self.R + rid] == NOT_DISPATCHED):
+            return None
+        return tuple(np.array([v]) for v in (c, rid, inst, prompt, output, float(arrival)))
 
     # ---------------------------------------------------------------------------------- advance
     def advance_to(self, t_s) -> None:
         """Run every instance's iterations that start before ``t_s`` (scalar or per cluster)."""
-        target = validate_target_times(self.now_s, t_s)
-        target_row = np.repeat(target, self.N)
+        if isinstance(t_s, np.ndarray) and t_s.shape == self.now_s.shape and t_s.dtype == np.float64 \
+                and np.count_nonzero(t_s >= self.now_s) == self.B:
+            target = t_s  # the common case checked cheaply (NaN fails the comparison)
+        else:  # anything else is for validate_target_times to check (and to word any error)
+            target = validate_target_times(self.now_s, t_s)
+        target_row = target[self._row_cluster]
         while True:
-            has_work = (self.n_running > 0) | (self.w_count > 0)
-            rows = np.flatnonzero(has_work & (self.busy_until_s < target_row))
+            rows = (((self.n_running + self.w_count) > 0) & (self.busy_until_s < target_row)).nonzero()[0]
             if rows.size == 0:
                 break
             self._step(rows, target_row[rows])
         finite = np.isfinite(target)
-        self.now_s[finite] = target[finite]
-        if not finite.all():
+        if np.count_nonzero(finite) < self.B:  # without a target the clock stops at the last iteration's end
             last_end = self.busy_until_s.reshape(self.B, self.N).max(axis=1)
-            self.now_s[~finite] = np.maximum(self.now_s[~finite], last_end[~finite])
+            target = np.where(finite, target, np.maximum(self.now_s, last_end))
+        self.now_s[:] = target
 
     def run_until_idle(self) -> None:
         """Run every dispatched request to completion; now_s becomes the end of the last iteration."""
         self.advance_to(np.inf)
 
+    # A step is made of many NumPy calls on a few rows when B is small, so the code below counts
+    # calls: np.count_nonzero(mask) stands for mask.any() (a fifth of the cost), and masks are
+    # applied by multiplication.
     def _step(self, rows: np.ndarray, target: np.ndarray) -> None:
         """One iteration (or a run of k decode iterations) on each of ``rows``."""
         k_rows = rows.size
-        n = self.n_running[rows]  # copies (fancy indexing), written back at the end
+        n = self.n_running[rows]
         free = self.free_blocks[rows]
         clock = self._clock[rows]
         n_dec = self._n_dec[rows]
         hist = self._fill_hist[rows]
+        # slack15[:, f]: 15 - decode iterations before a request with KV fill f (histogram bin)
+        # needs a new block (15: in the next iteration)
+        slack15 = _SLACK15[clock % KV_BLOCK_TOKENS]
 
-        # Admission candidates: the first K waiting requests of each row (a (k_rows, K) block).
+        # ---- admission candidates (rows[a_idx] may admit some of their first waiting requests)
+        cand = None
         wc = self.w_count[rows]
-        K = int(min(wc.max(), (self._max_seqs[rows] - n).max()))
-        cand = self._admission_candidates(rows, wc, K) if K > 0 else None
-        k_adm = 0
-        if not self.chunked and cand is not None:
-            # prefill first: rows that admit somebody run a prefill-only batch, their decodes stall
-            k_adm = self._admissible(rows, cand, n, free, self._budget[rows], cumulative_budget=True)
-            decode_row = k_adm == 0
-            n_dec = n_dec * decode_row
-            hist = hist * decode_row[:, None]
+        if np.count_nonzero(wc):
+            limit = np.minimum(wc, self._max_seqs[rows] - n)
+            a_idx = limit.nonzero()[0]
+            if a_idx.size:
+                cand = self._admission_candidates(rows[a_idx], limit[a_idx])
+        adm = stalled = None  # stalled, prefill first: rows whose decodes wait for a prefill-only batch
+        if cand is not None and not self.chunked:
+            cand["chunk"] = cand["x"]
+            adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx], chunked=False))
+            if adm is not None:
+                stalled = np.zeros(k_rows, dtype=bool)
+                stalled[adm["step"]] = True
+                n_dec = n_dec * ~stalled
 
-        # ---- KV blocks for the decode set, preemption (recompute) where they run short.
-        # slack[:, f]: decode iterations before a request with KV fill f (histogram bin) needs a block.
-        slack = (-(clock[:, None] + _FILL)) % KV_BLOCK_TOKENS
-        need_now = (hist * (slack == 0)).sum(axis=1)
-        preempted_row = None
-        if (need_now > free).any():
-            preempted_row = need_now > free
-            v_idx = np.flatnonzero(preempted_row)
-            free[v_idx] += self._preempt(rows[v_idx], clock[v_idx], free[v_idx])
-            n[v_idx] = self.n_running[rows[v_idx]]
-            n_dec[v_idx] = self._n_dec[rows[v_idx]]
-            hist[v_idx] = self._fill_hist[rows[v_idx]]
-            need_now = (hist * (slack == 0)).sum(axis=1)
+        # ---- KV blocks for the decode set, preemption (recompute) where they run short; rows
+        # with fewer free blocks than decoding requests are the only ones that may run short
+        need_now = None
+        preempted = None
+        if np.count_nonzero(n_dec > free):
+            need_now = (hist * (slack15 == KV_BLOCK_TOKENS - 1)).sum(axis=1) * (n_dec > 0)
+            if np.count_nonzero(need_now > free):
+                preempted = need_now > free
+                v_idx = preempted.nonzero()[0]
+                v_rows = rows[v_idx]
+                free[v_idx] += self._preempt(v_rows, clock[v_idx], free[v_idx])
+                n[v_idx] = self.n_running[v_rows]
+                n_dec[v_idx] = self._n_dec[v_rows]
+                hist[v_idx] = self._fill_hist[v_rows]
+                need_now[v_idx] = (hist[v_idx] * (slack15[v_idx] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
+        ctx_base = self._ctx_base[rows]
+        if stalled is not None:
+            ctx_base *= ~stalled
 
         # ---- prefill chunks (chunked prefill) and admission
-        chunk_sq = chunk_prior = chunk_total = 0
+        chunk_total = chunk_sq = chunk_prior = 0
         prefills = None
         if self.chunked:
             budget_left = self._budget[rows] - n_dec
-            p_idx = np.flatnonzero(n > n_dec)  # rows with a running prefill
+            p_idx = (n > n_dec).nonzero()[0]  # rows with a running prefill
             if p_idx.size:
                 prefills = self._prefill_chunks(rows[p_idx], budget_left[p_idx])
                 chunk, prior = prefills[2], prefills[1][PREFILLED]
@@ -318,159 +354,146 @@ class ClusterSimulator:
                 chunk_prior[p_idx] = (chunk * prior).sum(axis=1)
                 budget_left = budget_left - chunk_total
             if cand is not None:
-                allowed = None if preempted_row is None else ~preempted_row
-                k_adm = self._admissible(rows, cand, n, free - need_now, budget_left, cumulative_budget=False,
-                                         allowed=allowed)
-                cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - cand["excl_x"])
-        elif cand is not None:
-            cand["chunk"] = cand["x"]
-        adm = None
-        if cand is not None and k_adm.any():
-            adm = np.arange(K) < k_adm[:, None]
-            adm_chunk = adm * cand["chunk"]
-            chunk_total = chunk_total + adm_chunk.sum(axis=1)
-            chunk_sq = chunk_sq + (adm_chunk * adm_chunk).sum(axis=1)
-            free = free - (adm * cand["need"]).sum(axis=1)
+                if preempted is not None:  # no admission in an iteration that preempts
+                    budget_left = budget_left * ~preempted
+                budget_left = budget_left[a_idx]
+                # admission sees the blocks left once the decode set has taken those it needs now
+                taken = (hist[a_idx] * (slack15[a_idx] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
+                cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - (cand["cum_x"] - cand["x"]))
+                adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx] - taken, chunked=True,
+                                                                   budget=budget_left))
+        if adm is not None:  # the admitted requests' chunks join the batch; they take their blocks
+            if np.ndim(chunk_total) == 0:
+                chunk_total, chunk_sq = np.zeros(k_rows, dtype=np.int64), np.zeros(k_rows, dtype=np.int64)
+            np.add.at(chunk_total, adm["step"], adm["chunk"])
+            np.add.at(chunk_sq, adm["step"], adm["chunk"] * adm["chunk"])
+            np.subtract.at(free, adm["step"], adm["need"])
 
         # ---- duration: one iteration, or k decode iterations for pure decode batches
         ntok = n_dec + chunk_total
-        if (ntok == 0).any():  # cannot happen with validated profiles; guard against an endless loop
-            r = int(rows[np.flatnonzero(ntok == 0)[0]])
+        if np.count_nonzero(ntok) < k_rows:  # cannot happen with validated profiles; guards an endless loop
+            r = int(rows[(ntok == 0).nonzero()[0][0]])
             raise RuntimeError(f"instance row {r} has work but an empty iteration (simulator invariant broken)")
-        sum_ctx = (self._ctx_base[rows] + n_dec * clock) * (n_dec > 0)
         c = self._coeffs[rows].T
-        t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, sum_ctx)
+        t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, ctx_base + n_dec * clock)
         start_s = self.busy_until_s[rows]
-        skippable = ntok == n_dec
-        if preempted_row is not None:
-            skippable &= ~preempted_row
-        if skippable.any():
-            k_iter = np.where(skippable, self._decode_run_length(
-                rows, target, start_s, t0_ms, n_dec, clock, hist, slack, free - need_now), 1)
-            dt_ms = k_iter * t0_ms + c[6] * n_dec * (k_iter * (k_iter - 1) // 2)
+        runs = ntok == n_dec
+        if preempted is not None:
+            runs &= ~preempted
+        if np.count_nonzero(runs):
+            half_c5n = c[6] * (0.5 * n_dec)
+            k_iter = self._decode_run_length(rows, target, start_s, t0_ms, half_c5n, n_dec, clock, hist, free,
+                                             need_now)
+            k_iter = np.where(runs, k_iter, 1)
+            dt_ms = _run_ms(k_iter, t0_ms, half_c5n)
         else:
             k_iter = np.ones(k_rows, dtype=np.int64)
             dt_ms = t0_ms
         end_s = start_s + dt_ms / 1000.0
 
         # ---- effects at the end of the iteration(s)
-        # The decode set takes the KV blocks for the contexts it reaches (those needed now included)
-        # and gains k tokens: its clock moves.
-        free = free - (hist * ((k_iter[:, None] + KV_BLOCK_TOKENS - 1 - slack) // KV_BLOCK_TOKENS)).sum(axis=1)
-        clock_before, clock = clock, clock + k_iter * (n_dec > 0)
+        # The decode set runs k_dec iterations: it takes the KV blocks for the contexts it reaches
+        # (those needed now included) and gains k_dec tokens, its clock moves.
+        k_dec = k_iter * (n_dec > 0)
+        self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // KV_BLOCK_TOKENS)).sum(axis=1)
+        clock_before, clock = clock, clock + k_dec
         self._clock[rows] = clock
+        self.busy_until_s[rows] = end_s
+        self._iterations_flat[rows] += k_iter
         if prefills is not None:
             self._advance_prefills(*prefills, clock_before[p_idx], clock[p_idx], end_s[p_idx])
-        n_completed = 0
+        if adm is not None:
+            self._admit(adm, clock, start_s, end_s)
+        # Completions, including requests whose (last) prefill chunk was their last token
+        self.last_step_completions[rows] = 0
         done_row = clock >= self._end_min[rows]
-        if done_row.any():
-            d_idx = np.flatnonzero(done_row)
-            freed, n_done = self._complete(rows[d_idx], clock[d_idx], end_s[d_idx])
-            free[d_idx] += freed
-            n_completed = np.zeros(k_rows, dtype=np.int64)
-            n_completed[d_idx] = n_done
-        if adm is not None:  # admitted requests join the running tail
-            adm_free, adm_completed = self._admit(rows, cand, adm, k_adm, clock, start_s, end_s)
-            free = free + adm_free
-            n_completed = n_completed + adm_completed
+        if np.count_nonzero(done_row):
+            d_idx = done_row.nonzero()[0]
+            self._complete(rows[d_idx], clock[d_idx], end_s[d_idx])
 
-        # completion counters: every completion of this step happens at end_s
-        self.last_step_completions[rows] = n_completed
-        if np.any(n_completed):
-            self.completed_count[rows] += n_completed
-            self.completion_time_sum_s[rows] += n_completed * end_s
-
-        self.free_blocks[rows] = free
-        self.busy_until_s[rows] = end_s
-        self.iterations.reshape(-1)[rows] += k_iter
-
-    def _admission_candidates(self, rows, wc, K) -> dict:
+    def _admission_candidates(self, rows, limit) -> dict:
+        """The first waiting requests of each of ``rows``, of which the first ``limit`` may be admitted."""
+        K = int(limit.max())
         pos = (self.w_head[rows, None] + np.arange(K)) % self._wcap
-        q = self.waiting[rows[:, None], pos]
-        valid = np.arange(K) < wc[:, None]
-        x = np.where(valid, self.prompt[q] + self.generated[q], 0)  # prefill targets
-        cum_x = np.cumsum(x, axis=1)
+        q = self.waiting[rows[:, None], pos]  # positions past a row's count hold stale entries
+        x = self.prompt[q] + self.generated[q]  # prefill targets
         need = _ceil_blocks(x)
-        return {"q": q, "valid": valid, "x": x, "cum_x": cum_x, "excl_x": cum_x - x, "need": need,
-                "cum_need": np.cumsum(need, axis=1)}
+        return {"rows": rows, "limit": limit, "q": q, "x": x, "cum_x": x.cumsum(axis=1), "need": need,
+                "cum_need": need.cumsum(axis=1)}
 
-    def _admissible(self, rows, cand, n_running, free, budget, cumulative_budget, allowed=None) -> np.ndarray:
-        """How many waiting requests each row admits (FCFS: a prefix of the candidates)."""
-        K = cand["x"].shape[1]
-        ok = (cand["valid"] & (np.arange(K) < (self._max_seqs[rows] - n_running)[:, None])
-              & (free[:, None] - cand["cum_need"] >= self._watermark[rows, None]))
-        if cumulative_budget:  # without chunked prefill every admitted prompt must fit whole
-            ok &= cand["cum_x"] <= budget[:, None]
-        else:  # chunked prefill: admitted while any budget is left
-            ok &= cand["excl_x"] < budget[:, None]
-        if allowed is not None:
-            ok &= allowed[:, None]
-        return ok.sum(axis=1)
+    def _admissible(self, cand, free, chunked, budget=None) -> np.ndarray:
+        """Which candidates each row admits (FCFS: a prefix of each row, as every rule is monotone)."""
+        rows = cand["rows"]
+        ok = ((np.arange(cand["x"].shape[1]) < cand["limit"][:, None])
+              & (cand["cum_need"] <= (free - self._watermark[rows])[:, None]))
+        if chunked:  # admitted while any budget is left
+            return ok & (cand["cum_x"] - cand["x"] < budget[:, None])
+        return ok & (cand["cum_x"] <= self._budget[rows, None])  # every admitted prompt must fit whole
 
-    def _admit(self, rows, cand, adm, k_adm, clock, start_s, end_s):
-        """Move admitted candidates to the running tails; returns freed blocks and completions per
-        row (one-token outputs finish with their prefill and never take a slot)."""
-        r_idx, j_idx = np.nonzero(adm)
-        q = cand["q"][r_idx, j_idx]
-        x = cand["x"][r_idx, j_idx]
-        chunk = cand["chunk"][r_idx, j_idx]
+    @staticmethod
+    def _admitted(a_idx, cand, adm):
+        """The admitted candidates (``adm``, a mask over ``cand``, of the step's rows ``a_idx``) as
+        flat arrays; None if there are none."""
+        r_idx, j_idx = adm.nonzero()
+        if r_idx.size == 0:
+            return None
+        return {"rows": cand["rows"], "count": adm.sum(axis=1), "r": r_idx, "j": j_idx, "step": a_idx[r_idx],
+                "q": cand["q"][r_idx, j_idx], "x": cand["x"][r_idx, j_idx], "chunk": cand["chunk"][r_idx, j_idx],
+                "need": cand["need"][r_idx, j_idx]}
+
+    def _admit(self, adm, clock, start_s, end_s) -> None:
+        """Move the admitted requests from the waiting heads to the running tails (their blocks are
+        taken by the caller). A request whose prefill is complete joins the decode set, even if
+        that prefill produced its last token: it completes with the others of the iteration.
+        ``clock``, ``start_s`` and ``end_s`` are by step row (``adm["step"]``)."""
+        rows, k_adm, r_idx, step_idx = adm["rows"], adm["count"], adm["r"], adm["step"]
+        q, x, chunk = adm["q"], adm["x"], adm["chunk"]
+        slot_rows = rows[r_idx]
         gen_before = self.generated[q]
-        finished = chunk == x
+        finished = (chunk == x).astype(np.int64)  # (ints: np.add.at is slow with bools)
         gen = gen_before + finished
         self.status[q] = RUNNING
-        first_sched = np.isnan(self.first_scheduled_s[q])
-        self.first_scheduled_s[q[first_sched]] = start_s[r_idx[first_sched]]
-        first_tok = finished & (gen_before == 0)
-        self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
-        adm_rows = rows[k_adm > 0]
-        self.w_head[adm_rows] = (self.w_head[adm_rows] + k_adm[k_adm > 0]) % self._wcap
-        self.w_count[adm_rows] -= k_adm[k_adm > 0]
-        np.subtract.at(self.w_pending_tokens, rows[r_idx], x)
-        output = self.output[q]
-        done = gen == output
-        freed = np.zeros(rows.size, dtype=np.int64)
-        completed = 0
-        if done.any():
-            completed = np.bincount(r_idx[done], minlength=rows.size)
-            self.completion_s[q[done]] = end_s[r_idx[done]]
-            self.status[q[done]] = COMPLETED
-            self.generated[q[done]] = output[done]
-            freed = np.bincount(r_idx[done], weights=cand["need"][r_idx, j_idx][done], minlength=rows.size).astype(np.int64)
-            stay = ~done
-            r_idx, q, x, chunk, gen, output, finished = (
-                r_idx[stay], q[stay], x[stay], chunk[stay], gen[stay], output[stay], finished[stay])
-        # destination slot: after the tail, in candidate order
-        per_row = np.bincount(r_idx, minlength=rows.size)
-        full = self._tail[rows] + per_row > self.S
-        if full.any():
-            self._squeeze(rows[full])
-        first_of_row = np.cumsum(per_row) - per_row
-        slot_rows = rows[r_idx]
-        dest = self._tail[slot_rows] + (np.arange(r_idx.size) - first_of_row[r_idx])
-        prompt = self.prompt[q]
-        gen0 = gen - clock[r_idx]
-        end = np.where(finished, output - gen0, _NO_LIMIT)
-        self.slots[:, slot_rows, dest] = np.stack([q, prompt, gen0, end, chunk, x])
-        self._tail[rows] += per_row
-        self.n_running[rows] += per_row
-        if finished.any():  # a whole prefill: the request decodes from the next iteration on
-            self._join_decode_sets(slot_rows[finished], prompt[finished], gen0[finished], end[finished])
-        return freed, completed
+        # fmin keeps the first time: a request admitted again after a preemption has one already,
+        # and NaN (not yet) loses against any time
+        self.first_scheduled_s[q] = np.fmin(self.first_scheduled_s[q], start_s[step_idx])
+        self.first_token_s[q] = np.fmin(self.first_token_s[q], np.where(finished, end_s[step_idx], np.nan))
+        self.w_head[rows] += k_adm
+        self.w_count[rows] -= k_adm
+        np.subtract.at(self.w_pending_tokens, slot_rows, x)
+        tail = self._tail[rows]
+        if np.count_nonzero(tail + k_adm > self.S):
+            self._squeeze(rows[tail + k_adm > self.S])
+            tail = self._tail[rows]
+        dest = tail[r_idx] + adm["j"]  # admitted candidates are a prefix: j is the rank in the row
+        prompt = x - gen_before
+        gen0 = gen - clock[step_idx]
+        end = np.where(finished, self.output[q] - gen0, _NO_LIMIT)
+        self.slots.reshape(-1)[self._fields_at(slot_rows, dest)] = np.array([q, prompt, gen0, end, chunk, x])
+        self._tail[rows] = tail + k_adm
+        self.n_running[rows] += k_adm
+        # a whole prefill: the request decodes from the next iteration on
+        self._count_in_decode_sets(slot_rows, prompt + gen0, finished)
+        np.minimum.at(self._end_min, slot_rows, end)
 
-    def _complete(self, rows, clock, end_s):
-        """Complete the decoding requests whose clock reached their END; returns the blocks they
-        free and the completions per row."""
-        end = self.slots[END, rows, : int(self._tail[rows].max())]
-        r_idx, j_idx = np.nonzero(end == clock[:, None])
-        q, prompt, gen0 = self.slots[:END, rows[r_idx], j_idx]
+    def _complete(self, rows, clock, end_s) -> None:
+        """Complete the decoding requests of ``rows`` whose END is the clock (the iteration ending at
+        ``end_s`` produced their last token)."""
+        end = self.slots[END, rows]  # whole rows: finding their tails would cost as much
+        r_idx, j_idx = (end == clock[:, None]).nonzero()
+        slot_rows = rows[r_idx]
+        q, prompt, gen0 = self.slots.reshape(-1)[self._fields_at(slot_rows, j_idx)[:END]]
+        context0 = prompt + gen0
         output = gen0 + clock[r_idx]
         self.completion_s[q] = end_s[r_idx]
         self.status[q] = COMPLETED
         self.generated[q] = output
         # a decoding request holds the blocks of its context minus the token it has not fed yet
-        freed = np.bincount(r_idx, weights=_ceil_blocks(prompt + output - 1), minlength=rows.size)
-        self._leave(rows, end, r_idx, j_idx)
-        return freed.astype(np.int64), np.bincount(r_idx, minlength=rows.size)
+        np.add.at(self.free_blocks, slot_rows, _ceil_blocks(prompt + output - 1))
+        n_done = np.bincount(r_idx, minlength=rows.size)
+        self.last_step_completions[rows] = n_done
+        self.completed_count[rows] += n_done
+        self.completion_time_sum_s[rows] += n_done * end_s
+        self._leave(rows, end, r_idx, j_idx, slot_rows, context0, decoding=1)
 
     def _preempt(self, rows, clock, free) -> np.ndarray:
         """Block allocation walking each running list, preempting from the tail (recompute).
@@ -486,32 +509,58 @@ class ClusterSimulator:
         kv_tokens = block[PROMPT] + block[GEN0] + clock[:, None] - 1
         need = decoding & (kv_tokens % KV_BLOCK_TOKENS == 0)
         held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[TARGET])) * valid
-        suffix_after = held.sum(axis=1, keepdims=True) - np.cumsum(held, axis=1)
-        victims = valid & (np.cumsum(need, axis=1) - suffix_after > free[:, None])
+        suffix_after = held.sum(axis=1, keepdims=True) - held.cumsum(axis=1)
+        victims = valid & (need.cumsum(axis=1) - suffix_after > free[:, None])
         n_victims = victims.sum(axis=1)
-        r_idx, j_idx = np.nonzero(victims)
+        r_idx, j_idx = victims.nonzero()
         q = block[Q, r_idx, j_idx]
-        gen = block[GEN0, r_idx, j_idx] + clock[r_idx]
+        prompt, gen0 = block[PROMPT, r_idx, j_idx], block[GEN0, r_idx, j_idx]
+        gen = gen0 + clock[r_idx]
         self.generated[q] = gen
         self.preemptions[q] += 1
         self.status[q] = WAITING
         need_cap = int((self.w_count[rows] + n_victims).max())
         if need_cap > self._wcap:
             self._grow_waiting(need_cap)
-        new_head = (self.w_head[rows] - n_victims) % self._wcap
-        rank = (np.cumsum(victims, axis=1) - 1)[r_idx, j_idx]
+        new_head = self.w_head[rows] - n_victims
+        rank = (victims.cumsum(axis=1) - 1)[r_idx, j_idx]
         self.waiting[rows[r_idx], (new_head[r_idx] + rank) % self._wcap] = q
         self.w_head[rows] = new_head
         self.w_count[rows] += n_victims
-        np.add.at(self.w_pending_tokens, rows[r_idx], block[PROMPT, r_idx, j_idx] + gen)
-        self._leave(rows, block[END], r_idx, j_idx)
+        np.add.at(self.w_pending_tokens, rows[r_idx], prompt + gen)
+        self._leave(rows, block[END], r_idx, j_idx, rows[r_idx], prompt + gen0,
+                    decoding=decoding[r_idx, j_idx].astype(np.int64))
         return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64)
+
+    def _leave(self, rows, end, r_idx, j_idx, slot_rows, context0, decoding) -> None:
+        """Requests ``(r_idx, j_idx)`` of ``rows`` (in rows ``slot_rows``) leave the running lists;
+        their slots become holes.
+
+        ``end`` is a copy of the END field of ``slots[:, rows]`` (overwritten here), ``context0``
+        the leavers' PROMPT + GEN0 and ``decoding`` 1 where they decode (0 where not). The
+        decoding leavers leave the decode sets, whose first completion is found again among the
+        requests that stay.
+        """
+        self._count_in_decode_sets(slot_rows, context0, -decoding)
+        end[r_idx, j_idx] = _NO_LIMIT
+        self._end_min[rows] = end.min(axis=1)
+        np.subtract.at(self.n_running, slot_rows, 1)
+        self.slots[Q, slot_rows, j_idx] = -1  # (the other fields of a hole are never read)
+        self.slots[END, slot_rows, j_idx] = _NO_LIMIT
+
+    def _count_in_decode_sets(self, slot_rows, context0, count) -> None:
+        """Add ``count`` (an int, or one per entry: 1 joins, -1 leaves, 0 neither) requests whose
+        PROMPT + GEN0 is ``context0`` to the decode-set sizes, context sums and KV fill histograms
+        of their rows (``slot_rows`` may repeat). The first completions are the callers' business."""
+        np.add.at(self._n_dec, slot_rows, count)
+        np.add.at(self._ctx_base, slot_rows, count * context0)
+        np.add.at(self._fill_hist, (slot_rows, context0 % KV_BLOCK_TOKENS), count)
 
     def _prefill_chunks(self, rows, budget_left):
         """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
         block = self.slots[:, rows, : int(self._tail[rows].max())]
         rem = np.where(block[Q] >= 0, block[TARGET] - block[PREFILLED], 0)
-        chunk = np.clip(budget_left[:, None] - (np.cumsum(rem, axis=1) - rem), 0, rem)
+        chunk = np.clip(budget_left[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
         return rows, block, chunk, rem > 0
 
     def _advance_prefills(self, rows, block, chunk, prefilling, clock_before, clock, end_s) -> None:
@@ -522,41 +571,43 @@ class ClusterSimulator:
         block[PREFILLED] += chunk
         finished = prefilling & (block[PREFILLED] == block[TARGET])
         block[GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[GEN0])
-        r_idx, j_idx = np.nonzero(finished)
+        r_idx, j_idx = finished.nonzero()
         q = block[Q, r_idx, j_idx]
         block[END, r_idx, j_idx] = self.output[q] - block[GEN0, r_idx, j_idx]
         first_tok = gen_before[r_idx, j_idx] == 0
         self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
         self.slots[:, rows, : block.shape[2]] = block
-        self._join_decode_sets(rows[r_idx], block[PROMPT, r_idx, j_idx], block[GEN0, r_idx, j_idx],
-                               block[END, r_idx, j_idx])
+        joined = block[:, r_idx, j_idx]
+        self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], 1)
+        np.minimum.at(self._end_min, rows[r_idx], joined[END])
 
-    def _decode_run_length(self, rows, target, busy, t0_ms, n, clock, hist, slack, spare) -> np.ndarray:
+    def _decode_run_length(self, rows, target, busy, t0_ms, half_c5n, n, clock, hist, free, need_now) -> np.ndarray:
         """How many decode iterations each row can run at once (>= 1); see docs/simulator.md.
 
-        ``spare`` are the free blocks left once the requests that need one now have it.
+        ``need_now`` are the blocks the decode set needs for its next iteration (None: not
+        computed, as every row has a free block per decoding request).
         """
-        to_completion = self._end_min[rows] - clock
-        # iterations before the first block need (16 for those served now), then 16 per spare
-        # block each request can get
-        first_need = np.where(hist > 0, (slack - 1) % KV_BLOCK_TOKENS + 1, KV_BLOCK_TOKENS).min(axis=1)
-        k = np.minimum(to_completion, first_need + KV_BLOCK_TOKENS * (spare // np.maximum(n, 1)))
         # Iterations that start before the target. Iteration x (from 0) starts at
-        # busy + (x * t0 + c5 * n * x * (x - 1) / 2) / 1000: solve the quadratic for x (in the
-        # stable form 2c / (b + sqrt(b^2 + 4ac)); b = t0 - c5 n / 2 > 0), then correct its rounding
-        # with the exact start times.
-        c5n = self._c5[rows] * n
-        b = t0_ms - c5n / 2.0
+        # busy + _run_ms(x) / 1000, so their number is the root of a quadratic rounded up: solve it
+        # (in the stable form 2c / (b + sqrt(b^2 + 4ac)); a = c5 n / 2, b = t0 - a > 0), round it
+        # to the nearest iteration x and settle on which side of the target x starts with its start
+        # time, computed as the run's end will be.
+        b = t0_ms - half_c5n
         room_ms = np.minimum((target - busy) * 1000.0, 1e15)  # a finite stand-in for "no target"
-        root = 2.0 * room_ms / (b + np.sqrt(b * b + 2.0 * c5n * room_ms))
-        x = np.maximum(np.ceil(np.minimum(root, 1e9)) - 1.0, 0.0).astype(np.int64)
-
-        def start(xx):
-            return busy + (xx * t0_ms + c5n * (xx * (xx - 1) // 2)) / 1000.0
-
-        x -= (x > 0) & (start(x) >= target)
-        x += start(x + 1) < target
-        return np.maximum(np.minimum(k, x + 1), 1)
+        root = 2.0 * room_ms / (b + np.sqrt(b * b + 4.0 * half_c5n * room_ms))
+        x = np.rint(np.minimum(root, 1e9))
+        in_time = x.astype(np.int64) + (busy + _run_ms(x, t0_ms, half_c5n) / 1000.0 < target)
+        k = np.minimum(self._end_min[rows] - clock, in_time)  # the target and the first completion
+        # KV blocks: with s spare blocks (free once those needed now are taken), every request can
+        # take s // n more, each good for 16 iterations, after its first need (16 iterations away
+        # for those served now). First with s = free - n, a lower bound, then exactly where it binds.
+        n = np.maximum(n, 1)
+        if np.count_nonzero(KV_BLOCK_TOKENS * ((free - n) // n) < k):
+            if need_now is None:
+                need_now = (hist * (_SLACK15[clock % KV_BLOCK_TOKENS] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
+            first_need = np.where(hist > 0, _FIRST_NEED[clock % KV_BLOCK_TOKENS], KV_BLOCK_TOKENS).min(axis=1)
+            k = np.minimum(k, first_need + KV_BLOCK_TOKENS * ((free - need_now) // n))
+        return np.maximum(k, 1)
 
     # -------------------------------------------------------------------------------- observing
     def instance_requests(self) -> dict[str, np.ndarray]:

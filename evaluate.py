@@ -1,0 +1,144 @@
+"""Evaluate routers on a scenario and compare them with round-robin (the CLI of agents/evaluation.py).
+
+    python evaluate.py --scenario paper-v100 --policies rr,lor,p2c,lwl,models/dqn-guided.zip \\
+        --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] \\
+        [--trace PATH] [--profile NAME] [--instances N] [--chunked-prefill] \\
+        [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
+
+Policies: the routers of agents/baselines.py (``--list`` shows them with their sources) and SB3 model
+files (``models/NAME.zip`` with its card ``models/NAME.json``). Episode ``i`` uses env seed
+``seed + i`` for every policy (common random numbers; paired comparisons). Heuristics run in
+``--mode`` (default ``arrival``), a learned agent in the mode and observation it was trained with.
+Clairvoyant oracles (``oracle-*``) read true output lengths and are reported apart.
+
+``--trace`` replays a trace (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py) on
+the scenario's cluster (``paper-v100``'s without ``--scenario``), at the trace's own mean rate
+unless ``--rate`` rescales it; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
+cluster. ``--load`` sweeps loads (offered rate / saturation rate; one result per policy and load).
+
+An unknown policy, a missing or corrupt model, or a model trained for another observation or
+instance count stops with a message on stderr and exit code 2 before any simulation starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _loads(text: str) -> list[float]:
+    return [_positive_float(x.strip()) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", help="a shipped scenario name or a TOML/YAML file")
+    p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake) or built-in trace")
+    p.add_argument("--policies", help="comma-separated router names and/or model .zip paths")
+    p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per policy (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED + i (default 0)")
+    p.add_argument("--mode", choices=["arrival", "tick"], default="arrival",
+                   help="decision mode of the heuristics (default arrival)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=_positive_float, help="mean arrival rate (req/s); rescales a trace")
+    g.add_argument("--load", type=_loads, help="comma-separated loads (rate / saturation rate) to sweep")
+    p.add_argument("--profile", help="latency profile of every instance (overrides the scenario's cluster)")
+    p.add_argument("--instances", type=_positive_int, help="number of instances (overrides the scenario's)")
+    p.add_argument("--chunked-prefill", action="store_true", default=None, dest="chunked_prefill",
+                   help="turn chunked prefill on")
+    p.add_argument("--num-requests", type=_positive_int, dest="num_requests", help="requests per episode")
+    p.add_argument("--json", help="write the results as JSON")
+    p.add_argument("--csv", help="write the table as CSV")
+    p.add_argument("--requests-csv", dest="requests_csv", help="write one row per request")
+    p.add_argument("--plot", help="write plots (E2E CDF, TTFT over time, improvement vs load) to this directory")
+    p.add_argument("--workers", type=_positive_int, help="worker processes (default: every available core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the routers and exit")
+    args = p.parse_args(argv)
+    if not args.list:
+        if not args.policies:
+            p.error("--policies is required")
+        if args.scenario is None and args.trace is None:
+            p.error("give --scenario and/or --trace")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from agents.baselines import ROUTERS
+
+    if args.list:
+        for name, cls in ROUTERS.items():
+            flag = " (clairvoyant)" if cls.clairvoyant else ""
+            print(f"{name:<18}{flag:<15} modes {'/'.join(cls.modes):<14} {cls.source}")
+        return 0
+
+    from agents import evaluation as E
+
+    # everything that can fail is checked here, before any simulation
+    try:
+        scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
+                                    instances=args.instances, chunked_prefill=args.chunked_prefill,
+                                    num_requests=args.num_requests)
+        specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode)
+        if args.load:
+            scenario.with_overrides(load=args.load[0])  # validates
+    except (ValueError, OSError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+
+    workers = args.workers or E.default_workers()
+    collect = bool(args.requests_csv or args.plot)
+    start = time.perf_counter()
+    results = E.evaluate(specs, scenario, episodes=args.episodes, seed=args.seed, mode=args.mode, loads=args.load,
+                         workers=workers, progress=not args.no_progress, collect_requests=collect)
+    wall = time.perf_counter() - start
+
+    print(E.format_table(results))
+    oracle_cost = [r for r in results if r.get("oracle_ms_per_decision") is not None]
+    for r in oracle_cost:
+        print(f"{r['policy']}: {r['oracle_ms_per_decision']:.1f} ms of wall time per decision "
+              f"({r['wall_s']:.1f} s of worker time for {r['episodes']} episodes)")
+    print(f"wall time {wall:.1f} s ({len(results)} policy runs x {args.episodes} episodes, {workers} worker(s))")
+
+    name = scenario.name
+    if args.json:
+        E.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed, mode=args.mode,
+                     loads=args.load, wall_s=wall, workers=workers, argv=sys.argv[1:] if argv is None else list(argv))
+        print(f"wrote {args.json}")
+    if args.csv:
+        E.write_csv(results, args.csv)
+        print(f"wrote {args.csv}")
+    if args.requests_csv:
+        n = E.write_requests_csv(results, args.requests_csv)
+        print(f"wrote {args.requests_csv} ({n} requests)")
+    if args.plot:
+        for path in E.make_plots(results, args.plot):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

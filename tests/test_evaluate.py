@@ -1,0 +1,194 @@
+"""The evaluator (agents/evaluation.py) and its CLI (evaluate.py)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import evaluation as E
+from llm_routing_env.core import EnvConfig, RoutingCore
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "evaluate.py")
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+SMALL = ["--scenario", "paper-v100", "--num-requests", "20", "--no-progress", "--workers", "1"]
+JSON_KEYS = {"policy", "mean_e2e_s", "p50_e2e_s", "p90_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s",
+             "mean_tpot_s", "mean_router_wait_s", "preemptions", "completed", "arrived", "improvement_vs_rr_pct",
+             "improvement_ci95_pct"}
+
+
+@pytest.fixture(scope="module")
+def tick_model(tmp_path_factory):
+    """A MaskablePPO router for 2 instances, rich observation, tick mode, 500 steps, with its card."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from llm_routing_env.sb3 import make_sb3_vec_env
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("models")
+    venv = make_sb3_vec_env(num_envs=1, scenario="paper-v100", num_instances=2, num_requests=20, mode="tick",
+                            obs="rich")
+    model = MaskablePPO("MlpPolicy", venv, seed=0, device="cpu", n_steps=128, batch_size=64, n_epochs=1,
+                        policy_kwargs={"net_arch": [16]})
+    model.learn(500)
+    path = out / "tiny-tick.zip"
+    model.save(path)
+    card = {"algo": "maskable-ppo", "obs": "rich", "mode": "tick", "scenario": "paper-v100", "num_instances": 2,
+            "env": {"num_instances": 2, "num_requests": 20, "reward": "latency"}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_outputs_and_common_random_numbers(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = cli.main([*SMALL, "--policies", "lor,lwl,oracle-lwl", "--episodes", "3", "--seed", "4", "--json", str(out),
+                   "--csv", str(tmp_path / "r.csv"), "--requests-csv", str(tmp_path / "q.csv")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "rr (ref)" in printed and "clairvoyant oracles" in printed and "wall time" in printed
+    doc = json.loads(out.read_text())
+    assert doc["scenario"] == "paper-v100*" and doc["episodes"] == 3 and doc["seed"] == 4
+    assert [r["policy"] for r in doc["results"]] == ["rr", "lor", "lwl", "oracle-lwl"]  # rr added as reference
+    for r in doc["results"]:
+        assert JSON_KEYS <= set(r)
+        assert r["completed"] == r["arrived"] == 60
+        assert r["episodes"] == 3 and len(r["per_episode"]["mean_e2e_s"]) == 3
+    rr = doc["results"][0]
+    assert rr["reference"] and rr["improvement_vs_rr_pct"] == 0.0
+    assert [r["clairvoyant"] for r in doc["results"]] == [False, False, False, True]
+    assert len(read_csv(tmp_path / "r.csv")) == 4
+
+    # common random numbers: every policy saw the same requests, those of env seed SEED + i
+    rows = read_csv(tmp_path / "q.csv")
+    assert len(rows) == 4 * 3 * 20
+    by = {}
+    for row in rows:
+        by.setdefault((row["policy"], int(row["episode"])), []).append(row)
+    core = RoutingCore(EnvConfig.from_kwargs("paper-v100", num_requests=20), num_envs=3)
+    core.reset(seeds=[4, 5, 6])
+    for episode in range(3):
+        ref = [(r["arrival_s"], r["prompt_tokens"], r["output_tokens"]) for r in by[("rr", episode)]]
+        for policy in ("lor", "lwl", "oracle-lwl"):
+            assert [(r["arrival_s"], r["prompt_tokens"], r["output_tokens"]) for r in by[(policy, episode)]] == ref
+        assert np.allclose([float(a) for a, _, _ in ref], core.arrival[episode, :20], atol=1e-6)
+        assert [int(p) for _, p, _ in ref] == core.prompt[episode, :20].tolist()
+        assert {r["instance"] for r in by[("rr", episode)]} == {"0", "1", "2", "3"}
+
+
+def test_statistics():
+    m, h = E.mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
+    imp, half = E.paired_improvement([10.0, 20.0, 30.0], [9.0, 18.0, 27.0])
+    assert imp == pytest.approx(100 * 2.0 / 20.0)  # mean difference over the mean of round-robin
+    assert half == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3) * 100 / 20)
+    assert np.isnan(E.mean_ci([5.0])[1])
+
+
+def test_load_sweep_plots_and_progress(tmp_path):
+    results = E.evaluate(["rr", "lot"], "paper-v100", episodes=2, seed=0, loads=[0.6, 1.0], num_requests=20,
+                         collect_requests=True)
+    assert [(r["policy"], r["load"]) for r in results] == [("rr", 0.6), ("lot", 0.6), ("rr", 1.0), ("lot", 1.0)]
+    assert results[2]["rate_per_s"] == pytest.approx(results[0]["rate_per_s"] / 0.6)
+    written = {p.name for p in E.make_plots(results, tmp_path / "plots")}
+    assert written == {"e2e_cdf_load0.6.png", "ttft_over_time_load0.6.png", "e2e_cdf_load1.png",
+                       "ttft_over_time_load1.png", "improvement_vs_load.png"}
+    assert "load 0.6" in E.format_table(results)
+
+
+def test_workers_give_identical_results():
+    kw = dict(episodes=3, seed=2, num_requests=20)
+    one = E.evaluate(["rr", "random", "p2c", "max-capacity"], "paper-v100", workers=1, **kw)
+    two = E.evaluate(["rr", "random", "p2c", "max-capacity"], "paper-v100", workers=2, **kw)
+    for a, b in zip(one, two):
+        assert a["per_episode"] == b["per_episode"], a["policy"]
+
+
+def test_trace_replay_with_cluster_overrides(tmp_path):
+    trace = tmp_path / "trace.csv"
+    rng = np.random.default_rng(0)
+    arrivals = np.cumsum(rng.exponential(0.1, 60))
+    with trace.open("w") as f:
+        f.write("arrival_s,prompt_tokens,output_tokens\n")
+        for t in arrivals:
+            f.write(f"{t:.4f},{int(rng.integers(10, 400))},{int(rng.integers(1, 300))}\n")
+    s = E.build_scenario(None, trace=str(trace), instances=2, num_requests=30)
+    assert s.num_instances == 2 and s.trace == str(trace) and s.mix is None
+    assert s.rate_per_s == pytest.approx(59 / (arrivals[-1] - arrivals[0]), rel=1e-4)  # the trace's own rate
+    results = E.evaluate(["rr", "lor"], s, episodes=2, seed=0)
+    assert all(r["arrived"] == 60 for r in results)
+    fast = E.evaluate(["lor"], None, trace=str(trace), rate=40.0, instances=2, num_requests=30, episodes=1)
+    assert fast[0]["rate_per_s"] == 40.0 and fast[0]["scenario"] == "trace:trace"
+    with pytest.raises(ValueError, match="no such file"):
+        E.build_scenario("paper-v100", trace=str(tmp_path / "nope.csv"))
+
+
+def test_learned_agent_runs_in_its_own_mode(tick_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "IDLE_HOLD_GUARD_S", 2.0)  # the untrained agent may hold forever: cut it off sooner
+    out = tmp_path / "r.json"
+    rc = cli.main([*SMALL, "--instances", "2", "--policies", f"rr,{tick_model}", "--episodes", "2",
+                   "--json", str(out)])
+    assert rc == 0
+    res = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
+    assert (res["rr"]["mode"], res["tiny-tick"]["mode"], res["tiny-tick"]["obs"]) == ("arrival", "tick", "rich")
+    tiny = res["tiny-tick"]
+    assert tiny["kind"] == "learned" and tiny["arrived"] == 40
+    # an untrained agent may hold forever: then the episode is cut off, and said so
+    assert tiny["completed"] == 40 or tiny["truncated_episodes"] > 0
+
+
+def test_model_card_evaluation(tick_model, monkeypatch):
+    monkeypatch.setattr(E, "IDLE_HOLD_GUARD_S", 2.0)
+    card = json.loads(tick_model.with_suffix(".json").read_text())
+    ev = E.model_card_evaluation(str(tick_model), card, episodes=2, heuristics=["rr", "lor"], workers=1)
+    assert ev["scenario"] == "paper-v100*" and ev["episodes"] == 2 and ev["seed"] == E.CARD_SEED
+    assert ev["model"]["mode"] == "tick" and ev["best_heuristic"]["policy"] in ("rr", "lor")
+    assert {"improvement_vs_rr_pct", "improvement_vs_best_heuristic_pct"} <= set(ev)
+
+
+def _no_simulation(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a simulation started")
+
+    monkeypatch.setattr(E, "run_episodes", boom)
+    monkeypatch.setattr(RoutingCore, "step", boom)
+
+
+def test_cli_errors_exit_2_before_simulating(monkeypatch, capsys, tmp_path, tick_model):
+    _no_simulation(monkeypatch)
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a model")
+    cases = [
+        ("rr,nope", "unknown policy 'nope'"),
+        (f"rr,{tmp_path / 'missing.zip'}", "no such model file"),
+        (f"rr,{corrupt}", "corrupt"),
+        (f"lor,{tick_model}", "scenario has 4 instances"),  # trained for 2 instances
+    ]
+    for policies, message in cases:
+        rc = cli.main([*SMALL, "--policies", policies, "--episodes", "2"])
+        err = capsys.readouterr().err
+        assert rc == 2, policies
+        assert "evaluate.py: error:" in err and message in err, err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--scenario", "paper-v100", "--policies", "rr", "--rate", "5", "--load", "0.5"])
+    assert e.value.code == 2
+
+
+def test_cli_process_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--scenario", "paper-v100", "--policies",
+                           f"rr,{tmp_path / 'x.zip'}", "--episodes", "1"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 2 and "no such model file" in proc.stderr and proc.stdout == ""
