@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,23 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+ROSTER := random,rr,lor,lor-waiting,p2c,lot,least-kv,lwl,jsq,max-capacity,min-min,impact,bucket,oracle-lwl
+AGENTS := models/dqn-baseline.zip,models/dqn-aware.zip,models/dqn-guided.zip,models/ppo-agnostic.zip
+
+# the main job: the shipped agents against every baseline on the paper's setting, 20 episodes
 demo: setup
-	$(PY) -m llm_routing_env.demo
+	$(PY) evaluate.py --scenario paper-v100 --policies $(ROSTER),$(AGENTS) --episodes 20 --seed 0
 
 test: setup
 	$(PY) -m pytest -q
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# everything, with the optional RLlib and TorchRL extras (ray pins an older gymnasium)
+test-all: setup
+	$(VENV)/bin/pip install --quiet -e '.[rllib,torchrl]'
+	$(PY) -m pytest -q -m "slow or not slow"
 
 bench: setup
 	$(PY) benchmarks/bench_simulator.py

@@ -15,15 +15,19 @@ What happens:
   (from the runner's EnvContext) and logs each episode's latency metrics: the training lines show
   ``env_runners/mean_e2e_s``, the mean E2E latency (s) of recent training episodes (sampled
   actions).
-* After training, the greedy policy (argmax of the RLModule's action logits) and round-robin
-  (action ``i % N`` for the ``i``-th request of an episode) play the same ``--eval-episodes``
-  episodes (seeds ``--eval-seed`` + k), and both mean E2E latencies are printed.
+* After training, the greedy policy (argmax of the RLModule's action logits), the sampled policy
+  and round-robin (action ``i % N`` for the ``i``-th request of an episode) play the same
+  ``--eval-episodes`` episodes (seeds ``--eval-seed`` + k), and their mean E2E latencies are
+  printed. A barely trained policy is nearly uniform, and its argmax turns small systematic
+  preferences into sending most requests to one instance: compare the greedy and sampled lines.
 * The algorithm is saved with ``algo.save_to_path``; restore it with
   ``ray.rllib.algorithms.algorithm.Algorithm.from_checkpoint(path)``.
 
 RLlib's PPO uses GAE with a learned critic. Routing rewards are dominated by the randomness of
-the workload, so a few iterations rarely beat round-robin; examples/cleanrl_ppo.py shows the
-input-driven baseline that does so in about a minute.
+the workload, and the cost of sending a request to a loaded instance shows up seconds (hundreds
+of decisions) later, so stock PPO does not beat round-robin in a short run and can drift towards
+the loaded instances; examples/cleanrl_ppo.py shows the input-driven baseline that beats it in
+about a minute.
 
 **On a multi-node Ray cluster** the script runs unchanged:
 
@@ -144,6 +148,7 @@ def main(argv=None) -> dict:
     print(f"Ray {ray.__version__}: {len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
 
     start = time.time()
+    torch.manual_seed(args.seed)   # the learner's RLModule is built here, in the driver
     algo = build_config(args).build_algo()
     history = []
     for it in range(1, args.iterations + 1):
@@ -162,25 +167,35 @@ def main(argv=None) -> dict:
 
     module = algo.get_module()
 
-    def greedy(obs, i):
+    def logits(obs):
         with torch.no_grad():
-            out = module.forward_inference({"obs": torch.as_tensor(obs)})
-        return out["action_dist_inputs"].argmax(-1).numpy()
+            return module.forward_inference({"obs": torch.as_tensor(obs)})["action_dist_inputs"]
+
+    def greedy(obs, i):
+        return logits(obs).argmax(-1).numpy()
+
+    generator = torch.Generator().manual_seed(args.eval_seed)
+
+    def sampled(obs, i):
+        return torch.multinomial(torch.softmax(logits(obs), -1), 1, generator=generator).squeeze(-1).numpy()
 
     n = EnvConfig.from_kwargs(**{k: v for k, v in env_config(args).items() if k != "seed"}).num_instances
     learned = evaluate(args, greedy)
+    stochastic = evaluate(args, sampled)
     rr = evaluate(args, lambda obs, i: i % n)
     diff = learned - rr
     print(f"\nheld-out episodes: {args.eval_episodes} (seeds {args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}), "
           f"{args.scenario}, {args.num_requests} requests at {args.rate_per_s} req/s, arrival mode")
-    print(f"mean E2E  RLlib PPO (greedy): {learned.mean():.3f} s")
-    print(f"mean E2E  round-robin       : {rr.mean():.3f} s")
-    print(f"PPO - round-robin           : {diff.mean():+.3f} s ({100 * diff.mean() / rr.mean():+.1f}%), "
+    print(f"mean E2E  RLlib PPO (greedy) : {learned.mean():.3f} s")
+    print(f"mean E2E  RLlib PPO (sampled): {stochastic.mean():.3f} s")
+    print(f"mean E2E  round-robin        : {rr.mean():.3f} s")
+    print(f"greedy PPO - round-robin     : {diff.mean():+.3f} s ({100 * diff.mean() / rr.mean():+.1f}%), "
           f"better on {int((diff < 0).sum())}/{len(diff)} episodes")
     print(f"wall time: train {train_time:.0f} s")
     algo.stop()
     ray.shutdown()
     return {"training_mean_e2e_s": history, "learned_mean_e2e_s": float(learned.mean()),
+            "sampled_mean_e2e_s": float(stochastic.mean()),
             "round_robin_mean_e2e_s": float(rr.mean()), "checkpoint": str(checkpoint)}
 
 

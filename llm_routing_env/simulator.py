@@ -95,7 +95,9 @@ class ClusterSimulator:
         self._budget = tile(config.per_instance("max_num_batched_tokens"))
         coeffs = config.coefficient_table()
         self._coeffs = np.tile(coeffs, (self.B, 1))  # (rows, 7)
-        self._c5 = self._coeffs[:, 6].copy()
+        # With one profile for every instance (the common case) the coefficients are scalars, which
+        # NumPy multiplies faster than rows of coefficients.
+        self._same_coeffs = tuple(coeffs[0]) if (coeffs == coeffs[0]).all() else None
         self.S = int(self._max_seqs.max())
         self._row_cluster = np.repeat(np.arange(self.B), self.N)
 
@@ -117,7 +119,6 @@ class ClusterSimulator:
         self.slots = np.empty((_NUM_FIELDS, rows, self.S), dtype=np.int64)
         self.slots[:] = _EMPTY_SLOT[:, None, None]
         self._tail = np.zeros(rows, dtype=np.int64)  # slots in use, holes included
-        self._field_offsets = (np.arange(_NUM_FIELDS) * rows * self.S)[:, None]  # see _fields_at
         self.free_blocks = self._capacity.copy()
         self.waiting = np.zeros((rows, self._wcap), dtype=np.int64)
         self.w_head = np.zeros(rows, dtype=np.int64)  # ring position of each queue head (modulo _wcap)
@@ -194,18 +195,17 @@ class ClusterSimulator:
         self.waiting, self._wcap = grown, new_cap
         self.w_head[:] = 0
 
-    def _fields_at(self, slot_rows, j):
-        """Indices into ``slots.reshape(-1)`` of all the fields of slots ``(slot_rows, j)``, as
-        (fields, m); faster than ``slots[:, slot_rows, j]``, which copies the fields slot by slot."""
-        return self._field_offsets + (slot_rows * self.S + j)
-
     def _squeeze(self, rows) -> None:
-        """Move the holes of ``rows`` behind their running requests (a stable sort keeps the order)."""
-        width = int(self._tail[rows].max())
-        block = self.slots[:, rows, :width]
-        order = np.argsort(block[Q] < 0, axis=1, kind="stable")
-        self.slots[:, rows, :width] = np.take_along_axis(block, order[None], axis=2)
-        self._tail[rows] = self.n_running[rows]
+        """Close the holes of ``rows``: the running requests behind a hole move up, in order."""
+        col = np.arange(int(self._tail[rows].max()))
+        valid = self.slots[Q, rows, : col.size] >= 0
+        dest = valid.cumsum(axis=1) - 1
+        r_idx, j_idx = (valid & (dest != col)).nonzero()
+        self.slots[:, rows[r_idx], dest[r_idx, j_idx]] = self.slots[:, rows[r_idx], j_idx]
+        n = self.n_running[rows]
+        r_idx, j_idx = ((col >= n[:, None]) & (col < self._tail[rows, None])).nonzero()
+        self.slots[:, rows[r_idx], j_idx] = _EMPTY_SLOT[:, None]
+        self._tail[rows] = n
 
     # --------------------------------------------------------------------------------- dispatch
     def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
@@ -247,21 +247,22 @@ class ClusterSimulator:
         ``validate_dispatch``; returned as that function would return it. None otherwise."""
         values = []
         for v in args:
-            if isinstance(v, np.ndarray) and v.size == 1 and v.ndim <= 1 and v.dtype.kind in "iuf":
-                v = v.reshape(()).item()
+            if isinstance(v, np.ndarray):
+                v = v.item() if v.size == 1 and v.ndim <= 1 and v.dtype.kind in "iuf" else None
             elif isinstance(v, np.number):
                 v = v.item()
             values.append(v)
-        # exact types: a bool is an int to Python but not to validate_dispatch
-        if any(type(v) is not int for v in values[:5]) or type(values[5]) not in (int, float):
-            return None
         c, rid, inst, prompt, output, arrival = values
+        # exact types: a bool is an int to Python but not to validate_dispatch
+        if not (type(c) is type(rid) is type(inst) is type(prompt) is type(output) is int
+                and type(arrival) in (int, float)):
+            return None
         if not (0 <= c < self.B and 0 <= rid < self.R and 0 <= inst < self.N and 1 <= prompt <= 2**62
                 and 1 <= output <= 2**62 and 0 <= arrival <= self.now_s[c]
                 and prompt + output <= self.config.max_model_len_per_instance[inst]
                 and self.status[c * self.R + rid] == NOT_DISPATCHED):
             return None
-        return tuple(np.array([v]) for v in (c, rid, inst, prompt, output, float(arrival)))
+        return (*np.array([[c], [rid], [inst], [prompt], [output]]), np.array([float(arrival)]))
 
     # ---------------------------------------------------------------------------------- advance
     def advance_to(self, t_s) -> None:
@@ -363,7 +364,7 @@ class ClusterSimulator:
                 adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx] - taken, chunked=True,
                                                                    budget=budget_left))
         if adm is not None:  # the admitted requests' chunks join the batch; they take their blocks
-            if np.ndim(chunk_total) == 0:
+            if isinstance(chunk_total, int):
                 chunk_total, chunk_sq = np.zeros(k_rows, dtype=np.int64), np.zeros(k_rows, dtype=np.int64)
             np.add.at(chunk_total, adm["step"], adm["chunk"])
             np.add.at(chunk_sq, adm["step"], adm["chunk"] * adm["chunk"])
@@ -374,7 +375,7 @@ class ClusterSimulator:
         if np.count_nonzero(ntok) < k_rows:  # cannot happen with validated profiles; guards an endless loop
             r = int(rows[(ntok == 0).nonzero()[0][0]])
             raise RuntimeError(f"instance row {r} has work but an empty iteration (simulator invariant broken)")
-        c = self._coeffs[rows].T
+        c = self._same_coeffs or self._coeffs[rows].T
         t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, ctx_base + n_dec * clock)
         start_s = self.busy_until_s[rows]
         runs = ntok == n_dec
@@ -450,7 +451,7 @@ class ClusterSimulator:
         q, x, chunk = adm["q"], adm["x"], adm["chunk"]
         slot_rows = rows[r_idx]
         gen_before = self.generated[q]
-        finished = (chunk == x).astype(np.int64)  # (ints: np.add.at is slow with bools)
+        finished = (chunk == x).astype(np.int64)  # (an int64 count for _count_in_decode_sets)
         gen = gen_before + finished
         self.status[q] = RUNNING
         # fmin keeps the first time: a request admitted again after a preemption has one already,
@@ -468,7 +469,7 @@ class ClusterSimulator:
         prompt = x - gen_before
         gen0 = gen - clock[step_idx]
         end = np.where(finished, self.output[q] - gen0, _NO_LIMIT)
-        self.slots.reshape(-1)[self._fields_at(slot_rows, dest)] = np.array([q, prompt, gen0, end, chunk, x])
+        self.slots[:, slot_rows, dest] = np.array([q, prompt, gen0, end, chunk, x])
         self._tail[rows] = tail + k_adm
         self.n_running[rows] += k_adm
         # a whole prefill: the request decodes from the next iteration on
@@ -481,7 +482,7 @@ class ClusterSimulator:
         end = self.slots[END, rows]  # whole rows: finding their tails would cost as much
         r_idx, j_idx = (end == clock[:, None]).nonzero()
         slot_rows = rows[r_idx]
-        q, prompt, gen0 = self.slots.reshape(-1)[self._fields_at(slot_rows, j_idx)[:END]]
+        q, prompt, gen0 = self.slots[:END, slot_rows, j_idx]
         context0 = prompt + gen0
         output = gen0 + clock[r_idx]
         self.completion_s[q] = end_s[r_idx]
@@ -493,7 +494,7 @@ class ClusterSimulator:
         self.last_step_completions[rows] = n_done
         self.completed_count[rows] += n_done
         self.completion_time_sum_s[rows] += n_done * end_s
-        self._leave(rows, end, r_idx, j_idx, slot_rows, context0, decoding=1)
+        self._leave(rows, end, r_idx, j_idx, slot_rows, context0, decoding=np.ones_like(r_idx))
 
     def _preempt(self, rows, clock, free) -> np.ndarray:
         """Block allocation walking each running list, preempting from the tail (recompute).
@@ -537,7 +538,7 @@ class ClusterSimulator:
         their slots become holes.
 
         ``end`` is a copy of the END field of ``slots[:, rows]`` (overwritten here), ``context0``
-        the leavers' PROMPT + GEN0 and ``decoding`` 1 where they decode (0 where not). The
+        the leavers' PROMPT + GEN0 and ``decoding`` (int64) 1 where they decode, 0 where not. The
         decoding leavers leave the decode sets, whose first completion is found again among the
         requests that stay.
         """
@@ -545,13 +546,13 @@ class ClusterSimulator:
         end[r_idx, j_idx] = _NO_LIMIT
         self._end_min[rows] = end.min(axis=1)
         np.subtract.at(self.n_running, slot_rows, 1)
-        self.slots[Q, slot_rows, j_idx] = -1  # (the other fields of a hole are never read)
-        self.slots[END, slot_rows, j_idx] = _NO_LIMIT
+        self.slots[:, slot_rows, j_idx] = _EMPTY_SLOT[:, None]
 
     def _count_in_decode_sets(self, slot_rows, context0, count) -> None:
-        """Add ``count`` (an int, or one per entry: 1 joins, -1 leaves, 0 neither) requests whose
+        """Add ``count`` (int64, one per entry: 1 joins, -1 leaves, 0 neither) requests whose
         PROMPT + GEN0 is ``context0`` to the decode-set sizes, context sums and KV fill histograms
-        of their rows (``slot_rows`` may repeat). The first completions are the callers' business."""
+        of their rows (``slot_rows`` may repeat). The first completions are the callers' business.
+        (np.add.at is several times slower with a scalar or bool ``count``.)"""
         np.add.at(self._n_dec, slot_rows, count)
         np.add.at(self._ctx_base, slot_rows, count * context0)
         np.add.at(self._fill_hist, (slot_rows, context0 % KV_BLOCK_TOKENS), count)
@@ -578,7 +579,7 @@ class ClusterSimulator:
         self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
         self.slots[:, rows, : block.shape[2]] = block
         joined = block[:, r_idx, j_idx]
-        self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], 1)
+        self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], np.ones_like(r_idx))
         np.minimum.at(self._end_min, rows[r_idx], joined[END])
 
     def _decode_run_length(self, rows, target, busy, t0_ms, half_c5n, n, clock, hist, free, need_now) -> np.ndarray:
@@ -669,7 +670,8 @@ class ClusterSimulator:
 
     def instance_state(self) -> InstanceState:
         """What a router can observe about each instance, as (B, N) arrays."""
-        running_prefill = np.where(self.slots[Q] >= 0, self.slots[TARGET] - self.slots[PREFILLED], 0).sum(axis=1)
+        width = int(self._tail.max())  # (holes and free slots have TARGET = PREFILLED = 0)
+        running_prefill = (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
         shape = (self.B, self.N)
         return InstanceState(
             num_running=self.n_running.reshape(shape).copy(),
