@@ -60,6 +60,15 @@ _SLACK15 = KV_BLOCK_TOKENS - 1 - _SLACK
 _FIRST_NEED = np.where(_SLACK == 0, KV_BLOCK_TOKENS, _SLACK)
 
 
+# Numbers of the hot paths, as 0-d arrays: NumPy combines an array with a 0-d array faster than with
+# a Python number, which it must convert first (the results are the same).
+_MS_PER_S = np.array(1000.0)
+_MAX_ROOM_MS = np.array(1e15)  # a finite stand-in for "no target" (31,700 years)
+_MAX_RUN = np.array(1e9)       # a cap on the length of a decode run (keeps int64 conversions safe)
+_ONE, _ONE_F, _HALF_F = np.array(1), np.array(1.0), np.array(0.5)
+_BLOCK = np.array(KV_BLOCK_TOKENS)
+
+
 def _ceil_blocks(tokens):
     return -(-tokens // KV_BLOCK_TOKENS)
 
@@ -68,7 +77,7 @@ def _run_ms(k, t0_ms, half_c5n):
     """Duration of k decode iterations whose first takes t0_ms, each one's decode context n tokens
     more than the last: k * t0 + c5 * n * k * (k - 1) / 2, with half_c5n = c5 * n / 2. One
     iteration takes exactly t0_ms, as the reference computes it."""
-    return k * (t0_ms + half_c5n * (k - 1.0))
+    return k * (t0_ms + half_c5n * (k - _ONE_F))
 
 
 class ClusterSimulator:
@@ -100,6 +109,7 @@ class ClusterSimulator:
         self._same_coeffs = tuple(coeffs[0]) if (coeffs == coeffs[0]).all() else None
         self.S = int(self._max_seqs.max())
         self._row_cluster = np.repeat(np.arange(self.B), self.N)
+        self._max_model_len = config.max_model_len_per_instance.tolist()
 
         self._rows = rows
         self.now_s = np.zeros(self.B)
@@ -230,7 +240,7 @@ class ClusterSimulator:
         if queued.max() >= self._wcap:
             self._grow_waiting(int(queued.max()) + 1)
         self.waiting[row, (self.w_head[row] + queued) % self._wcap] = q
-        np.add.at(self.w_count, row, 1)
+        self.w_count += np.bincount(row, minlength=self._rows)
         np.add.at(self.w_pending_tokens, row, prompt)
         now = self.now_s[cluster]
         self.busy_until_s[row] = np.maximum(self.busy_until_s[row], now)
@@ -247,7 +257,7 @@ class ClusterSimulator:
         ``validate_dispatch``; returned as that function would return it. None otherwise."""
         values = []
         for v in args:
-            if isinstance(v, np.ndarray):
+            if type(v) is np.ndarray:
                 v = v.item() if v.size == 1 and v.ndim <= 1 and v.dtype.kind in "iuf" else None
             elif isinstance(v, np.number):
                 v = v.item()
@@ -259,7 +269,7 @@ class ClusterSimulator:
             return None
         if not (0 <= c < self.B and 0 <= rid < self.R and 0 <= inst < self.N and 1 <= prompt <= 2**62
                 and 1 <= output <= 2**62 and 0 <= arrival <= self.now_s[c]
-                and prompt + output <= self.config.max_model_len_per_instance[inst]
+                and prompt + output <= self._max_model_len[inst]
                 and self.status[c * self.R + rid] == NOT_DISPATCHED):
             return None
         return (*np.array([[c], [rid], [inst], [prompt], [output]]), np.array([float(arrival)]))
@@ -267,7 +277,7 @@ class ClusterSimulator:
     # ---------------------------------------------------------------------------------- advance
     def advance_to(self, t_s) -> None:
         """Run every instance's iterations that start before ``t_s`` (scalar or per cluster)."""
-        if isinstance(t_s, np.ndarray) and t_s.shape == self.now_s.shape and t_s.dtype == np.float64 \
+        if type(t_s) is np.ndarray and t_s.shape == self.now_s.shape and t_s.dtype == np.float64 \
                 and np.count_nonzero(t_s >= self.now_s) == self.B:
             target = t_s  # the common case checked cheaply (NaN fails the comparison)
         else:  # anything else is for validate_target_times to check (and to word any error)
@@ -288,9 +298,9 @@ class ClusterSimulator:
         """Run every dispatched request to completion; now_s becomes the end of the last iteration."""
         self.advance_to(np.inf)
 
-    # A step is made of many NumPy calls on a few rows when B is small, so the code below counts
-    # calls: np.count_nonzero(mask) stands for mask.any() (a fifth of the cost), and masks are
-    # applied by multiplication.
+    # With few clusters a step is many NumPy calls on a few rows each, and their count is the cost:
+    # the code below checks np.count_nonzero(mask) rather than mask.any() (a fifth of the cost),
+    # applies masks by multiplication and restricts rarer work to the rows that need it.
     def _step(self, rows: np.ndarray, target: np.ndarray) -> None:
         """One iteration (or a run of k decode iterations) on each of ``rows``."""
         k_rows = rows.size
@@ -301,7 +311,7 @@ class ClusterSimulator:
         hist = self._fill_hist[rows]
         # slack15[:, f]: 15 - decode iterations before a request with KV fill f (histogram bin)
         # needs a new block (15: in the next iteration)
-        slack15 = _SLACK15[clock % KV_BLOCK_TOKENS]
+        slack15 = _SLACK15[clock % _BLOCK]
 
         # ---- admission candidates (rows[a_idx] may admit some of their first waiting requests)
         cand = None
@@ -325,6 +335,7 @@ class ClusterSimulator:
         need_now = None
         preempted = None
         if np.count_nonzero(n_dec > free):
+            # (times n_dec > 0: a stalled row's histogram still counts the requests that wait)
             need_now = (hist * (slack15 == KV_BLOCK_TOKENS - 1)).sum(axis=1) * (n_dec > 0)
             if np.count_nonzero(need_now > free):
                 preempted = need_now > free
@@ -378,25 +389,26 @@ class ClusterSimulator:
         c = self._same_coeffs or self._coeffs[rows].T
         t0_ms = iteration_time_ms(c, ntok, chunk_sq, chunk_prior, ctx_base + n_dec * clock)
         start_s = self.busy_until_s[rows]
+        end_min = self._end_min[rows]
         runs = ntok == n_dec
         if preempted is not None:
             runs &= ~preempted
         if np.count_nonzero(runs):
-            half_c5n = c[6] * (0.5 * n_dec)
-            k_iter = self._decode_run_length(rows, target, start_s, t0_ms, half_c5n, n_dec, clock, hist, free,
+            half_c5n = c[6] * (_HALF_F * n_dec)
+            k_iter = self._decode_run_length(target, start_s, t0_ms, half_c5n, n_dec, clock, end_min, hist, free,
                                              need_now)
-            k_iter = np.where(runs, k_iter, 1)
+            k_iter = np.where(runs, k_iter, _ONE)
             dt_ms = _run_ms(k_iter, t0_ms, half_c5n)
         else:
             k_iter = np.ones(k_rows, dtype=np.int64)
             dt_ms = t0_ms
-        end_s = start_s + dt_ms / 1000.0
+        end_s = start_s + dt_ms / _MS_PER_S
 
         # ---- effects at the end of the iteration(s)
         # The decode set runs k_dec iterations: it takes the KV blocks for the contexts it reaches
         # (those needed now included) and gains k_dec tokens, its clock moves.
         k_dec = k_iter * (n_dec > 0)
-        self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // KV_BLOCK_TOKENS)).sum(axis=1)
+        self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // _BLOCK)).sum(axis=1)
         clock_before, clock = clock, clock + k_dec
         self._clock[rows] = clock
         self.busy_until_s[rows] = end_s
@@ -405,9 +417,11 @@ class ClusterSimulator:
             self._advance_prefills(*prefills, clock_before[p_idx], clock[p_idx], end_s[p_idx])
         if adm is not None:
             self._admit(adm, clock, start_s, end_s)
+        if prefills is not None or adm is not None:  # the requests that joined the decode sets count
+            end_min = self._end_min[rows]
         # Completions, including requests whose (last) prefill chunk was their last token
         self.last_step_completions[rows] = 0
-        done_row = clock >= self._end_min[rows]
+        done_row = clock >= end_min
         if np.count_nonzero(done_row):
             d_idx = done_row.nonzero()[0]
             self._complete(rows[d_idx], clock[d_idx], end_s[d_idx])
@@ -582,7 +596,7 @@ class ClusterSimulator:
         self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], np.ones_like(r_idx))
         np.minimum.at(self._end_min, rows[r_idx], joined[END])
 
-    def _decode_run_length(self, rows, target, busy, t0_ms, half_c5n, n, clock, hist, free, need_now) -> np.ndarray:
+    def _decode_run_length(self, target, busy, t0_ms, half_c5n, n, clock, end_min, hist, free, need_now):
         """How many decode iterations each row can run at once (>= 1); see docs/simulator.md.
 
         ``need_now`` are the blocks the decode set needs for its next iteration (None: not
@@ -594,21 +608,21 @@ class ClusterSimulator:
         # to the nearest iteration x and settle on which side of the target x starts with its start
         # time, computed as the run's end will be.
         b = t0_ms - half_c5n
-        room_ms = np.minimum((target - busy) * 1000.0, 1e15)  # a finite stand-in for "no target"
+        room_ms = np.minimum((target - busy) * _MS_PER_S, _MAX_ROOM_MS)
         root = 2.0 * room_ms / (b + np.sqrt(b * b + 4.0 * half_c5n * room_ms))
-        x = np.rint(np.minimum(root, 1e9))
-        in_time = x.astype(np.int64) + (busy + _run_ms(x, t0_ms, half_c5n) / 1000.0 < target)
-        k = np.minimum(self._end_min[rows] - clock, in_time)  # the target and the first completion
+        x = np.rint(np.minimum(root, _MAX_RUN))
+        in_time = x.astype(np.int64) + (busy + _run_ms(x, t0_ms, half_c5n) / _MS_PER_S < target)
+        k = np.minimum(end_min - clock, in_time)  # the target and the first completion
         # KV blocks: with s spare blocks (free once those needed now are taken), every request can
         # take s // n more, each good for 16 iterations, after its first need (16 iterations away
         # for those served now). First with s = free - n, a lower bound, then exactly where it binds.
-        n = np.maximum(n, 1)
-        if np.count_nonzero(KV_BLOCK_TOKENS * ((free - n) // n) < k):
+        n = np.maximum(n, _ONE)
+        if np.count_nonzero(_BLOCK * ((free - n) // n) < k):
             if need_now is None:
                 need_now = (hist * (_SLACK15[clock % KV_BLOCK_TOKENS] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
             first_need = np.where(hist > 0, _FIRST_NEED[clock % KV_BLOCK_TOKENS], KV_BLOCK_TOKENS).min(axis=1)
             k = np.minimum(k, first_need + KV_BLOCK_TOKENS * ((free - need_now) // n))
-        return np.maximum(k, 1)
+        return np.maximum(k, _ONE)
 
     # -------------------------------------------------------------------------------- observing
     def instance_requests(self) -> dict[str, np.ndarray]:
@@ -670,8 +684,10 @@ class ClusterSimulator:
 
     def instance_state(self) -> InstanceState:
         """What a router can observe about each instance, as (B, N) arrays."""
-        width = int(self._tail.max())  # (holes and free slots have TARGET = PREFILLED = 0)
-        running_prefill = (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
+        running_prefill = 0  # without chunked prefill a prefill is done in the iteration that admits it
+        if self.chunked:
+            width = int(self._tail.max())  # (holes and free slots have TARGET = PREFILLED = 0)
+            running_prefill = (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
         shape = (self.B, self.N)
         return InstanceState(
             num_running=self.n_running.reshape(shape).copy(),
