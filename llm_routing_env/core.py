@@ -229,24 +229,23 @@ class RouterView:
     def busy_for_s(self):
         return np.maximum(self._state.busy_until_s - self.time_s[:, None], 0.0)
 
-    # -- per-request features joined with the predictor's outputs
+    # -- per-request features joined with the predictor's outputs (computed only when read)
     @cached_property
-    def _requests(self):
-        """Running and waiting requests of every instance row with their predicted lengths."""
-        core, sim = self._core, self._core.sim
-        ir = sim.instance_requests()
-        pred_tokens, pred_bucket = core.pred_tokens.ravel(), core.pred_bucket.ravel()
-        rq, rvalid, rgen = ir["running_request"], ir["running_valid"], ir["running_generated"]
-        wq, wvalid = ir["waiting_request"], ir["waiting_valid"]
-        return {
-            "decoding": rvalid & ir["running_prefill_done"],
-            "prefilling": rvalid & ~ir["running_prefill_done"],
-            "r_bucket": pred_bucket[rq],
-            "r_remaining": np.where(rvalid, np.maximum(pred_tokens[rq] - rgen, 0.0), 0.0),
-            "r_context": core.prompt.ravel()[rq] + rgen,
-            "w_bucket": pred_bucket[wq],
-            "w_remaining": np.where(wvalid, np.maximum(pred_tokens[wq] - sim.generated[wq], 0.0), 0.0),
-        }
+    def _running(self):
+        """Running and waiting requests of every instance row (simulator.instance_requests)."""
+        ir = self._core.sim.instance_requests()
+        ir["decoding"] = ir["running_valid"] & ir["running_prefill_done"]
+        return ir
+
+    @cached_property
+    def _running_bucket(self):
+        return self._core.pred_bucket.ravel()[self._running["running_request"]]
+
+    @cached_property
+    def _running_remaining(self):
+        r = self._running
+        pred = self._core.pred_tokens.ravel()[r["running_request"]]
+        return np.where(r["running_valid"], np.maximum(pred - r["running_generated"], 0.0), 0.0)
 
     def _per_instance(self, rows_values):
         core = self._core
@@ -254,31 +253,37 @@ class RouterView:
 
     @cached_property
     def num_prefilling(self):
-        return self.num_waiting + self._per_instance(self._requests["prefilling"].sum(axis=1))
+        r = self._running
+        return self.num_waiting + self._per_instance((r["running_valid"] & ~r["running_prefill_done"]).sum(axis=1))
+
+    @cached_property
+    def _decode_totals(self):
+        return self._core.sim.decode_totals()  # (number decoding, their context sum), kept by the simulator
 
     @cached_property
     def decode_context_tokens(self):
-        r = self._requests
-        return self._per_instance(np.where(r["decoding"], r["r_context"], 0).sum(axis=1))
+        return self._decode_totals[1]
 
     @cached_property
     def decode_bucket_counts(self):
-        r = self._requests
-        K = self._core.K
-        return self._per_instance(np.stack([(r["decoding"] & (r["r_bucket"] == k)).sum(axis=1) for k in range(K)],
-                                           axis=1))
+        decoding, bucket = self._running["decoding"], self._running_bucket
+        rows, K = decoding.shape[0], self._core.K
+        key = (np.arange(rows)[:, None] * K + bucket)[decoding]  # one histogram over (row, bucket)
+        return self._per_instance(np.bincount(key, minlength=rows * K).reshape(rows, K))
 
     @cached_property
     def pred_remaining_tokens(self):
-        r = self._requests
-        K = self._core.K
+        core, r = self._core, self._running
+        wq, wvalid = r["waiting_request"], r["waiting_valid"]
+        w_bucket = core.pred_bucket.ravel()[wq]
+        w_remaining = np.where(wvalid, np.maximum(core.pred_tokens.ravel()[wq] - core.sim.generated[wq], 0.0), 0.0)
         return self._per_instance(np.stack(
-            [np.where(r["r_bucket"] == k, r["r_remaining"], 0.0).sum(axis=1)
-             + np.where(r["w_bucket"] == k, r["w_remaining"], 0.0).sum(axis=1) for k in range(K)], axis=1))
+            [np.where(self._running_bucket == k, self._running_remaining, 0.0).sum(axis=1)
+             + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(core.K)], axis=1))
 
     @cached_property
     def _n_decoding(self):
-        return self._per_instance(self._requests["decoding"].sum(axis=1))
+        return self._decode_totals[0]
 
     @cached_property
     def decode_iteration_s(self):
@@ -288,8 +293,8 @@ class RouterView:
 
     @cached_property
     def earliest_completion_s(self):
-        r = self._requests
-        to_first = self._per_instance(np.where(r["decoding"], np.maximum(r["r_remaining"], 1.0), np.inf).min(axis=1))
+        decoding = self._running["decoding"]
+        to_first = self._per_instance(np.where(decoding, np.maximum(self._running_remaining, 1.0), np.inf).min(axis=1))
         return np.where(self._n_decoding > 0, np.where(self._n_decoding > 0, to_first, 0.0) * self.decode_iteration_s, 0.0)
 
     @cached_property

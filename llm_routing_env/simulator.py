@@ -650,6 +650,12 @@ class ClusterSimulator:
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }
 
+    def decode_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per instance, as (B, N) arrays: how many running requests are decoding (prefill done) and
+        the sum of their decode contexts (prompt + generated tokens), from the running totals."""
+        shape = (self.B, self.N)
+        return self._n_dec.reshape(shape).copy(), (self._ctx_base + self._n_dec * self._clock).reshape(shape)
+
     def completions_by(self, t_s) -> tuple[np.ndarray, np.ndarray]:
         """Per cluster: how many requests completed at or before ``t_s`` and the sum of their
         completion times. ``t_s`` must be at least ``now_s`` (completions recorded for an iteration

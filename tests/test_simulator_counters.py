@@ -50,3 +50,22 @@ def test_instance_requests_agree_with_the_records():
             np.testing.assert_array_equal(view["running_generated"][view["running_valid"]], generated[running])
             rows = np.repeat(np.arange(4)[:, None], view["running_request"].shape[1], axis=1)[view["running_valid"]]
             np.testing.assert_array_equal(rows % 2, rec.instance.ravel()[running])
+
+
+def test_decode_totals_agree_with_the_running_requests():
+    rng = np.random.default_rng(5)
+    for chunked in (False, True):
+        cfg = ClusterConfig(["llama2-7b-v100", "llama2-7b-a100"], SchedulerConfig(chunked_prefill=chunked))
+        sim = ClusterSimulator(cfg, 2, 200)
+        for i in range(200):
+            sim.advance_to(i * 0.02)
+            sim.dispatch([0, 1], i, rng.integers(0, 2, size=2), rng.integers(1, 1500, size=2),
+                         rng.integers(1, 900, size=2), i * 0.02)
+            if i % 23 == 0:
+                view = sim.instance_requests()
+                decoding = view["running_valid"] & view["running_prefill_done"]
+                prompt = sim.records().prompt_tokens.ravel()[view["running_request"]]
+                context = np.where(decoding, prompt + view["running_generated"], 0).sum(axis=1)
+                count, total = sim.decode_totals()
+                np.testing.assert_array_equal(count.ravel(), decoding.sum(axis=1))
+                np.testing.assert_array_equal(total.ravel(), context)
