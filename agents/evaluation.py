@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_routing_env.core import EnvConfig, RoutingCore
+from llm_routing_env.core import SCENARIO_OVERRIDES, EnvConfig, RoutingCore
 from llm_routing_env.scenarios import Scenario, load_scenario
 
 from .baselines import ROUTERS, make_router, router_names
@@ -76,7 +76,6 @@ HOLD_GUARD_S = 3600.0
 IDLE_HOLD_GUARD_S = 60.0
 ROUTER_STREAM = 7
 #: EnvConfig settings that change the scenario (a model card's ``env`` may hold them)
-SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")
 CARD_SEED = 20_000  # model-card evaluations never share seeds with training (seed + i) or train.py's EVAL_SEED
 
 
@@ -623,6 +622,15 @@ def make_plots(results: list[dict], out_dir) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+
+    def save(fig, ax, path: Path) -> Path:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
     loads = list(dict.fromkeys(r.get("load") for r in results))
     for load in loads:
         rows = [r for r in results if r.get("load") == load and r.get("requests")]
@@ -640,13 +648,7 @@ def make_plots(results: list[dict], out_dir) -> list[Path]:
         ax.set_xlabel("end-to-end latency (s)")
         ax.set_ylabel("fraction of requests")
         ax.set_title(f"E2E latency CDF — {rows[0]['scenario']}" + (f", load {load:g}" if load is not None else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        path = out / f"e2e_cdf{suffix}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, ax, out / f"e2e_cdf{suffix}.png"))
 
         # TTFT over time since the start, mean over requests in bins and over episodes (paper Fig. 1c)
         span = max(float(np.nanmax(q["arrival_s"])) for r in rows for _, q in r["requests"])
@@ -666,13 +668,7 @@ def make_plots(results: list[dict], out_dir) -> list[Path]:
         ax.set_xlabel("arrival time since start (s)")
         ax.set_ylabel("mean TTFT (s)")
         ax.set_title("TTFT over time (cf. paper Fig. 1c)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        path = out / f"ttft_over_time{suffix}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, ax, out / f"ttft_over_time{suffix}.png"))
 
     sweep = [x for x in loads if x is not None]
     if len(sweep) > 1:
@@ -688,13 +684,7 @@ def make_plots(results: list[dict], out_dir) -> list[Path]:
         ax.set_xlabel("load (offered rate / saturation rate)")
         ax.set_ylabel("mean E2E improvement over round-robin (%)")
         ax.set_title("Improvement over round-robin vs load (95% CI, paired)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        path = out / "improvement_vs_load.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, ax, out / "improvement_vs_load.png"))
     return written
 
 

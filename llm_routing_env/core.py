@@ -37,7 +37,9 @@ from .simulator import ClusterSimulator
 MODES = ("tick", "arrival")
 OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
-PREDICTOR_TRAIN_SEED = 1_000_003  # the predictor's training sample never equals an episode seed
+PREDICTOR_TRAIN_SEED = 1_000_003
+# environment settings that change the scenario rather than the environment
+SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")  # the predictor's training sample never equals an episode seed
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,11 @@ class EnvConfig:
         """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
         ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``) change the scenario."""
         known = {f.name for f in fields(cls)} - {"scenario"}
-        overrides = {k: kwargs.pop(k) for k in ("rate_per_s", "load", "num_instances", "profile",
-                                                "chunked_prefill", "num_requests") if k in kwargs}
+        overrides = {k: kwargs.pop(k) for k in SCENARIO_OVERRIDES if k in kwargs}
         unknown = set(kwargs) - known
         if unknown:
             raise ValueError(f"unknown environment setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(known | {'scenario', 'rate_per_s', 'load', 'num_instances', 'profile', 'chunked_prefill', 'num_requests'})}")
+                             f"{sorted(known | {'scenario', *SCENARIO_OVERRIDES})}")
         if isinstance(kwargs.get("impact"), dict):
             kwargs["impact"] = ImpactConfig(**kwargs["impact"])
         return cls(scenario=load_scenario(scenario).with_overrides(**overrides), **kwargs)

@@ -69,24 +69,3 @@ def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, 
     else:
         summary["makespan_s"] = summary["prompt_tokens_per_s"] = summary["generated_tokens_per_s"] = float("nan")
     return summary
-
-
-def format_table(rows: list[tuple[str, dict[str, float]]],
-                 columns=("mean_e2e_s", "p50_e2e_s", "p90_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s",
-                          "mean_tpot_s", "mean_router_wait_s", "preemptions", "completed")) -> str:
-    """A plain-text table: one row per (label, summary)."""
-    header = ["", *columns]
-    body = [[label, *(_fmt(summary.get(c, float("nan"))) for c in columns)] for label, summary in rows]
-    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).rjust(w) if i else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if value != value:  # NaN
-        return "-"
-    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"

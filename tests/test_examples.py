@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -56,17 +55,11 @@ def test_cleanrl_ppo_beats_round_robin():
     assert _e2e(out, "learned PPO") < _e2e(out, "round-robin")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_torchrl_ppo_short_run():
+def test_torchrl_ppo_short_run(load_example):
     pytest.importorskip("torchrl")
     pytest.importorskip("tensordict")
-    example = _load("torchrl_ppo")
+    example = load_example("torchrl_ppo")
     start = time.time()
     out = example.main(["--num-requests", "40", "--num-envs", "4", "--frames-per-batch", "320",
                         "--total-frames", "960", "--minibatch", "160", "--eval-episodes", "3"])
@@ -75,14 +68,14 @@ def test_torchrl_ppo_short_run():
     assert 0 < out["learned_mean_e2e_s"] < 600 and 0 < out["round_robin_mean_e2e_s"] < 60
 
 
-def test_torchrl_manual_reset_adapter():
+def test_torchrl_manual_reset_adapter(load_example):
     """TorchRL resets finished sub-envs itself (AutoresetMode.DISABLED): the adapter never lets
     the native env's NEXT_STEP autoreset happen, and TorchRL's spec check passes."""
     pytest.importorskip("torchrl")
     import numpy as np
     from torchrl.envs.utils import check_env_specs
 
-    example = _load("torchrl_ppo")
+    example = load_example("torchrl_ppo")
     args = example.parse_args(["--num-requests", "10"])
     env = example.make_env(args, num_envs=3, seed=0)
     check_env_specs(env)

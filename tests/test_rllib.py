@@ -3,9 +3,7 @@ PPO iteration of examples/rllib_ppo.py on a local Ray with one env runner."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,15 +18,7 @@ from ray.rllib.env.env_context import EnvContext  # noqa: E402
 from llm_routing_env import rllib as lre_rllib  # noqa: E402
 from llm_routing_env.env import LLMRoutingEnv, LLMRoutingVectorEnv  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"scenario": "paper-v100", "num_requests": 30, "rate_per_s": 40.0, "mode": "arrival", "obs": "rich"}
-
-
-def _load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_creator_returns_single_env_or_native_vector_env():
@@ -108,10 +98,10 @@ def test_routing_callbacks_log_latency_metrics():
         runner.stop()
 
 
-def test_one_ppo_iteration_with_one_env_runner(tmp_path, capsys, monkeypatch):
+def test_one_ppo_iteration_with_one_env_runner(load_example, tmp_path, capsys, monkeypatch):
     """examples/rllib_ppo.py: local Ray, one remote env runner, one training iteration, evaluation
     against round-robin and a checkpoint (about 20-30 s, most of it starting Ray)."""
-    example = _load_example("rllib_ppo")
+    example = load_example("rllib_ppo")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)      # a local Ray, never a cluster
     out = example.main(["--iterations", "1", "--num-env-runners", "1", "--envs-per-runner", "2",
                         "--num-requests", "30", "--train-batch", "240", "--eval-episodes", "2",
