@@ -24,6 +24,7 @@ the router view and observation encoder, the env's step and info, and gym.make's
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import io
 import os
@@ -65,6 +66,14 @@ class RandomValid:
             a = np.where(mask.reshape(self.B, -1)[:, 0], a, self.N)
         return a
 
+    def one(self, mask: np.ndarray) -> int:
+        """A single env's action as a Python int (what a training loop would pass)."""
+        if self.k == self.block:
+            self._draw()
+        a = int(self.pool[self.k, 0])
+        self.k += 1
+        return a if not self.tick or mask[0] else self.N
+
 
 # ----------------------------------------------------------------------------------- throughput
 def bench_single(mode: str, seconds: float, warmup: int, min_steps: int, unwrapped: bool = False) -> dict:
@@ -75,14 +84,14 @@ def bench_single(mode: str, seconds: float, warmup: int, min_steps: int, unwrapp
     policy = RandomValid(1, n, mode == "tick")
     _, info = env.reset(seed=0)
     for _ in range(warmup):
-        _, _, term, trunc, info = env.step(int(policy(info["action_mask"])[0]))
+        _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
         if term or trunc:
             _, info = env.reset()
     steps, elapsed, episodes = 0, 0.0, 0
     while elapsed < seconds or steps < min_steps:
         start = time.perf_counter()
         for _ in range(200):
-            _, _, term, trunc, info = env.step(int(policy(info["action_mask"])[0]))
+            _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
             steps += 1
             if term or trunc:
                 break
@@ -143,62 +152,130 @@ class ExclusiveTimer:
         return timed
 
 
+SIM_QUERIES = ("instance_state", "instance_requests", "completions_by", "decode_totals", "predicted_decode_sets",
+               "cluster_counters")
 COMPONENTS = [
     ("sim dynamics", ("sim.advance_to", "sim.dispatch")),
-    ("sim queries", ("sim.instance_state", "sim.instance_requests", "sim.completions_by")),
-    ("core step", ("core.step",)),
-    ("view+obs", ("core.view", "core._compute_view", "encode")),
+    ("sim queries", tuple(f"sim.{name}" for name in SIM_QUERIES)),
+    ("core step", ("core.step", "core.step_one")),
+    ("view+obs", ("core.view", "core.counters_one", "encode", "paper_observation_one")),
     ("env step+info", ("env.step",)),
     ("gym wrappers", ("wrappers.step",)),
 ]
 
 
-def breakdown_single(mode: str, steps: int, warmup: int) -> dict:
-    env = gym.make(ID, scenario=SCENARIO, mode=mode)
-    base = env.unwrapped
-    core, sim = base.core, base.core.sim
-    n = base.config.num_instances
-    policy = RandomValid(1, n, mode == "tick", seed=1)
-    _, info = env.reset(seed=1)
-    for _ in range(warmup):
-        _, _, term, trunc, info = env.step(int(policy(info["action_mask"])[0]))
+def _run_single(env, policy, steps: int, step=None, reset_seed: int | None = 1) -> tuple[float, dict]:
+    """Seconds per step of ``steps`` steps (resets between episodes are not timed) and the last info.
+    ``reset_seed=None`` continues the current episode."""
+    step = step or env.step
+    if reset_seed is None:
+        info = {"action_mask": env.unwrapped.action_masks()}
+    else:
+        _, info = env.reset(seed=reset_seed)
+    done_steps, elapsed = 0, 0.0
+    while done_steps < steps:
+        start = time.perf_counter()
+        for _ in range(200):
+            _, _, term, trunc, info = step(policy.one(info["action_mask"]))
+            done_steps += 1
+            if term or trunc or done_steps >= steps:
+                break
+        elapsed += time.perf_counter() - start
         if term or trunc:
             _, info = env.reset()
+    return elapsed / done_steps, info
 
+
+def breakdown_single(mode: str, steps: int, warmup: int) -> dict:
+    """What a single env's step costs above the simulator's own work.
+
+    After the warm-up the env is copied, so that every run below follows the same trajectory:
+    1. the env is timed over ``steps`` steps; the step is the loop's time minus that of the same
+       loop around a step that does nothing (the benchmark's own loop and policy);
+    2. a copy runs with the simulator's dynamics calls (``advance_to``, ``dispatch``) timed one by
+       one (less the timing's own cost): the simulator's own work within the env's loop;
+    3. a copy records those calls and another copy's simulator replays them alone: the same work
+       without the env's in between (caches stay warm for the simulator: faster);
+    4. a copy times each component by its own time.
+    The overhead above the simulator is the step (1) minus the simulator's work (2).
+    """
+    env = gym.make(ID, scenario=SCENARIO, mode=mode)
+    policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick", seed=1)
+    _run_single(env, policy, warmup)
+    inside_env, record_env, replay_env, parts_env = (copy.deepcopy((env, policy)) for _ in range(4))
+    s_plain, info = _run_single(env, policy, steps, reset_seed=None)
+    fixed = (None, 0.0, False, False, info)
+    s_loop, _ = _run_single(env, policy, steps, step=lambda action: fixed, reset_seed=None)
+    clock = time.perf_counter
+
+    def timing_cost(calls: int) -> float:
+        start = clock()
+        for _ in range(calls):
+            clock() - clock()
+        return clock() - start
+
+    # 2. the simulator's dynamics calls timed within the loop
+    spent = [0.0, 0]
+    sim = inside_env[0].unwrapped.core.sim
+    for name in ("advance_to", "dispatch"):
+        def timed(*args, _method=getattr(sim, name)):
+            start = clock()
+            _method(*args)
+            spent[0] += clock() - start
+            spent[1] += 1
+        setattr(sim, name, timed)
+    _run_single(*inside_env, steps, reset_seed=None)
+    sim_inside_s = spent[0] - timing_cost(spent[1])
+
+    # 3. recorded (episode starts included, not timed) and replayed alone
+    record = []
+    sim = record_env[0].unwrapped.core.sim
+    for name in ("advance_to", "dispatch", "reset", "set_predictions"):
+        def recorded(*args, _name=name, _method=getattr(sim, name)):
+            record.append((_name, copy.deepcopy(args)))
+            return _method(*args)
+        setattr(sim, name, recorded)
+    _run_single(*record_env, steps, reset_seed=None)
+    replay_sim, sim_alone_s, calls = replay_env[0].unwrapped.core.sim, 0.0, 0
+    for name, args in record:
+        method = getattr(replay_sim, name)
+        if name in ("reset", "set_predictions"):
+            method(*args)
+            continue
+        start = clock()
+        method(*args)
+        sim_alone_s += clock() - start
+        calls += 1
+    sim_alone_s -= timing_cost(calls)
+
+    out = {"mode": mode, "steps": steps, "us_total": 1e6 * (s_plain - s_loop), "us_loop": 1e6 * s_loop,
+           "us_sim": 1e6 * sim_inside_s / steps, "us_sim_alone": 1e6 * sim_alone_s / steps}
+    out["overhead above simulator"] = out["us_total"] - out["us_sim"]
+    out.update(_components(*parts_env, steps))
+    return out
+
+
+def _components(env, policy, steps: int) -> dict:
+    base = env.unwrapped
+    core, sim = base.core, base.core.sim
     timer = ExclusiveTimer()
-    for name in ("advance_to", "dispatch", "instance_state", "instance_requests", "completions_by"):
+    for name in ("advance_to", "dispatch", *SIM_QUERIES):
         setattr(sim, name, timer.wrap(f"sim.{name}", getattr(sim, name)))
-    # the router view: eager (_compute_view) or lazy (fields computed where first read: in the
-    # encoder, in core.step or in the env's info)
-    for name in ("step", "view", "_compute_view"):
-        if hasattr(core, name):
-            setattr(core, name, timer.wrap(f"core.{name}", getattr(core, name)))
+    # the router view (its fields are computed where first read: in the encoder, in core.step or
+    # in the env's info) and the single env's counters
+    for name in ("step", "step_one", "view", "counters_one"):
+        setattr(core, name, timer.wrap(f"core.{name}", getattr(core, name)))
     base.step = timer.wrap("env.step", base.step)
     import llm_routing_env.env as env_module
-    original_encode = env_module.encode
+    original_encode, original_one = env_module.encode, env_module.paper_observation_one
     env_module.encode = timer.wrap("encode", _encode)
-    step = timer.wrap("wrappers.step", env.step)
+    env_module.paper_observation_one = timer.wrap("paper_observation_one", original_one)
     try:
-        done_steps, elapsed = 0, 0.0
-        while done_steps < steps:
-            start = time.perf_counter()
-            for _ in range(200):
-                _, _, term, trunc, info = step(int(policy(info["action_mask"])[0]))
-                done_steps += 1
-                if term or trunc or done_steps >= steps:
-                    break
-            elapsed += time.perf_counter() - start
-            if term or trunc:
-                _, info = env.reset()
+        _run_single(env, policy, steps, step=timer.wrap("wrappers.step", env.step), reset_seed=None)
     finally:
-        env_module.encode = original_encode
-    total = sum(timer.own.values())
-    out = {"mode": mode, "steps": done_steps, "us_total": 1e6 * elapsed / done_steps,
-           "us_timed": 1e6 * total / done_steps}
-    for label, names in COMPONENTS:
-        out[label] = 1e6 * sum(timer.own[k] for k in names) / done_steps
-    out["overhead above simulator"] = out["us_total"] - out["sim dynamics"]
-    return out
+        env_module.encode, env_module.paper_observation_one = original_encode, original_one
+    return {label: 1e6 * sum(timer.own[k] for k in names) / timer.calls["wrappers.step"]
+            for label, names in COMPONENTS}
 
 
 def profile_single(mode: str, steps: int, warmup: int, top: int = 20) -> str:
@@ -206,11 +283,11 @@ def profile_single(mode: str, steps: int, warmup: int, top: int = 20) -> str:
     policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick", seed=2)
     _, info = env.reset(seed=2)
     for _ in range(warmup):
-        _, _, _, _, info = env.step(int(policy(info["action_mask"])[0]))
+        _, _, _, _, info = env.step(policy.one(info["action_mask"]))
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(steps):
-        _, _, term, trunc, info = env.step(int(policy(info["action_mask"])[0]))
+        _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
         if term or trunc:
             break
     prof.disable()
@@ -229,20 +306,27 @@ def show_throughput(rows: list[dict]) -> None:
 
 
 def show_breakdown(rows: list[dict]) -> None:
-    labels = [c for c, _ in COMPONENTS]
-    print("\nsingle env (gym.make), microseconds per step by component (own time; % of the step):")
-    header = f"{'mode':<8} {'total':>8} " + " ".join(f"{c:>19}" for c in labels) + f" {'overhead above sim':>19}"
-    print(header)
+    labels = [c for c, _ in COMPONENTS if c != "sim dynamics"]
+    print("\nsingle env (gym.make), microseconds per step:")
+    print(f"{'mode':<8} {'step':>7} {'simulator':>10} {'overhead above simulator':>25} {'simulator alone':>16} "
+          f"{'loop+policy':>12}")
     for r in rows:
-        cells = " ".join(f"{r[c]:>10.0f} ({100 * r[c] / r['us_total']:>4.0f}%) " for c in labels)
-        over = r["overhead above simulator"]
-        print(f"{r['mode']:<8} {r['us_total']:>8.0f} {cells}{over:>10.0f} ({100 * over / r['us_total']:>4.0f}%)")
-    print("total: the timed loop per step (components add up to it minus the policy and loop); own time of: "
-          "sim dynamics = ClusterSimulator.advance_to + dispatch; sim queries = instance_state + instance_requests"
-          " + completions_by; core step = RoutingCore.step (bookkeeping, reward); view+obs = the router view and"
-          " the observation encoder; env step+info = LLMRoutingEnv.step (info dict, metrics at episode end, lazy"
-          " view fields it reads); gym wrappers = gym.make's PassiveEnvChecker + OrderEnforcing. "
-          "overhead above sim = total - sim dynamics.")
+        print(f"{r['mode']:<8} {r['us_total']:>7.1f} {r['us_sim']:>10.1f} {r['overhead above simulator']:>25.1f} "
+              f"{r['us_sim_alone']:>16.1f} {r['us_loop']:>12.1f}")
+    print("step: the timed loop's time per step minus that of the same loop around a step that does nothing "
+          "(loop+policy); simulator: the simulator's own work in the env's loop, its advance_to and dispatch calls "
+          "(timed one by one in a second run of the same trajectory); overhead above simulator = step - simulator; "
+          "simulator alone: the same calls replayed without the env's work in between.")
+    print("\nwhere the overhead goes (a last run of the same trajectory, each component's own time per step; the "
+          "timers add their own cost):")
+    print(f"{'mode':<8} " + " ".join(f"{c:>14}" for c in labels))
+    for r in rows:
+        print(f"{r['mode']:<8} " + " ".join(f"{r[c]:>14.1f}" for c in labels))
+    print("sim queries: the simulator's state queries (instance_state, instance_requests, completions_by, "
+          "decode_totals, predicted_decode_sets, and for one env cluster_counters); core step: "
+          "RoutingCore.step / step_one (bookkeeping, reward); view+obs: the router view, counters_one and the "
+          "observation encoders; env step+info: LLMRoutingEnv.step (info dict, metrics at episode end); gym "
+          "wrappers: gym.make's PassiveEnvChecker + OrderEnforcing.")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 from gymnasium.utils import seeding
 
-from .impact import ImpactConfig, guidance, mixing_penalty
+from .impact import ImpactConfig, guidance, mixing_penalty, mixing_penalty_one
 from .metrics import summarize
 from .predictors import DQN_STATE_BUCKETS, make_predictor, predictor_names
 from .profiles import iteration_time_ms
@@ -234,9 +234,7 @@ class RouterView:
     @cached_property
     def _running(self):
         """Running and waiting requests of every instance row (simulator.instance_requests)."""
-        ir = self._core.sim.instance_requests()
-        ir["decoding"] = ir["running_valid"] & ir["running_prefill_done"]
-        return ir
+        return self._core.sim.instance_requests()
 
     @cached_property
     def _running_bucket(self):
@@ -254,8 +252,8 @@ class RouterView:
 
     @cached_property
     def num_prefilling(self):
-        r = self._running
-        return self.num_waiting + self._per_instance((r["running_valid"] & ~r["running_prefill_done"]).sum(axis=1))
+        # the running requests outside the decode set are the ones whose prefill is unfinished
+        return self.num_waiting + self.num_running - self._n_decoding
 
     @cached_property
     def _decode_totals(self):
@@ -266,11 +264,12 @@ class RouterView:
         return self._decode_totals[1]
 
     @cached_property
+    def _predicted_decode_sets(self):
+        return self._core.sim.predicted_decode_sets()  # kept by the simulator
+
+    @cached_property
     def decode_bucket_counts(self):
-        decoding, bucket = self._running["decoding"], self._running_bucket
-        rows, K = decoding.shape[0], self._core.K
-        key = (np.arange(rows)[:, None] * K + bucket)[decoding]  # one histogram over (row, bucket)
-        return self._per_instance(np.bincount(key, minlength=rows * K).reshape(rows, K))
+        return self._predicted_decode_sets[0]
 
     @cached_property
     def pred_remaining_tokens(self):
@@ -294,9 +293,10 @@ class RouterView:
 
     @cached_property
     def earliest_completion_s(self):
-        decoding = self._running["decoding"]
-        to_first = self._per_instance(np.where(decoding, np.maximum(self._running_remaining, 1.0), np.inf).min(axis=1))
-        return np.where(self._n_decoding > 0, np.where(self._n_decoding > 0, to_first, 0.0) * self.decode_iteration_s, 0.0)
+        decoding = self._n_decoding > 0
+        # at least the token of the next iteration (an empty decode set has no first: inf)
+        to_first = np.maximum(np.where(decoding, self._predicted_decode_sets[1], 0.0), 1.0)
+        return np.where(decoding, to_first * self.decode_iteration_s, 0.0)
 
     @cached_property
     def impact(self):
@@ -323,9 +323,9 @@ class RoutingCore:
         self.B, self.N, self.A = int(num_envs), config.num_instances, config.num_actions
         self.R = config.max_requests()
         cluster = config.scenario.cluster_config()
-        self.sim = ClusterSimulator(cluster, num_clusters=self.B, max_requests=self.R)
         self.buckets = DQN_STATE_BUCKETS
         self.K = self.buckets.n_buckets
+        self.sim = ClusterSimulator(cluster, num_clusters=self.B, max_requests=self.R, prediction_classes=self.K)
         self.predictor = make_predictor(config.predictor, buckets=self.buckets, **config.predictor_kwargs)
         if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on a sample no episode uses
             self.predictor.fit(config.scenario.make_workload(PREDICTOR_TRAIN_SEED))
@@ -335,6 +335,10 @@ class RoutingCore:
         self.max_num_seqs = cluster.per_instance("max_num_seqs")
         # a long prompt's prefill cost per token: the linear terms above the knee
         self.prefill_s_per_token = (coeffs[:, 1] + coeffs[:, 2]) / 1000.0
+        # per instance, as Python numbers for the B = 1 path: max_num_seqs, KV capacity, coefficients
+        self.all_valid, self.hold_only = [True] * self.A, [False] * self.N + [True]  # action masks, B = 1
+        self.instance_constants_one = list(zip(self.max_num_seqs.tolist(), self.kv_capacity.tolist(),
+                                               [tuple(row) for row in coeffs.tolist()]))
 
         B, R = self.B, self.R
         self.rngs = [seeding.np_random(None)[0] for _ in range(B)]
@@ -357,6 +361,7 @@ class RoutingCore:
         self.episode_seed = np.zeros(B, dtype=np.int64)
         self.last_h = np.zeros(B)
         self._view: RouterView | None = None
+        self._counters_one: dict | None = None
 
     # ----------------------------------------------------------------------------- episodes
     def reset(self, envs=None, seeds=None) -> None:
@@ -386,7 +391,7 @@ class RoutingCore:
         target[envs] = self.t[envs]
         self.sim.advance_to(target)
         self._count_arrivals(envs)
-        self._view = None
+        self._view = self._counters_one = None
 
     def _load_episode(self, b: int, seed: int) -> None:
         w = self.config.scenario.make_workload(seed)
@@ -409,6 +414,11 @@ class RoutingCore:
         pred = self.predictor.predict_workload(w)
         self.pred_bucket[b, :n] = pred.bucket
         self.pred_tokens[b, :n] = np.maximum(pred.point_tokens, 1.0)
+        self.sim.set_predictions(b, self.pred_bucket[b, :n], self.pred_tokens[b, :n])
+        if self.B == 1:  # the episode as Python lists, for step_one and counters_one
+            self._arrival_one, self._arrival_cumsum_one = self.arrival[0].tolist(), self.arrival_cumsum[0].tolist()
+            self._prompt_one, self._output_one = self.prompt[0].tolist(), self.output[0].tolist()
+            self._pred_bucket_one, self._pred_tokens_one = self.pred_bucket[0].tolist(), self.pred_tokens[0].tolist()
 
     def _first_tick_at_or_after(self, t_s: np.ndarray) -> np.ndarray:
         dt = self.config.decision_interval_s
@@ -491,8 +501,92 @@ class RoutingCore:
         truncated = ~terminated & (
             ((self.steps[envs] >= cfg.max_episode_steps) if cfg.max_episode_steps else False)
             | ((t >= cfg.max_sim_time_s) if cfg.max_sim_time_s is not None else False))
-        self._view = None
+        self._view = self._counters_one = None
         return reward, terminated, np.asarray(truncated, dtype=bool), h
+
+    # A single environment's step, line for line ``step`` in Python numbers: at B = 1 NumPy's cost
+    # per call, not the work, sets the pace (benchmarks/bench_env.py). The tests hold single envs
+    # and the vector env (which runs ``step``) to identical trajectories.
+    def step_one(self, action: int) -> tuple[float, bool, bool, float]:
+        """``step`` for B = 1 with a Python int action; returns Python numbers."""
+        cfg, N = self.config, self.N
+        if not 0 <= action < self.A:
+            raise ValueError(f"action {action} is outside the action space 0..{self.A - 1} "
+                             f"({N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env 0")
+        n_dispatched, n_arrived, n_req, last = self.n_dispatched.item(), self.n_arrived.item(), self.n_req.item(), self.R - 1
+        arrival = self._arrival_one
+        h = 0.0
+        if n_arrived > n_dispatched and action < N:
+            impact = self.counters_one()["impact"]
+            h = impact[action] - max(impact)
+            rid = n_dispatched
+            self.sim.dispatch(0, rid, action, self._prompt_one[rid], self._output_one[rid], arrival[rid])
+            n_dispatched += 1
+            self.n_dispatched[0] = n_dispatched
+        self.last_h[0] = h
+
+        routed_all = n_dispatched >= n_req
+        if cfg.mode == "arrival":
+            nxt = arrival[min(n_dispatched, last)]
+        else:
+            tick = self.tick.item() + 1
+            if cfg.skip_idle_ticks and n_dispatched >= n_arrived and not routed_all:
+                tick = max(tick, self._first_tick_one(arrival[min(n_arrived, last)]))
+            self.tick[0] = tick
+            nxt = tick * cfg.decision_interval_s
+        if routed_all:
+            nxt = math.inf
+        if cfg.max_sim_time_s is not None:
+            nxt = min(nxt, cfg.max_sim_time_s)
+        self.sim.advance_to(np.array([nxt]))
+        t = nxt if nxt < math.inf else self.sim.now_s.item()
+        self.t[0] = t
+        while n_arrived < n_req and arrival[n_arrived] <= t:
+            n_arrived += 1
+        self.n_arrived[0] = n_arrived
+
+        self._view = self._counters_one = None  # the state has moved
+        c = self.counters_one()
+        count, total = c["completed"], c["completion_time_sum_s"]
+        newly_completed = count - self.completed.item()
+        self.completed[0] = count
+        integral = (n_arrived - count) * t - self._arrival_cumsum_one[n_arrived] + total
+        if cfg.reward == "latency":
+            reward = -cfg.reward_scale * (integral - self.latency_integral.item())
+        else:
+            reward = cfg.completion_reward * newly_completed - self._unfinished_fraction([0])[0].item()
+        self.latency_integral[0] = integral
+        steps = self.steps.item() + 1
+        self.steps[0] = steps
+        terminated = count >= n_req
+        truncated = not terminated and (
+            (bool(cfg.max_episode_steps) and steps >= cfg.max_episode_steps)
+            or (cfg.max_sim_time_s is not None and t >= cfg.max_sim_time_s))
+        return reward, terminated, truncated, h
+
+    def _first_tick_one(self, t_s: float) -> int:
+        dt = self.config.decision_interval_s
+        k = math.ceil(t_s / dt)
+        return k + (k * dt < t_s)
+
+    def counters_one(self) -> dict:
+        """For B = 1: the simulator's counters (``ClusterSimulator.cluster_counters``) and the
+        routing facts built on them, as Python numbers: ``queue_len``, ``head_prompt_tokens``,
+        ``head_pred_bucket``, ``head_pred_tokens`` (0 without a request) and ``impact`` (the view's
+        mixing penalty per instance). Cached until the next step or reset."""
+        if self._counters_one is None:
+            c = self.sim.cluster_counters(0)
+            head = self.n_dispatched.item()
+            c["queue_len"] = queue = self.n_arrived.item() - head
+            if queue > 0:
+                prompt, bucket, pred = self._prompt_one[head], self._pred_bucket_one[head], self._pred_tokens_one[head]
+            else:
+                prompt, bucket, pred = 0, 0, 0.0
+            c["head_prompt_tokens"], c["head_pred_bucket"], c["head_pred_tokens"] = prompt, bucket, pred
+            c["impact"] = mixing_penalty_one(self.config.impact, float(prompt), pred, c["decode_context_tokens"],
+                                             c["num_running"], c["num_waiting"])
+            self._counters_one = c
+        return self._counters_one
 
     def _unfinished_fraction(self, envs) -> np.ndarray:
         """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted)."""

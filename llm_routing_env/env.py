@@ -58,7 +58,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .core import EnvConfig, RoutingCore
-from .observations import encode, observation_space
+from .observations import encode, observation_space, paper_observation_one
 
 
 def _step_info(core: RoutingCore, envs, h) -> dict:
@@ -74,7 +74,25 @@ def _step_info(core: RoutingCore, envs, h) -> dict:
     }
 
 
+def _step_info_one(core: RoutingCore, h: float) -> dict:
+    """``_step_info`` of a single env (B = 1) from ``RoutingCore.counters_one``: the same entries."""
+    c = core.counters_one()
+    # in tick mode only hold is valid while the router queue is empty
+    mask = np.array(core.hold_only if c["queue_len"] == 0 and core.config.mode == "tick" else core.all_valid)
+    return {
+        "action_mask": mask,
+        "impact": np.array(c["impact"]),
+        "impact_h": h,
+        "time_s": core.t[0],
+        "queue_len": np.int64(c["queue_len"]),
+        "arrived": core.n_arrived[0],
+        "completed": core.completed[0],
+    }
+
+
 def _check_action(action) -> int:
+    if type(action) is int:  # the common case, checked cheaply
+        return action
     a = np.asarray(action)
     if a.size != 1 or a.dtype.kind not in "iu":
         raise ValueError(f"action must be one integer, got {action!r}")
@@ -100,16 +118,15 @@ class LLMRoutingEnv(gym.Env):
         super().reset(seed=seed)
         self.core.rngs[0] = self.np_random
         self.core.reset([0])
-        info = _step_info(self.core, 0, 0.0)
-        return self._obs(), info
+        return self._obs(), _step_info_one(self.core, 0.0)
 
     def step(self, action):
-        a = _check_action(action)
-        reward, terminated, truncated, h = self.core.step(np.array([a]))
-        info = _step_info(self.core, 0, float(h[0]))
-        if terminated[0] or truncated[0]:
+        # RoutingCore.step_one: the vector env's step in Python numbers, much cheaper for one env
+        reward, terminated, truncated, h = self.core.step_one(_check_action(action))
+        info = _step_info_one(self.core, h)
+        if terminated or truncated:
             info["metrics"] = self.core.episode_metrics(0)
-        return self._obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+        return self._obs(), reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
         return self.core.action_masks()[0].copy()
@@ -123,6 +140,8 @@ class LLMRoutingEnv(gym.Env):
         return self.core.view()
 
     def _obs(self) -> np.ndarray:
+        if self.config.obs == "paper":
+            return paper_observation_one(self.core, self._max_len)
         return encode(self.config.obs, self.core.view(), self._max_len)[0]
 
     def render(self):

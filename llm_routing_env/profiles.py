@@ -107,10 +107,15 @@ def iteration_time_ms(coefficients, ntok, sum_chunk_sq, sum_chunk_prior, sum_dec
     iteration they do not skip over.
     """
     c0, c1, c2, knee, c3, c4, c5 = coefficients
+    over_knee = ntok - knee
+    if type(over_knee) is np.ndarray:
+        over_knee = np.maximum(over_knee, 0)
+    elif not over_knee > 0:  # a Python or NumPy scalar: the same value, without NumPy's per-call cost
+        over_knee = 0
     return (
         c0
         + c1 * ntok
-        + c2 * np.maximum(ntok - knee, 0)
+        + c2 * over_knee
         + c3 * sum_chunk_sq
         + c4 * sum_chunk_prior
         + c5 * sum_decode_context

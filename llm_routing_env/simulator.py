@@ -23,6 +23,11 @@ size, its context sum, the clock of its first completion and a histogram of the 
 fill (a decoding request holds the blocks of its context, so which requests need a block in which
 iteration follows from the context modulo the block size). Slots are only read or written when a
 running list changes: admissions, completions, preemptions and chunked prefills.
+
+For routers, each row also summarizes its decode set as the router's length predictions see it
+(given by ``set_predictions``; they never change the dynamics): the members per predicted class and
+the member predicted to finish first. Between changes of the set every member gains the same
+tokens, so that member stays first until it leaves; only then is the row searched again.
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ _SLACK15 = KV_BLOCK_TOKENS - 1 - _SLACK
 _FIRST_NEED = np.where(_SLACK == 0, KV_BLOCK_TOKENS, _SLACK)
 
 
+# The integer counters per instance row, in the order of their table (_alloc_state)
+_INT_COUNTERS = ("n_running", "w_count", "free_blocks", "n_dec", "ctx_base", "clock", "first_q", "first_gen0",
+                 "completed_count", "last_step_completions")
+_FLOAT_COUNTERS = ("busy_until_s", "completion_time_sum_s", "first_pred")
+
+
 # Numbers of the hot paths, as 0-d arrays: NumPy combines an array with a 0-d array faster than with
 # a Python number, which it must convert first (the results are the same).
 _MS_PER_S = np.array(1000.0)
@@ -83,15 +94,20 @@ def _run_ms(k, t0_ms, half_c5n):
 class ClusterSimulator:
     """B clusters of N instances; see the module docstring and ``docs/simulator.md``."""
 
-    def __init__(self, config: ClusterConfig, num_clusters: int = 1, max_requests: int = 1024):
+    def __init__(self, config: ClusterConfig, num_clusters: int = 1, max_requests: int = 1024,
+                 prediction_classes: int | None = None):
         if not isinstance(config, ClusterConfig):
             raise ValueError(f"config must be a ClusterConfig, got {type(config).__name__}")
-        for name, value in (("num_clusters", num_clusters), ("max_requests", max_requests)):
+        for name, value in (("num_clusters", num_clusters), ("max_requests", max_requests),
+                            ("prediction_classes", 1 if prediction_classes is None else prediction_classes)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.config = config
         self.chunked = bool(config.scheduler.chunked_prefill)
         self.B, self.N, self.R = int(num_clusters), config.num_instances, int(max_requests)
+        # with prediction classes, each row summarizes its decode set as set_predictions' values see it
+        self._has_predictions = prediction_classes is not None
+        self.K = int(prediction_classes or 1)
         rows = self.B * self.N
 
         # Per-row constants (the instance's profile and limits, tiled over clusters)
@@ -114,32 +130,35 @@ class ClusterSimulator:
         self._rows = rows
         self.now_s = np.zeros(self.B)
         self.iterations = np.zeros((self.B, self.N), dtype=np.int64)
-        self._iterations_flat = self.iterations.reshape(-1)  # a view, by row
         self._wcap = 16
         self._alloc_state()
 
     # ------------------------------------------------------------------------------------ state
     def _alloc_state(self) -> None:
         rows, BR = self._rows, self.B * self.R
-        self.busy_until_s = np.zeros(rows)
-        self.n_running = np.zeros(rows, dtype=np.int64)
-        self.completed_count = np.zeros(rows, dtype=np.int64)
-        self.completion_time_sum_s = np.zeros(rows)
-        self.last_step_completions = np.zeros(rows, dtype=np.int64)
+        # The per-row counters are the rows of two tables (integers, then the decode-set members
+        # per predicted class; floats), so that one cluster's are read in two calls
+        # (cluster_counters; at B = 1 NumPy's cost per call dominates)
+        self._int_counters = np.zeros((len(_INT_COUNTERS) + self.K, rows), dtype=np.int64)
+        self._time_counters = np.zeros((len(_FLOAT_COUNTERS), rows))
+        self._bind_views()
         self.slots = np.empty((_NUM_FIELDS, rows, self.S), dtype=np.int64)
         self.slots[:] = _EMPTY_SLOT[:, None, None]
         self._tail = np.zeros(rows, dtype=np.int64)  # slots in use, holes included
-        self.free_blocks = self._capacity.copy()
+        self.free_blocks[:] = self._capacity
         self.waiting = np.zeros((rows, self._wcap), dtype=np.int64)
         self.w_head = np.zeros(rows, dtype=np.int64)  # ring position of each queue head (modulo _wcap)
-        self.w_count = np.zeros(rows, dtype=np.int64)
         self.w_pending_tokens = np.zeros(rows, dtype=np.int64)
         # The decode clock and the decode-set aggregates (see the module docstring)
-        self._clock = np.zeros(rows, dtype=np.int64)
-        self._n_dec = np.zeros(rows, dtype=np.int64)     # size of the decode set
-        self._ctx_base = np.zeros(rows, dtype=np.int64)  # sum of PROMPT + GEN0: context sum = this + n_dec * clock
+        # _clock, _n_dec (the size of the decode set) and _ctx_base (sum of PROMPT + GEN0: the context
+        # sum is this + n_dec * clock) are counters
         self._end_min = np.full(rows, _NO_LIMIT)         # min of END: the clock of the first completion
         self._fill_hist = np.zeros((rows, KV_BLOCK_TOKENS), dtype=np.int64)  # by (PROMPT + GEN0) % 16
+        # The router's predictions (set_predictions) and the decode sets as they see them
+        self.predicted_class = np.zeros(BR, dtype=np.int64)
+        self.predicted_output = np.zeros(BR)
+        self._first_key = np.full(rows, np.inf)  # min over members of predicted_output - GEN0
+        self._first_q[:] = -1  # the member with that key (-1: empty set); its GEN0 and predicted output
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
         self.prompt = np.zeros(BR, dtype=np.int64)
@@ -151,6 +170,26 @@ class ClusterSimulator:
         self.first_scheduled_s = np.full(BR, np.nan)
         self.first_token_s = np.full(BR, np.nan)
         self.completion_s = np.full(BR, np.nan)
+
+    # Some state is views of other arrays (the counters' tables, the iterations by row). A copy
+    # (copy.deepcopy, pickle) copies each array apart, so views are left out and made again.
+    _VIEWS = ("n_running", "w_count", "free_blocks", "_n_dec", "_ctx_base", "_clock", "_first_q", "_first_gen0",
+              "completed_count", "last_step_completions", "_class_hist", "busy_until_s", "completion_time_sum_s",
+              "_first_pred", "_iterations_flat")
+
+    def _bind_views(self) -> None:
+        (self.n_running, self.w_count, self.free_blocks, self._n_dec, self._ctx_base, self._clock, self._first_q,
+         self._first_gen0, self.completed_count, self.last_step_completions) = self._int_counters[:len(_INT_COUNTERS)]
+        self._class_hist = self._int_counters[len(_INT_COUNTERS):].T  # (rows, K)
+        self.busy_until_s, self.completion_time_sum_s, self._first_pred = self._time_counters
+        self._iterations_flat = self.iterations.reshape(-1)  # by row
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
 
     def reset(self, clusters=None) -> None:
         """Empty the given clusters (None: all; else indices or a (B,) bool mask) at time 0."""
@@ -187,11 +226,38 @@ class ClusterSimulator:
         self._ctx_base[rows] = 0
         self._end_min[rows] = _NO_LIMIT
         self._fill_hist[rows] = 0
+        self._class_hist[rows] = 0
+        self._first_key[rows] = np.inf
+        self._first_q[rows] = -1
         for arr, value in ((self.status, NOT_DISPATCHED), (self.instance, -1), (self.prompt, 0), (self.output, 0),
                            (self.generated, 0), (self.preemptions, 0), (self.arrival_s, np.nan),
                            (self.dispatch_s, np.nan), (self.first_scheduled_s, np.nan),
-                           (self.first_token_s, np.nan), (self.completion_s, np.nan)):
+                           (self.first_token_s, np.nan), (self.completion_s, np.nan),
+                           (self.predicted_class, 0), (self.predicted_output, 0.0)):
             arr[reqs] = value
+
+    def set_predictions(self, cluster: int, predicted_class, predicted_output_tokens) -> None:
+        """The router's predictions for requests ``0..n-1`` of ``cluster``: a class in
+        ``0..prediction_classes-1`` and a point estimate of the output length, before they are
+        dispatched. Only ``predicted_decode_sets`` reads them (a simulator made with
+        ``prediction_classes``)."""
+        if not self._has_predictions:
+            raise ValueError("this simulator keeps no predictions: make it with prediction_classes")
+        cls = np.asarray(predicted_class)
+        out = np.asarray(predicted_output_tokens, dtype=np.float64)
+        n = cls.shape[0] if cls.ndim == 1 else -1
+        if not (0 <= int(cluster) < self.B) or cls.ndim != 1 or out.shape != cls.shape or n > self.R:
+            raise ValueError(f"set_predictions needs a cluster in 0..{self.B - 1} and two equal 1-D arrays of at "
+                             f"most {self.R} entries, got cluster {cluster!r}, shapes {cls.shape} and {out.shape}")
+        if cls.dtype.kind not in "iu" or n and (cls.min() < 0 or cls.max() >= self.K):
+            raise ValueError(f"predicted classes must be integers in 0..{self.K - 1}")
+        if not np.isfinite(out).all():
+            raise ValueError("predicted output lengths must be finite")
+        lo = int(cluster) * self.R
+        if (self.status[lo:lo + n] != NOT_DISPATCHED).any():
+            raise ValueError("set_predictions must come before the requests are dispatched")
+        self.predicted_class[lo:lo + n] = cls
+        self.predicted_output[lo:lo + n] = out
 
     def _grow_waiting(self, needed: int) -> None:
         new_cap = self._wcap
@@ -487,7 +553,7 @@ class ClusterSimulator:
         self._tail[rows] = tail + k_adm
         self.n_running[rows] += k_adm
         # a whole prefill: the request decodes from the next iteration on
-        self._count_in_decode_sets(slot_rows, prompt + gen0, finished)
+        self._count_in_decode_sets(slot_rows, prompt + gen0, finished, q, gen0)
         np.minimum.at(self._end_min, slot_rows, end)
 
     def _complete(self, rows, clock, end_s) -> None:
@@ -508,7 +574,7 @@ class ClusterSimulator:
         self.last_step_completions[rows] = n_done
         self.completed_count[rows] += n_done
         self.completion_time_sum_s[rows] += n_done * end_s
-        self._leave(rows, end, r_idx, j_idx, slot_rows, context0, decoding=np.ones_like(r_idx))
+        self._leave(rows, end, r_idx, j_idx, slot_rows, q, context0, decoding=np.ones_like(r_idx))
 
     def _preempt(self, rows, clock, free) -> np.ndarray:
         """Block allocation walking each running list, preempting from the tail (recompute).
@@ -543,33 +609,64 @@ class ClusterSimulator:
         self.w_head[rows] = new_head
         self.w_count[rows] += n_victims
         np.add.at(self.w_pending_tokens, rows[r_idx], prompt + gen)
-        self._leave(rows, block[END], r_idx, j_idx, rows[r_idx], prompt + gen0,
+        self._leave(rows, block[END], r_idx, j_idx, rows[r_idx], q, prompt + gen0,
                     decoding=decoding[r_idx, j_idx].astype(np.int64))
         return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64)
 
-    def _leave(self, rows, end, r_idx, j_idx, slot_rows, context0, decoding) -> None:
-        """Requests ``(r_idx, j_idx)`` of ``rows`` (in rows ``slot_rows``) leave the running lists;
-        their slots become holes.
+    def _leave(self, rows, end, r_idx, j_idx, slot_rows, q, context0, decoding) -> None:
+        """Requests ``(r_idx, j_idx)`` of ``rows`` (in rows ``slot_rows``, request indices ``q``)
+        leave the running lists; their slots become holes.
 
         ``end`` is a copy of the END field of ``slots[:, rows]`` (overwritten here), ``context0``
         the leavers' PROMPT + GEN0 and ``decoding`` (int64) 1 where they decode, 0 where not. The
-        decoding leavers leave the decode sets, whose first completion is found again among the
-        requests that stay.
+        decoding leavers leave the decode sets, whose first completion (and first predicted one,
+        where it left) is found again among the requests that stay.
         """
-        self._count_in_decode_sets(slot_rows, context0, -decoding)
+        self._count_in_decode_sets(slot_rows, context0, -decoding, q)
         end[r_idx, j_idx] = _NO_LIMIT
         self._end_min[rows] = end.min(axis=1)
         np.subtract.at(self.n_running, slot_rows, 1)
         self.slots[:, slot_rows, j_idx] = _EMPTY_SLOT[:, None]
+        if self._has_predictions:
+            lost = slot_rows[q == self._first_q[slot_rows]]
+            if lost.size:
+                self._find_first_predicted(np.unique(lost))
 
-    def _count_in_decode_sets(self, slot_rows, context0, count) -> None:
-        """Add ``count`` (int64, one per entry: 1 joins, -1 leaves, 0 neither) requests whose
-        PROMPT + GEN0 is ``context0`` to the decode-set sizes, context sums and KV fill histograms
-        of their rows (``slot_rows`` may repeat). The first completions are the callers' business.
-        (np.add.at is several times slower with a scalar or bool ``count``.)"""
+    def _find_first_predicted(self, rows) -> None:
+        """Search the decode sets of ``rows`` for the member predicted to finish first."""
+        width = max(int(self._tail[rows].max()), 1)
+        q = self.slots[Q, rows, :width]
+        gen0 = self.slots[GEN0, rows, :width]
+        predicted = self.predicted_output[q]
+        key = np.where(self.slots[END, rows, :width] < _NO_LIMIT, predicted - gen0, np.inf)
+        pick = np.arange(rows.size), key.argmin(axis=1)
+        self._first_key[rows] = key[pick]
+        self._first_q[rows] = np.where(key[pick] < np.inf, q[pick], -1)
+        self._first_gen0[rows] = gen0[pick]
+        self._first_pred[rows] = predicted[pick]
+
+    def _count_in_decode_sets(self, slot_rows, context0, count, q, gen0=None) -> None:
+        """Add ``count`` (int64, one per entry: 1 joins, -1 leaves, 0 neither) requests ``q`` whose
+        PROMPT + GEN0 is ``context0`` (GEN0 is ``gen0``, given with joiners) to the decode-set
+        sizes, context sums, KV fill histograms and predicted-class counts of their rows
+        (``slot_rows`` may repeat); a joiner predicted to finish before its row's first becomes it.
+        The first completions, and the first predicted ones where they leave, are the callers'
+        business. (np.add.at is several times slower with a scalar or bool ``count``.)"""
         np.add.at(self._n_dec, slot_rows, count)
         np.add.at(self._ctx_base, slot_rows, count * context0)
         np.add.at(self._fill_hist, (slot_rows, context0 % KV_BLOCK_TOKENS), count)
+        if self._has_predictions:
+            np.add.at(self._class_hist, (slot_rows, self.predicted_class[q]), count)
+            if gen0 is not None:
+                join = count > 0
+                rows, q, gen0 = slot_rows[join], q[join], gen0[join]
+                predicted = self.predicted_output[q]
+                key = predicted - gen0
+                np.minimum.at(self._first_key, rows, key)
+                first = key == self._first_key[rows]  # (of equal keys, any is first)
+                self._first_q[rows[first]] = q[first]
+                self._first_gen0[rows[first]] = gen0[first]
+                self._first_pred[rows[first]] = predicted[first]
 
     def _prefill_chunks(self, rows, budget_left):
         """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
@@ -593,7 +690,8 @@ class ClusterSimulator:
         self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
         self.slots[:, rows, : block.shape[2]] = block
         joined = block[:, r_idx, j_idx]
-        self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], np.ones_like(r_idx))
+        self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], np.ones_like(r_idx), q,
+                                   joined[GEN0])
         np.minimum.at(self._end_min, rows[r_idx], joined[END])
 
     def _decode_run_length(self, target, busy, t0_ms, half_c5n, n, clock, end_min, hist, free, need_now):
@@ -649,6 +747,50 @@ class ClusterSimulator:
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }
+
+    def predicted_decode_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The decode sets (running requests whose prefill is complete) as the router's predictions
+        (``set_predictions``) see them: per instance, the members per predicted class (B, N, K), and
+        the fewest predicted remaining tokens of a member, predicted output - generated (B, N;
+        inf for an empty set). Arrays are copies."""
+        if not self._has_predictions:
+            raise ValueError("this simulator keeps no predictions: make it with prediction_classes")
+        remaining = self._first_pred - (self._first_gen0 + self._clock)
+        shape = (self.B, self.N)
+        return (self._class_hist.reshape(*shape, self.K).copy(),
+                np.where(self._first_q >= 0, remaining, np.inf).reshape(shape))
+
+    def cluster_counters(self, cluster: int) -> dict:
+        """One cluster's per-instance counters as lists of Python numbers, for a router of a single
+        cluster (for which NumPy's per-call cost exceeds the work): ``num_running``, ``num_waiting``,
+        ``kv_blocks_free`` (as ``instance_state``), ``num_decoding``, ``decode_context_tokens`` (as
+        ``decode_totals``), with predictions ``predicted_class_counts`` (per instance, K counts)
+        and ``first_predicted_remaining`` (as ``predicted_decode_sets``), and the cluster's
+        ``completed`` count and ``completion_time_sum_s`` (as ``completions_by(now_s)``)."""
+        lo = cluster * self.N
+        hi = lo + self.N
+        ints = self._int_counters[:, lo:hi].tolist()
+        running, waiting, free, n_dec, ctx_base, clock, first, first_gen0, done, last = ints[:len(_INT_COUNTERS)]
+        busy_until, time_sums, first_pred = self._time_counters[:, lo:hi].tolist()
+        out = {"num_running": running, "num_waiting": waiting, "kv_blocks_free": free, "num_decoding": n_dec,
+               "decode_context_tokens": [b + n * c for b, n, c in zip(ctx_base, n_dec, clock)]}
+        if self._has_predictions:
+            out["predicted_class_counts"] = list(zip(*ints[len(_INT_COUNTERS):]))
+            out["first_predicted_remaining"] = [p - (g + c) if q >= 0 else np.inf
+                                                for p, q, g, c in zip(first_pred, first, first_gen0, clock)]
+        if self.N >= 8:  # NumPy sums 8 or more numbers pairwise: let it, for the same rounding
+            count, total = self.completions_by(self.now_s)
+            out["completed"], out["completion_time_sum_s"] = count.item(cluster), total.item(cluster)
+            return out
+        now = self.now_s.item(cluster)
+        count, total = 0, 0.0  # (completions of iterations still in flight at now_s do not count yet)
+        for completed, in_flight, busy, time_sum in zip(done, last, busy_until, time_sums):
+            if not busy > now:
+                in_flight = 0
+            count += completed - in_flight
+            total += time_sum - in_flight * busy
+        out["completed"], out["completion_time_sum_s"] = count, total
+        return out
 
     def decode_totals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per instance, as (B, N) arrays: how many running requests are decoding (prefill done) and

@@ -69,3 +69,40 @@ def test_decode_totals_agree_with_the_running_requests():
                 count, total = sim.decode_totals()
                 np.testing.assert_array_equal(count.ravel(), decoding.sum(axis=1))
                 np.testing.assert_array_equal(total.ravel(), context)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_simulator_runs_on_exactly_like_the_original(how):
+    """Some state is views of other arrays; a copy must keep them views (the lookahead oracle and
+    the benchmarks copy simulators)."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(11)
+    cfg = ClusterConfig(["llama2-7b-v100", "llama2-7b-a100"])
+    sim = ClusterSimulator(cfg, 2, 200, prediction_classes=3)
+    for b in range(2):
+        sim.set_predictions(b, rng.integers(0, 3, size=200), rng.uniform(1, 900, size=200))
+    inputs = [(rng.integers(0, 2, size=2), rng.integers(1, 1500, size=2), rng.integers(1, 900, size=2)) for _ in range(200)]
+
+    def run(s, steps):
+        for i in steps:
+            s.advance_to(i * 0.02)
+            instance, prompt, output = inputs[i]
+            s.dispatch([0, 1], i, instance, prompt, output, i * 0.02)
+
+    run(sim, range(100))
+    twin = copy.deepcopy(sim) if how == "deepcopy" else pickle.loads(pickle.dumps(sim))
+    for s in (sim, twin):
+        run(s, range(100, 200))
+        s.advance_to(30.0)
+    assert sim.completions_by(sim.now_s)[0].sum() > 50
+    for name in ("status", "generated_tokens", "completion_s", "first_token_s"):
+        np.testing.assert_array_equal(getattr(twin.records(), name), getattr(sim.records(), name), err_msg=name)
+    for a, b in zip(twin.predicted_decode_sets() + twin.decode_totals() + twin.completions_by(twin.now_s),
+                    sim.predicted_decode_sets() + sim.decode_totals() + sim.completions_by(sim.now_s)):
+        np.testing.assert_array_equal(a, b)
+    for b in range(2):
+        assert twin.cluster_counters(b) == sim.cluster_counters(b)
+    np.testing.assert_array_equal(twin.iterations, sim.iterations)
+    assert sim.iterations.sum() > 0

@@ -34,11 +34,18 @@ def assert_sub_info_equal(vinfo: dict, i: int, info: dict) -> None:
             assert vinfo["metrics"]["_" + key][i]
 
 
-@pytest.mark.parametrize("mode,obs,reward", [("tick", "paper", "latency"), ("arrival", "rich", "paper"),
-                                             ("tick", "rich", "paper"), ("arrival", "paper", "latency")])
-def test_vector_env_equals_single_envs_across_autoresets(mode, obs, reward):
+@pytest.mark.parametrize("mode,obs,reward,scenario", [
+    ("tick", "paper", "latency", {}), ("arrival", "rich", "paper", {}), ("tick", "rich", "paper", {}),
+    ("arrival", "paper", "latency", {}),
+    # single envs step in Python numbers (RoutingCore.step_one): other fleets, chunked prefill, other
+    # predictors, more instances (NumPy sums 8 or more numbers pairwise), truncation
+    ("tick", "paper", "latency", {"scenario": "mixed-fleet"}),
+    ("arrival", "paper", "latency", {"scenario": "paper-a100-chunked", "predictor": "noisy"}),
+    ("tick", "paper", "latency", {"num_instances": 8, "rate_per_s": 40.0, "max_sim_time_s": 3.0}),
+])
+def test_vector_env_equals_single_envs_across_autoresets(mode, obs, reward, scenario):
     n, seed = 3, 21
-    kwargs = dict(mode=mode, obs=obs, reward=reward, num_requests=30)
+    kwargs = dict(mode=mode, obs=obs, reward=reward, num_requests=30, **scenario)
     venv = gym.make_vec(ID, num_envs=n, **kwargs)
     singles = [gym.make(ID, **kwargs) for _ in range(n)]
     vobs, vinfo = venv.reset(seed=seed)
