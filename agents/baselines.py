@@ -580,7 +580,7 @@ class OracleLookaheadRouter(Router):
                 trial = copy.deepcopy(base)
                 trial.dispatch(int(b), rid, int(n), prompt, output, arrival)
                 trial.run_until_idle()
-                rec = trial.records().for_cluster(int(b))
+                rec = trial.records(int(b))
                 inside = rec.status != NOT_DISPATCHED
                 score[b, n] = float(np.sum(rec.completion_s[inside] - rec.arrival_s[inside]))
             self.decisions += 1

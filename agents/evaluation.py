@@ -266,7 +266,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
         m["episode"] = episodes[b]
         m["truncated"] = bool(truncated[b])
         if collect_requests:
-            rec = core.sim.records().for_cluster(b)
+            rec = core.sim.records(b)
             n = int(core.n_req[b])
             m["requests"] = {
                 "request_id": np.arange(n), "instance": rec.instance[:n], "arrival_s": rec.arrival_s[:n],

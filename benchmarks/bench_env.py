@@ -1,24 +1,22 @@
-"""Environment speed: env steps per wall-clock second, single env and native vector env, and how much
-of a single env's step is the simulator.
+"""Environment speed: env steps per wall-clock second, single env and native vector env, and what a
+single env's step costs above the simulator's own work.
 
 Scenario ``paper-v100`` (4 x Llama-2-7B V100, paper mix, Poisson 20 req/s, 2,000 requests per
 episode). The policy is random among the valid actions: in ``tick`` mode a random instance when the
 router queue holds a request (the mask allows it), else hold; in ``arrival`` mode a random instance.
-Making and resetting the envs is not timed (the single env's resets between episodes are left out;
-the vector env's autoresets happen inside ``step`` and are counted, as a trainer would see them).
-Each configuration first runs ``--warmup`` vector steps untimed so the clusters reach their steady
-load (an empty cluster at the start of an episode is cheaper to simulate), then is timed for
-``--seconds`` (at least ``--min-steps`` vector steps).
+Throughput is measured over whole episodes from their reset, as a trainer sees them: an empty
+cluster at the start is cheap to simulate, and the step that routes an episode's last request
+simulates the cluster until it is idle. A single env runs episodes until ``--seconds`` have passed
+(its resets are not timed); a vector env runs until every sub-env has ended the same number of
+episodes and ``--seconds`` have passed (its autoresets happen inside ``step`` and are timed).
 
-The breakdown times one single env's step by component with an exclusive-time profiler (each
-component's own time, its callees excluded): the simulator's dynamics (``ClusterSimulator.advance_to``
-and ``dispatch``), the simulator's state queries for the router view and the reward
-(``instance_state``, ``instance_requests``, ``completions_by``), the routing core's step bookkeeping,
-the router view and observation encoder, the env's step and info, and gym.make's wrappers.
-"Overhead above the simulator" is everything but the dynamics. ``--profile`` adds a cProfile.
+The single env's breakdown (see ``breakdown_single``) takes the same trajectory several times after
+a ``--warmup`` of steps: plainly, with the simulator's ``advance_to`` and ``dispatch`` calls timed
+(the simulator's own work), with those calls replayed alone, and with every component timed by its
+own time. ``--profile`` adds a cProfile.
 
-    python benchmarks/bench_env.py            # full table (a few minutes)
-    python benchmarks/bench_env.py --quick    # smaller, for a smoke run
+    python benchmarks/bench_env.py            # full table (several minutes)
+    python benchmarks/bench_env.py --quick    # 200-request episodes, for a smoke run
 """
 
 from __future__ import annotations
@@ -76,19 +74,15 @@ class RandomValid:
 
 
 # ----------------------------------------------------------------------------------- throughput
-def bench_single(mode: str, seconds: float, warmup: int, min_steps: int, unwrapped: bool = False) -> dict:
-    env = gym.make(ID, scenario=SCENARIO, mode=mode)
+def bench_single(mode: str, seconds: float, num_requests: int, unwrapped: bool = False) -> dict:
+    """Whole episodes from their reset, until ``seconds`` have passed (resets are not timed)."""
+    env = gym.make(ID, scenario=SCENARIO, mode=mode, num_requests=num_requests)
     if unwrapped:
         env = env.unwrapped
-    n = env.unwrapped.config.num_instances
-    policy = RandomValid(1, n, mode == "tick")
+    policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick")
     _, info = env.reset(seed=0)
-    for _ in range(warmup):
-        _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
-        if term or trunc:
-            _, info = env.reset()
     steps, elapsed, episodes = 0, 0.0, 0
-    while elapsed < seconds or steps < min_steps:
+    while elapsed < seconds:
         start = time.perf_counter()
         for _ in range(200):
             _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
@@ -99,32 +93,35 @@ def bench_single(mode: str, seconds: float, warmup: int, min_steps: int, unwrapp
         if term or trunc:
             episodes += 1
             _, info = env.reset()  # not timed
+        elif elapsed >= seconds:
+            elapsed = seconds - 1e-9  # finish the episode
     env.close()
     return {"label": "gym.make" + (" (unwrapped)" if unwrapped else ""), "mode": mode, "envs": 1,
             "vector_steps": steps, "wall_s": elapsed, "steps_per_s": steps / elapsed,
             "us_per_step": 1e6 * elapsed / steps, "episodes": episodes}
 
 
-def bench_vector(mode: str, num_envs: int, seconds: float, warmup: int, min_steps: int) -> dict:
-    venv = gym.make_vec(ID, num_envs=num_envs, scenario=SCENARIO, mode=mode)
-    n = venv.unwrapped.config.num_instances
-    policy = RandomValid(num_envs, n, mode == "tick")
+def bench_vector(mode: str, num_envs: int, seconds: float, num_requests: int) -> dict:
+    """From the reset until every sub-env has ended the same number of whole episodes and
+    ``seconds`` have passed; autoresets happen inside ``step`` and are timed."""
+    venv = gym.make_vec(ID, num_envs=num_envs, scenario=SCENARIO, mode=mode, num_requests=num_requests)
+    policy = RandomValid(num_envs, venv.unwrapped.config.num_instances, mode == "tick")
     _, info = venv.reset(seed=0)
-    for _ in range(warmup):
-        _, _, _, _, info = venv.step(policy(info["action_mask"]))
-    steps, ended = 0, 0
+    steps, ended, cycles = 0, np.zeros(num_envs, dtype=np.int64), 1
     start = time.perf_counter()
     while True:
         _, _, term, trunc, info = venv.step(policy(info["action_mask"]))
         steps += 1
-        ended += int((term | trunc).sum())
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and steps >= min_steps:
-            break
+        ended += term | trunc
+        if ended.min() >= cycles:
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+            cycles += 1
     venv.close()
     return {"label": "gym.make_vec", "mode": mode, "envs": num_envs, "vector_steps": steps, "wall_s": elapsed,
             "steps_per_s": num_envs * steps / elapsed, "us_per_step": 1e6 * elapsed / (num_envs * steps),
-            "episodes": ended}
+            "episodes": int(ended.sum())}
 
 
 # ------------------------------------------------------------------------------------ breakdown
@@ -331,36 +328,37 @@ def show_breakdown(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short run: less warm-up and timing")
-    parser.add_argument("--seconds", type=float, default=None, help="timed seconds per configuration")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed vector steps before timing")
-    parser.add_argument("--min-steps", type=int, default=None, help="at least this many timed vector steps")
+    parser.add_argument("--quick", action="store_true", help="short run: 200-request episodes, less timing")
+    parser.add_argument("--seconds", type=float, default=None, help="timed seconds per configuration (at least)")
+    parser.add_argument("--num-requests", type=int, default=None, help="requests per episode (default 2,000)")
+    parser.add_argument("--warmup", type=int, default=None, help="single env steps before the breakdown")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 256, 1024], help="vector env sizes")
     parser.add_argument("--modes", nargs="+", default=["tick", "arrival"], choices=["tick", "arrival"])
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single env")
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 5.0)
+    num_requests = args.num_requests or (200 if args.quick else 2000)
     warmup = args.warmup if args.warmup is not None else (50 if args.quick else 300)
-    min_steps = args.min_steps if args.min_steps is not None else (10 if args.quick else 50)
     breakdown_steps = 500 if args.quick else 3000
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"llm_routing_env env benchmark: scenario {SCENARIO}, random valid actions, "
-          f"warm-up {warmup} steps, >= {seconds:g} s per configuration")
+    print(f"llm_routing_env env benchmark: scenario {SCENARIO}, {num_requests} requests per episode, random valid "
+          f"actions, whole episodes for >= {seconds:g} s per configuration")
     print(f"python {platform.python_version()}, numpy {np.__version__}, gymnasium {gym.__version__}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"(a shared machine: other jobs compete for the CPUs)")
 
     rows = []
     for mode in args.modes:
-        rows.append(bench_single(mode, seconds, warmup, min_steps))
-        rows.append(bench_single(mode, seconds, warmup, min_steps, unwrapped=True))
+        rows.append(bench_single(mode, seconds, num_requests))
+        rows.append(bench_single(mode, seconds, num_requests, unwrapped=True))
         for n in args.sizes:
-            rows.append(bench_vector(mode, n, seconds, warmup, min_steps))
+            rows.append(bench_vector(mode, n, seconds, num_requests))
         show_throughput(rows[-(2 + len(args.sizes)):])
     print("\nall configurations:")
     show_throughput(rows)
 
+    print(f"\nsingle env breakdown: {breakdown_steps} steps after a warm-up of {warmup} (2,000-request episodes)")
     breakdown = [breakdown_single(mode, breakdown_steps, warmup) for mode in args.modes]
     show_breakdown(breakdown)
     if args.profile:

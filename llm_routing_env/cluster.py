@@ -8,7 +8,7 @@ specified in ``docs/simulator.md``; :mod:`llm_routing_env.simulator` implements 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,9 +127,6 @@ class RequestRecords:
     first_scheduled_s: np.ndarray
     first_token_s: np.ndarray
     completion_s: np.ndarray
-
-    def for_cluster(self, b: int) -> "RequestRecords":
-        return RequestRecords(**{f.name: getattr(self, f.name)[b] for f in fields(self)})
 
 
 @dataclass

@@ -624,7 +624,7 @@ class RoutingCore:
 
     def episode_metrics(self, b: int) -> dict:
         """The episode's latency summary (metrics.py) for env ``b``."""
-        rec = self.sim.records().for_cluster(b)
+        rec = self.sim.records(b)
         out = summarize(rec, arrived=int(self.n_arrived[b]))
         out["router_queue"] = int(self.n_arrived[b] - self.n_dispatched[b])
         return out

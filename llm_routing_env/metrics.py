@@ -39,13 +39,13 @@ def per_request(records: RequestRecords) -> dict[str, np.ndarray]:
 
 
 def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, float]:
-    """Run summary of one cluster's records (the (R,) arrays of ``RequestRecords.for_cluster``).
+    """Run summary of one cluster's records (the (R,) arrays of ``ClusterSimulator.records(b)``).
 
     ``arrived`` is the number of requests that reached the router (defaults to the dispatched ones;
     pass it when some requests still wait at the router).
     """
     if records.status.ndim != 1:
-        raise ValueError("summarize takes one cluster's records: use records.for_cluster(b)")
+        raise ValueError("summarize takes one cluster's records: use ClusterSimulator.records(b)")
     done = records.status == COMPLETED
     dispatched = records.status != NOT_DISPATCHED
     metrics = per_request(records)
@@ -54,8 +54,9 @@ def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, 
         values = metrics[name][done]
         values = values[~np.isnan(values)]
         summary[f"mean_{name}_s"] = float(values.mean()) if values.size else float("nan")
-        for q_name, q in QUANTILES.items():
-            summary[f"{q_name}_{name}_s"] = float(np.percentile(values, q)) if values.size else float("nan")
+        quantiles = np.percentile(values, list(QUANTILES.values())).tolist() if values.size else [float("nan")] * len(QUANTILES)
+        for q_name, value in zip(QUANTILES, quantiles):
+            summary[f"{q_name}_{name}_s"] = value
     completed = int(done.sum())
     summary["completed"] = completed
     summary["arrived"] = int(arrived if arrived is not None else dispatched.sum())

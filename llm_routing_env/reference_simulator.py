@@ -347,7 +347,11 @@ class ReferenceSimulator:
                 status[b, rid] = r.status
         return status
 
-    def records(self) -> RequestRecords:
+    def records(self, cluster: int | None = None) -> RequestRecords:
+        """Per-request records as (B, R) arrays, or one cluster's as (R,) arrays."""
+        if cluster is not None:
+            every = self.records()
+            return RequestRecords(**{name: value[cluster] for name, value in vars(every).items()})
         shape = (self.num_clusters, self.max_requests)
         ints = {name: np.zeros(shape, dtype=np.int64) for name in
                 ("status", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions")}

@@ -809,25 +809,29 @@ class ClusterSimulator:
         total = (self.completion_time_sum_s - in_flight * self.busy_until_s).reshape(self.B, self.N).sum(axis=1)
         return count, total
 
-    def records(self) -> RequestRecords:
-        """Per-request records as (B, R) arrays (copies)."""
-        generated = self.generated.copy()
-        q = self.slots[Q]
-        valid = q >= 0
-        generated[q[valid]] = (self.slots[GEN0] + self._clock[:, None])[valid]
-        shape = (self.B, self.R)
+    def records(self, cluster: int | None = None) -> RequestRecords:
+        """Per-request records as (B, R) arrays, or one cluster's as (R,) arrays (copies)."""
+        if cluster is None:
+            lo, hi, shape, rows = 0, self.B * self.R, (self.B, self.R), slice(None)
+        else:
+            if isinstance(cluster, bool) or not isinstance(cluster, (int, np.integer)) or not 0 <= cluster < self.B:
+                raise ValueError(f"cluster must be an integer in 0..{self.B - 1}, got {cluster!r}")
+            b = int(cluster)
+            lo, hi, shape, rows = b * self.R, (b + 1) * self.R, (self.R,), slice(b * self.N, (b + 1) * self.N)
+        generated = self.generated[lo:hi].copy()
+        q = self.slots[Q, rows]  # running requests hold their count as GEN0 + clock
+        running = q >= 0
+        generated[q[running] - lo] = (self.slots[GEN0, rows] + self._clock[rows, None])[running]
+
+        def part(values):
+            return values[lo:hi].reshape(shape).copy()
+
         return RequestRecords(
-            status=self.status.reshape(shape).copy(),
-            instance=self.instance.reshape(shape).copy(),
-            prompt_tokens=self.prompt.reshape(shape).copy(),
-            output_tokens=self.output.reshape(shape).copy(),
-            generated_tokens=generated.reshape(shape),
-            preemptions=self.preemptions.reshape(shape).copy(),
-            arrival_s=self.arrival_s.reshape(shape).copy(),
-            dispatch_s=self.dispatch_s.reshape(shape).copy(),
-            first_scheduled_s=self.first_scheduled_s.reshape(shape).copy(),
-            first_token_s=self.first_token_s.reshape(shape).copy(),
-            completion_s=self.completion_s.reshape(shape).copy(),
+            status=part(self.status), instance=part(self.instance), prompt_tokens=part(self.prompt),
+            output_tokens=part(self.output), generated_tokens=generated.reshape(shape),
+            preemptions=part(self.preemptions), arrival_s=part(self.arrival_s), dispatch_s=part(self.dispatch_s),
+            first_scheduled_s=part(self.first_scheduled_s), first_token_s=part(self.first_token_s),
+            completion_s=part(self.completion_s),
         )
 
     def instance_state(self) -> InstanceState:

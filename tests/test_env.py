@@ -146,7 +146,7 @@ def test_latency_return_is_minus_scaled_sum_of_e2e(mode, policy):
     assert m["completed"] == m["arrived"] == 80
     ret = math.fsum(rewards)
     assert ret == pytest.approx(-scale * m["mean_e2e_s"] * m["completed"], rel=1e-9)
-    rec = env.unwrapped.core.sim.records().for_cluster(0)
+    rec = env.unwrapped.core.sim.records(0)
     assert (rec.status[:80] == COMPLETED).all()
     e2e = rec.completion_s[:80] - rec.arrival_s[:80]
     assert ret == pytest.approx(-scale * math.fsum(e2e), rel=1e-9)
@@ -445,7 +445,7 @@ def test_observations_do_not_depend_on_hidden_output_lengths(monkeypatch, mode, 
     core_a.reset([0], [123])
     obs_a, rew_a = _run_core(core_a, steps)
     assert len(obs_a) == steps
-    rec = core_a.sim.records().for_cluster(0)
+    rec = core_a.sim.records(0)
     n = int(core_a.n_req[0])
     unfinished = np.flatnonzero(rec.status[:n] != COMPLETED)
     assert 30 < unfinished.size < n  # some completed, many in flight or yet to come
@@ -594,7 +594,7 @@ def test_metrics_at_truncation_match_the_latency_return_so_far():
     env = make(mode="arrival", num_requests=200, max_sim_time_s=2.0)
     _, rewards, infos, _, truncated = run_episode(env, RoundRobin(4), seed=1)
     assert truncated
-    rec = env.unwrapped.core.sim.records().for_cluster(0)
+    rec = env.unwrapped.core.sim.records(0)
     core = env.unwrapped.core
     arrived = core.arrival[0, : core.n_arrived[0]]
     end = np.where(rec.completion_s[: arrived.size] <= 2.0, rec.completion_s[: arrived.size], 2.0)

@@ -106,3 +106,20 @@ def test_a_copied_simulator_runs_on_exactly_like_the_original(how):
         assert twin.cluster_counters(b) == sim.cluster_counters(b)
     np.testing.assert_array_equal(twin.iterations, sim.iterations)
     assert sim.iterations.sum() > 0
+
+
+def test_one_clusters_records_are_its_row_of_all_records():
+    rng = np.random.default_rng(2)
+    sim = ClusterSimulator(ClusterConfig(["llama2-7b-v100"] * 2), 3, 50)
+    for i in range(50):
+        sim.advance_to(i * 0.05)
+        sim.dispatch([0, 1, 2], i, rng.integers(0, 2, size=3), rng.integers(1, 900, size=3),
+                     rng.integers(1, 300, size=3), i * 0.05)
+    everything = sim.records()
+    assert ((everything.status == 2).sum(axis=1) > 0).all()  # running requests (generated = GEN0 + clock)
+    for b in range(3):
+        one = sim.records(b)
+        for name, value in vars(one).items():
+            np.testing.assert_array_equal(value, getattr(everything, name)[b], err_msg=name)
+    with pytest.raises(ValueError, match="cluster must be an integer in 0..2"):
+        sim.records(3)

@@ -240,7 +240,7 @@ def test_reset_of_some_clusters_matches_a_fresh_simulator(simulator_class):
     assert sim.now_s[0] == 0.0 and (sim.iterations[0] == 0).all()
     assert (sim.records().status[0] == NOT_DISPATCHED).all()
     assert (sim.instance_state().kv_blocks_used[0] == 0).all()
-    kept = sim.records().for_cluster(1)
+    kept = sim.records(1)
     for call in calls:
         if call[0] != "dispatch" or call[1] == 0:
             make_call(sim, ("advance", [call[1][0], 0.0]) if call[0] == "advance" else call)
@@ -248,9 +248,9 @@ def test_reset_of_some_clusters_matches_a_fresh_simulator(simulator_class):
     for call in calls:
         if call[0] != "dispatch" or call[1] == 0:
             make_call(fresh, ("advance", [call[1][0], 0.0]) if call[0] == "advance" else call)
-    a, b = sim.records().for_cluster(0), fresh.records().for_cluster(0)
+    a, b = sim.records(0), fresh.records(0)
     for f in fields(a):
         assert np.array_equal(getattr(a, f.name), getattr(b, f.name), equal_nan=True), f.name
-    after = sim.records().for_cluster(1)
+    after = sim.records(1)
     for f in fields(kept):
         assert np.array_equal(getattr(kept, f.name), getattr(after, f.name), equal_nan=True), f.name
