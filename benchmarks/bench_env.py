@@ -39,6 +39,7 @@ from llm_routing_env.observations import encode as _encode
 
 ID = llm_routing_env.ENV_ID
 SCENARIO = "paper-v100"
+OPTIONS = {"obs": "paper"}  # further gym.make settings (--obs)
 
 
 # ------------------------------------------------------------------------------------ policies
@@ -76,7 +77,7 @@ class RandomValid:
 # ----------------------------------------------------------------------------------- throughput
 def bench_single(mode: str, seconds: float, num_requests: int, unwrapped: bool = False) -> dict:
     """Whole episodes from their reset, until ``seconds`` have passed (resets are not timed)."""
-    env = gym.make(ID, scenario=SCENARIO, mode=mode, num_requests=num_requests)
+    env = gym.make(ID, scenario=SCENARIO, mode=mode, num_requests=num_requests, **OPTIONS)
     if unwrapped:
         env = env.unwrapped
     policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick")
@@ -104,7 +105,8 @@ def bench_single(mode: str, seconds: float, num_requests: int, unwrapped: bool =
 def bench_vector(mode: str, num_envs: int, seconds: float, num_requests: int) -> dict:
     """From the reset until every sub-env has ended the same number of whole episodes and
     ``seconds`` have passed; autoresets happen inside ``step`` and are timed."""
-    venv = gym.make_vec(ID, num_envs=num_envs, scenario=SCENARIO, mode=mode, num_requests=num_requests)
+    venv = gym.make_vec(ID, num_envs=num_envs, scenario=SCENARIO, mode=mode, num_requests=num_requests,
+                        **OPTIONS)
     policy = RandomValid(num_envs, venv.unwrapped.config.num_instances, mode == "tick")
     _, info = venv.reset(seed=0)
     steps, ended, cycles = 0, np.zeros(num_envs, dtype=np.int64), 1
@@ -196,7 +198,7 @@ def breakdown_single(mode: str, steps: int, warmup: int) -> dict:
     4. a copy times each component by its own time.
     The overhead above the simulator is the step (1) minus the simulator's work (2).
     """
-    env = gym.make(ID, scenario=SCENARIO, mode=mode)
+    env = gym.make(ID, scenario=SCENARIO, mode=mode, **OPTIONS)
     policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick", seed=1)
     _run_single(env, policy, warmup)
     inside_env, record_env, replay_env, parts_env = (copy.deepcopy((env, policy)) for _ in range(4))
@@ -276,7 +278,7 @@ def _components(env, policy, steps: int) -> dict:
 
 
 def profile_single(mode: str, steps: int, warmup: int, top: int = 20) -> str:
-    env = gym.make(ID, scenario=SCENARIO, mode=mode)
+    env = gym.make(ID, scenario=SCENARIO, mode=mode, **OPTIONS)
     policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick", seed=2)
     _, info = env.reset(seed=2)
     for _ in range(warmup):
@@ -334,16 +336,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="single env steps before the breakdown")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 256, 1024], help="vector env sizes")
     parser.add_argument("--modes", nargs="+", default=["tick", "arrival"], choices=["tick", "arrival"])
+    parser.add_argument("--obs", default="paper", choices=["paper", "rich"], help="observation encoding")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single env")
     args = parser.parse_args()
+    OPTIONS["obs"] = args.obs
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 5.0)
     num_requests = args.num_requests or (200 if args.quick else 2000)
     warmup = args.warmup if args.warmup is not None else (50 if args.quick else 300)
     breakdown_steps = 500 if args.quick else 3000
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"llm_routing_env env benchmark: scenario {SCENARIO}, {num_requests} requests per episode, random valid "
-          f"actions, whole episodes for >= {seconds:g} s per configuration")
+    print(f"llm_routing_env env benchmark: scenario {SCENARIO}, {args.obs} observations, {num_requests} requests per "
+          f"episode, random valid actions, whole episodes for >= {seconds:g} s per configuration")
     print(f"python {platform.python_version()}, numpy {np.__version__}, gymnasium {gym.__version__}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"(a shared machine: other jobs compete for the CPUs)")
