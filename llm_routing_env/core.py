@@ -16,6 +16,10 @@ Decision modes
 
 An episode ends (``terminated``) when every request has completed: once the last request is
 dispatched, the step that dispatched it runs the cluster to completion.
+
+With one environment (B = 1, the single ``gym.make`` env) ``step_one`` and ``counters_one`` do what
+``step`` and the view do in Python numbers, since NumPy's cost per call would exceed the work; the
+tests hold the two paths to identical trajectories.
 """
 
 from __future__ import annotations
