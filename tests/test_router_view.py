@@ -32,19 +32,22 @@ def view_from_every_request(core: RoutingCore) -> dict:
             "num_prefilling": prefilling.reshape(B, N)}
 
 
-@pytest.mark.parametrize("scenario,predictor,kwargs", [
-    ("paper-v100", "task-prior", {}),
-    ("paper-v100", "noisy", {"accuracy": 0.5}),
-    ("paper-a100-chunked", "oracle", {}),
-    ("mixed-fleet", "task-prior", {}),
+@pytest.mark.parametrize("settings,to_first", [
+    ({"scenario": "paper-v100"}, 0.0),
+    ({"scenario": "paper-v100", "predictor": "noisy", "predictor_kwargs": {"accuracy": 0.5}}, 0.0),
+    ({"scenario": "paper-a100-chunked", "predictor": "oracle"}, 0.0),
+    ({"scenario": "mixed-fleet"}, 0.0),
+    # most requests to the first instance: its KV cache runs out and requests are preempted
+    ({"scenario": "paper-v100"}, 0.9),
+    ({"scenario": "paper-v100", "chunked_prefill": True, "predictor": "noisy", "predictor_kwargs": {"accuracy": 0.5}},
+     0.9),
 ])
-def test_view_fields_match_a_recomputation_from_every_request(scenario, predictor, kwargs):
-    cfg = EnvConfig.from_kwargs(scenario=scenario, mode="tick", predictor=predictor, predictor_kwargs=kwargs,
-                                num_requests=300)
+def test_view_fields_match_a_recomputation_from_every_request(settings, to_first):
+    cfg = EnvConfig.from_kwargs(mode="tick", num_requests=300, **settings)
     core = RoutingCore(cfg, num_envs=3)
     core.reset(seeds=[1, 2, 3])
     rng = np.random.default_rng(0)
-    checked = 0
+    checked = preempted = 0
     for step in range(3000):
         view = core.view()
         if step % 7 == 0:
@@ -52,8 +55,11 @@ def test_view_fields_match_a_recomputation_from_every_request(scenario, predicto
             for name, value in expected.items():
                 np.testing.assert_array_equal(getattr(view, name), value, err_msg=name)
             checked += int((view.decode_bucket_counts.sum(axis=2) > 0).sum())
-        actions = np.where(view.has_request, rng.integers(0, core.N, size=core.B), core.N)
-        _, terminated, _, _ = core.step(actions)
+        instance = np.where(rng.random(core.B) < to_first, 0, rng.integers(0, core.N, size=core.B))
+        _, terminated, _, _ = core.step(np.where(view.has_request, instance, core.N))
         if terminated.any():  # episodes restart; the summaries must follow the reset
+            preempted += int(core.sim.records().preemptions[terminated].sum())
             core.reset(np.flatnonzero(terminated))
     assert checked > 500  # most checks saw busy instances
+    if to_first:
+        assert preempted > 50
