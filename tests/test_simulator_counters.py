@@ -123,3 +123,31 @@ def test_one_clusters_records_are_its_row_of_all_records():
             np.testing.assert_array_equal(value, getattr(everything, name)[b], err_msg=name)
     with pytest.raises(ValueError, match="cluster must be an integer in 0..2"):
         sim.records(3)
+
+
+def test_prediction_errors_name_the_problem():
+    cfg = ClusterConfig(["llama2-7b-v100"] * 2)
+    plain = ClusterSimulator(cfg, 1, 10)
+    with pytest.raises(ValueError, match="make it with prediction_classes"):
+        plain.predicted_decode_sets()
+    with pytest.raises(ValueError, match="make it with prediction_classes"):
+        plain.set_predictions(0, [0], [1.0])
+    with pytest.raises(ValueError, match="prediction_classes must be a positive integer"):
+        ClusterSimulator(cfg, 1, 10, prediction_classes=0)
+    sim = ClusterSimulator(cfg, 2, 10, prediction_classes=3)
+    with pytest.raises(ValueError, match="cluster in 0..1"):
+        sim.set_predictions(2, [0], [1.0])
+    with pytest.raises(ValueError, match="two equal 1-D arrays"):
+        sim.set_predictions(0, [0, 1], [1.0])
+    with pytest.raises(ValueError, match="at most 10 entries"):
+        sim.set_predictions(0, [0] * 11, [1.0] * 11)
+    with pytest.raises(ValueError, match="integers in 0..2"):
+        sim.set_predictions(0, [3], [1.0])
+    with pytest.raises(ValueError, match="integers in 0..2"):
+        sim.set_predictions(0, [0.5], [1.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        sim.set_predictions(0, [0], [np.nan])
+    sim.dispatch(0, 0, 0, 10, 10, 0.0)
+    with pytest.raises(ValueError, match="before the requests are dispatched"):
+        sim.set_predictions(0, [0], [5.0])
+    sim.set_predictions(1, [2, 1], [5.0, 7.5])  # another cluster is fine
