@@ -280,15 +280,10 @@ def _components(env, policy, steps: int) -> dict:
 def profile_single(mode: str, steps: int, warmup: int, top: int = 20) -> str:
     env = gym.make(ID, scenario=SCENARIO, mode=mode, **OPTIONS)
     policy = RandomValid(1, env.unwrapped.config.num_instances, mode == "tick", seed=2)
-    _, info = env.reset(seed=2)
-    for _ in range(warmup):
-        _, _, _, _, info = env.step(policy.one(info["action_mask"]))
+    _run_single(env, policy, warmup, reset_seed=2)
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(steps):
-        _, _, term, trunc, info = env.step(policy.one(info["action_mask"]))
-        if term or trunc:
-            break
+    _run_single(env, policy, steps, reset_seed=None)
     prof.disable()
     s = io.StringIO()
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(top)

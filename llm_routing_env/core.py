@@ -339,8 +339,9 @@ class RoutingCore:
         self.max_num_seqs = cluster.per_instance("max_num_seqs")
         # a long prompt's prefill cost per token: the linear terms above the knee
         self.prefill_s_per_token = (coeffs[:, 1] + coeffs[:, 2]) / 1000.0
-        # per instance, as Python numbers for the B = 1 path: max_num_seqs, KV capacity, coefficients
-        self.all_valid, self.hold_only = [True] * self.A, [False] * self.N + [True]  # action masks, B = 1
+        # for the B = 1 path: the action masks, and per instance max_num_seqs, KV capacity and
+        # coefficients as Python numbers
+        self.all_valid, self.hold_only = [True] * self.A, [False] * self.N + [True]
         self.instance_constants_one = list(zip(self.max_num_seqs.tolist(), self.kv_capacity.tolist(),
                                                [tuple(row) for row in coeffs.tolist()]))
 
@@ -514,10 +515,13 @@ class RoutingCore:
     def step_one(self, action: int) -> tuple[float, bool, bool, float]:
         """``step`` for B = 1 with a Python int action; returns Python numbers."""
         cfg, N = self.config, self.N
+        if self.B != 1:
+            raise ValueError(f"step_one steps a single environment; this core has {self.B} (use step)")
         if not 0 <= action < self.A:
             raise ValueError(f"action {action} is outside the action space 0..{self.A - 1} "
                              f"({N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env 0")
-        n_dispatched, n_arrived, n_req, last = self.n_dispatched.item(), self.n_arrived.item(), self.n_req.item(), self.R - 1
+        n_dispatched, n_arrived, n_req = self.n_dispatched.item(), self.n_arrived.item(), self.n_req.item()
+        last = self.R - 1
         arrival = self._arrival_one
         h = 0.0
         if n_arrived > n_dispatched and action < N:

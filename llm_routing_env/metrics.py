@@ -54,7 +54,8 @@ def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, 
         values = metrics[name][done]
         values = values[~np.isnan(values)]
         summary[f"mean_{name}_s"] = float(values.mean()) if values.size else float("nan")
-        quantiles = np.percentile(values, list(QUANTILES.values())).tolist() if values.size else [float("nan")] * len(QUANTILES)
+        quantiles = (np.percentile(values, list(QUANTILES.values())).tolist() if values.size
+                     else [float("nan")] * len(QUANTILES))
         for q_name, value in zip(QUANTILES, quantiles):
             summary[f"{q_name}_{name}_s"] = value
     completed = int(done.sum())

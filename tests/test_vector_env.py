@@ -275,3 +275,10 @@ def test_gymnasium_vector_wrappers_work():
         assert infos[i]["metrics"]["completed"] == 20
         assert infos[i]["episode"]["l"] == 20
         assert infos[i]["episode"]["r"] == pytest.approx(returns[i])
+
+
+def test_the_single_env_step_refuses_a_batched_core():
+    venv = LLMRoutingVectorEnv(num_envs=2, mode="arrival", num_requests=30)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match="single environment; this core has 2"):
+        venv.core.step_one(0)
