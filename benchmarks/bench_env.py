@@ -151,7 +151,7 @@ class ExclusiveTimer:
         return timed
 
 
-SIM_QUERIES = ("instance_state", "instance_requests", "completions_by", "decode_totals", "predicted_decode_sets",
+SIM_QUERIES = ("instance_state", "instance_requests", "completions", "decode_totals", "predicted_decode_sets",
                "cluster_counters")
 COMPONENTS = [
     ("sim dynamics", ("sim.advance_to", "sim.dispatch")),
@@ -316,7 +316,7 @@ def show_breakdown(rows: list[dict]) -> None:
     print(f"{'mode':<8} " + " ".join(f"{c:>14}" for c in labels))
     for r in rows:
         print(f"{r['mode']:<8} " + " ".join(f"{r[c]:>14.1f}" for c in labels))
-    print("sim queries: the simulator's state queries (instance_state, instance_requests, completions_by, "
+    print("sim queries: the simulator's state queries (instance_state, instance_requests, completions, "
           "decode_totals, predicted_decode_sets, and for one env cluster_counters); core step: "
           "RoutingCore.step / step_one (bookkeeping, reward); view+obs: the router view, counters_one and the "
           "observation encoders; env step+info: LLMRoutingEnv.step (info dict, metrics at episode end); gym "

@@ -489,7 +489,7 @@ class RoutingCore:
         self._count_arrivals(envs)
 
         # reward over the elapsed interval
-        count, total = self.sim.completions_by(self.sim.now_s)
+        count, total = self.sim.completions()
         count, total = count[envs], total[envs]
         newly_completed = count - self.completed[envs]
         self.completed[envs] = count

@@ -6,6 +6,12 @@ There is no vectorization and no skipping of decode iterations, so it is easy to
 ``tests/test_differential.py`` uses it as the oracle for the fast NumPy simulator
 (:mod:`llm_routing_env.simulator`), which has the same public API.
 
+What a router sees (every query but ``records``) is each instance as of its last iteration that
+has finished: an instance whose iteration is still in flight at ``now_s`` shows the snapshot taken
+when that iteration was scheduled (admissions, preemptions and the KV blocks they took are in it;
+the tokens, finished prefills, completions and freed blocks of the iteration are not), with its
+live waiting queue (the router's own dispatches are in it at once).
+
 Iteration durations are computed by :func:`llm_routing_env.profiles.iteration_time_ms` with Python
 ints and added to the instance clock as ``busy_until_s += t_ms / 1000.0``, exactly as the fast
 simulator does on the iterations it does not skip, so both agree to the last bit there.
@@ -73,6 +79,15 @@ class _Request:
         return self.prompt + self.generated
 
 
+class _Seen:
+    """An instance as a router sees it while its iteration is in flight: as scheduled."""
+
+    def __init__(self, inst: "_Instance"):
+        self.running = [(r, r.generated, r.prefill_done) for r in inst.running]
+        self.free_blocks = inst.free_blocks
+        self.running_prefill_tokens = sum(r.prefill_target - r.prefilled for r in inst.running if not r.prefill_done)
+
+
 class _Instance:
     """One serving instance: a running list (admission order), a FCFS waiting queue, a KV cache."""
 
@@ -85,16 +100,19 @@ class _Instance:
         self.free_blocks = limits.kv_capacity_blocks
         self.busy_until_s = 0.0         # end of the iteration last started
         self.iterations = 0
+        self.seen: _Seen | None = None  # the last iteration as scheduled, before its effects
 
     # --- observation ------------------------------------------------------------------------
 
     def has_work(self) -> bool:
         return bool(self.running) or bool(self.waiting)
 
-    def pending_prefill_tokens(self) -> int:
-        waiting = sum(r.prompt + r.generated for r in self.waiting)
-        running = sum(r.prefill_target - r.prefilled for r in self.running if not r.prefill_done)
-        return waiting + running
+    def seen_at(self, now_s: float) -> _Seen:
+        """What a router sees at ``now_s`` (the snapshot while the last iteration is in flight)."""
+        return self.seen if self.busy_until_s > now_s else _Seen(self)
+
+    def pending_prefill_tokens(self, seen: _Seen) -> int:
+        return sum(r.prompt + r.generated for r in self.waiting) + seen.running_prefill_tokens
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -131,6 +149,7 @@ class _Instance:
         self.busy_until_s = float(self.busy_until_s)
         self.iterations += 1
         end_s = self.busy_until_s
+        self.seen = _Seen(self)
 
         # Effects at the end of the iteration.
         for r in decodes:
@@ -373,7 +392,38 @@ class ReferenceSimulator:
                 times["completion_s"][b, rid] = r.completion_s
         return RequestRecords(instance=instance, **ints, **times)
 
+    def router_requests(self, cluster: int) -> list[dict]:
+        """Per instance of ``cluster``, as a router sees it: ``running`` (request id, generated
+        tokens, prefill done) in request id order and ``waiting`` request ids in queue order."""
+        now = float(self.now_s[cluster])
+        out = []
+        for inst in self._instances[cluster]:
+            seen = inst.seen_at(now)
+            out.append({"running": sorted((r.request_id, g, done) for r, g, done in seen.running),
+                        "waiting": [r.request_id for r in inst.waiting]})
+        return out
+
+    def decode_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per instance: decoding requests (prefill done) and the sum of their contexts, as seen."""
+        shape = (self.num_clusters, self.config.num_instances)
+        count, context = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+        for b, instances in enumerate(self._instances):
+            for n, inst in enumerate(instances):
+                decoding = [(r, g) for r, g, done in inst.seen_at(float(self.now_s[b])).running if done]
+                count[b, n] = len(decoding)
+                context[b, n] = sum(r.prompt + g for r, g in decoding)
+        return count, context
+
+    def completions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cluster: requests completed by now_s and the sum of their completion times."""
+        count, total = np.zeros(self.num_clusters, dtype=np.int64), np.zeros(self.num_clusters)
+        for b, requests in enumerate(self._requests):
+            times = [r.completion_s for r in requests.values() if r.completion_s <= self.now_s[b]]
+            count[b], total[b] = len(times), sum(times)
+        return count, total
+
     def instance_state(self) -> InstanceState:
+        """Per instance, as a router sees it (``busy_until_s``: the end of the last iteration)."""
         shape = (self.num_clusters, self.config.num_instances)
         num_running = np.zeros(shape, dtype=np.int64)
         num_waiting = np.zeros(shape, dtype=np.int64)
@@ -383,11 +433,12 @@ class ReferenceSimulator:
         busy = np.zeros(shape, dtype=np.float64)
         for b, instances in enumerate(self._instances):
             for n, inst in enumerate(instances):
-                num_running[b, n] = len(inst.running)
+                seen = inst.seen_at(float(self.now_s[b]))
+                num_running[b, n] = len(seen.running)
                 num_waiting[b, n] = len(inst.waiting)
-                used[b, n] = inst.limits.kv_capacity_blocks - inst.free_blocks
-                free[b, n] = inst.free_blocks
-                pending[b, n] = inst.pending_prefill_tokens()
+                used[b, n] = inst.limits.kv_capacity_blocks - seen.free_blocks
+                free[b, n] = seen.free_blocks
+                pending[b, n] = inst.pending_prefill_tokens(seen)
                 busy[b, n] = inst.busy_until_s
         return InstanceState(num_running=num_running, num_waiting=num_waiting, kv_blocks_used=used,
                              kv_blocks_free=free, pending_prefill_tokens=pending, busy_until_s=busy)

@@ -28,6 +28,15 @@ For routers, each row also summarizes its decode set as the router's length pred
 (given by ``set_predictions``; they never change the dynamics): the members per predicted class and
 the member predicted to finish first. Between changes of the set every member gains the same
 tokens, so that member stays first until it leaves; only then is the row searched again.
+
+What a router sees (every query but ``records``) is the state as of the last iteration that has
+*finished* by ``now_s``, as a real router reads it from vLLM's metrics. A step applies an
+iteration's whole effect when it starts; for the iteration still in flight at the target time (the
+last of a step whose end passes the target) the step keeps a *visible* copy of the row's counters
+taken after its scheduling (admissions and preemptions, KV blocks taken) and before its results
+(tokens, finished prefills, completions, freed blocks). The queries read that copy for the rows
+whose iteration is in flight (``busy_until_s > now_s``) and the live counters elsewhere; requests
+are corrected the same way (``instance_requests``). ``records`` is the truth, for metrics.
 """
 
 from __future__ import annotations
@@ -69,6 +78,9 @@ _FIRST_NEED = np.where(_SLACK == 0, KV_BLOCK_TOKENS, _SLACK)
 _INT_COUNTERS = ("n_running", "w_count", "free_blocks", "n_dec", "ctx_base", "clock", "first_q", "first_gen0",
                  "completed_count", "last_step_completions")
 _FLOAT_COUNTERS = ("busy_until_s", "completion_time_sum_s", "first_pred")
+(_RUNNING, _WAITING, _FREE, _N_DEC, _CTX_BASE, _CLOCK, _FIRST_Q, _FIRST_GEN0, _COMPLETED,
+ _LAST_COMPLETIONS) = range(len(_INT_COUNTERS))
+_COMPLETION_TIME_SUM, _FIRST_PRED = 1, 2
 
 
 # Numbers of the hot paths, as 0-d arrays: NumPy combines an array with a 0-d array faster than with
@@ -159,6 +171,15 @@ class ClusterSimulator:
         self.predicted_output = np.zeros(BR)
         self._first_key = np.full(rows, np.inf)  # min over members of predicted_output - GEN0
         self._first_q[:] = -1  # the member with that key (-1: empty set); its GEN0 and predicted output
+        # The router's view of rows whose iteration is in flight (see the module docstring): their
+        # counters after that iteration's scheduling, its pending prefill tokens, the requests it
+        # completes (the first last_step_completions of each row) and, per request, the end of the
+        # iteration that finished its current prefill (later than now_s: it finishes in flight)
+        self._vis_int = np.zeros_like(self._int_counters)
+        self._vis_time = np.zeros_like(self._time_counters)
+        self._vis_pending = np.zeros(rows, dtype=np.int64)
+        self._done_q = np.zeros((rows, self.S), dtype=np.int64)
+        self.decode_start_s = np.full(BR, np.nan)
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
         self.prompt = np.zeros(BR, dtype=np.int64)
@@ -233,7 +254,7 @@ class ClusterSimulator:
                            (self.generated, 0), (self.preemptions, 0), (self.arrival_s, np.nan),
                            (self.dispatch_s, np.nan), (self.first_scheduled_s, np.nan),
                            (self.first_token_s, np.nan), (self.completion_s, np.nan),
-                           (self.predicted_class, 0), (self.predicted_output, 0.0)):
+                           (self.predicted_class, 0), (self.predicted_output, 0.0), (self.decode_start_s, np.nan)):
             arr[reqs] = value
 
     def set_predictions(self, cluster: int, predicted_class, predicted_output_tokens) -> None:
@@ -306,8 +327,11 @@ class ClusterSimulator:
         if queued.max() >= self._wcap:
             self._grow_waiting(int(queued.max()) + 1)
         self.waiting[row, (self.w_head[row] + queued) % self._wcap] = q
-        self.w_count += np.bincount(row, minlength=self._rows)
+        sent = np.bincount(row, minlength=self._rows)
+        self.w_count += sent
+        self._vis_int[_WAITING] += sent  # (what a router sent is in its view at once)
         np.add.at(self.w_pending_tokens, row, prompt)
+        np.add.at(self._vis_pending, row, prompt)
         now = self.now_s[cluster]
         self.busy_until_s[row] = np.maximum(self.busy_until_s[row], now)
         self.status[q] = WAITING
@@ -474,7 +498,13 @@ class ClusterSimulator:
         # The decode set runs k_dec iterations: it takes the KV blocks for the contexts it reaches
         # (those needed now included) and gains k_dec tokens, its clock moves.
         k_dec = k_iter * (n_dec > 0)
+        in_flight = end_s > target
+        if np.count_nonzero(in_flight):  # the router's view of these rows until their iteration ends
+            f_idx = in_flight.nonzero()[0]
+            self._keep_visible(rows[f_idx], f_idx, clock[f_idx] + np.maximum(k_dec[f_idx] - _ONE, 0), adm, k_rows)
         self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // _BLOCK)).sum(axis=1)
+        if np.count_nonzero(in_flight):  # blocks are taken when the iteration is scheduled
+            self._vis_int[_FREE, rows[f_idx]] = self.free_blocks[rows[f_idx]]
         clock_before, clock = clock, clock + k_dec
         self._clock[rows] = clock
         self.busy_until_s[rows] = end_s
@@ -491,6 +521,24 @@ class ClusterSimulator:
         if np.count_nonzero(done_row):
             d_idx = done_row.nonzero()[0]
             self._complete(rows[d_idx], clock[d_idx], end_s[d_idx])
+
+    def _keep_visible(self, rows, step_idx, clock, adm, k_rows) -> None:
+        """Keep what a router sees of ``rows`` (positions ``step_idx`` in the step) while their
+        iteration is in flight: the counters as scheduled (preemptions are applied already,
+        admissions are not yet, results are not), with the decode clock ``clock`` (the iterations
+        of a decode run but the last) and the prefill tokens still pending."""
+        self._vis_int[:, rows] = self._int_counters[:, rows]
+        self._vis_int[_CLOCK, rows] = clock
+        self._vis_time[:, rows] = self._time_counters[:, rows]
+        pending = self.w_pending_tokens[rows]
+        if self.chunked:  # the running prefills' remaining tokens, before this iteration's chunks
+            width = int(self._tail[rows].max())
+            pending = pending + (self.slots[TARGET, rows, :width] - self.slots[PREFILLED, rows, :width]).sum(axis=1)
+        self._vis_pending[rows] = pending
+        if adm is not None:  # admitted requests are running (their prefill still pending)
+            k_adm = np.bincount(adm["step"], minlength=k_rows)[step_idx]
+            self._vis_int[_RUNNING, rows] += k_adm
+            self._vis_int[_WAITING, rows] -= k_adm
 
     def _admission_candidates(self, rows, limit) -> dict:
         """The first waiting requests of each of ``rows``, of which the first ``limit`` may be admitted."""
@@ -538,6 +586,7 @@ class ClusterSimulator:
         # and NaN (not yet) loses against any time
         self.first_scheduled_s[q] = np.fmin(self.first_scheduled_s[q], start_s[step_idx])
         self.first_token_s[q] = np.fmin(self.first_token_s[q], np.where(finished, end_s[step_idx], np.nan))
+        self.decode_start_s[q] = np.where(finished, end_s[step_idx], self.decode_start_s[q])
         self.w_head[rows] += k_adm
         self.w_count[rows] -= k_adm
         np.subtract.at(self.w_pending_tokens, slot_rows, x)
@@ -572,6 +621,7 @@ class ClusterSimulator:
         np.add.at(self.free_blocks, slot_rows, _ceil_blocks(prompt + output - 1))
         n_done = np.bincount(r_idx, minlength=rows.size)
         self.last_step_completions[rows] = n_done
+        self._done_q[slot_rows, np.arange(r_idx.size) - np.searchsorted(r_idx, r_idx)] = q  # (r_idx is sorted)
         self.completed_count[rows] += n_done
         self.completion_time_sum_s[rows] += n_done * end_s
         self._leave(rows, end, r_idx, j_idx, slot_rows, q, context0, decoding=np.ones_like(r_idx))
@@ -688,6 +738,7 @@ class ClusterSimulator:
         block[END, r_idx, j_idx] = self.output[q] - block[GEN0, r_idx, j_idx]
         first_tok = gen_before[r_idx, j_idx] == 0
         self.first_token_s[q[first_tok]] = end_s[r_idx[first_tok]]
+        self.decode_start_s[q] = end_s[r_idx]
         self.slots[:, rows, : block.shape[2]] = block
         joined = block[:, r_idx, j_idx]
         self._count_in_decode_sets(rows[r_idx], joined[PROMPT] + joined[GEN0], np.ones_like(r_idx), q,
@@ -723,27 +774,67 @@ class ClusterSimulator:
         return np.maximum(k, _ONE)
 
     # -------------------------------------------------------------------------------- observing
+    # Every query but ``records`` answers what a router sees (the module docstring): rows whose
+    # iteration is in flight read the copies _step kept for them.
+    def _in_flight(self) -> np.ndarray:
+        """Rows whose last iteration has not finished by their cluster's now_s."""
+        return self.busy_until_s > self.now_s[self._row_cluster]
+
+    def _visible_counters(self):
+        """The two counter tables (integers, floats) as a router sees them, and the in-flight rows.
+        Without rows in flight the tables are the live ones (not copies)."""
+        flight = self._in_flight()
+        if not np.count_nonzero(flight):
+            return self._int_counters, self._time_counters, flight
+        return (np.where(flight, self._vis_int, self._int_counters),
+                np.where(flight, self._vis_time, self._time_counters), flight)
+
     def instance_requests(self) -> dict[str, np.ndarray]:
-        """Which requests each instance holds, for routers and observation encoders.
+        """Which requests each instance holds as a router sees them, for routers and observation
+        encoders.
 
         Rows are instances (``row = cluster * N + instance``). ``running_request`` (rows, S) and
         ``waiting_request`` (rows, W) hold request indices ``cluster * R + request_id`` (running in
-        admission order, waiting in queue order) where ``running_valid`` / ``waiting_valid``;
-        ``running_generated`` are their output tokens so far and ``running_prefill_done`` whether
-        their (current) prefill is complete. Arrays are copies.
+        admission order, then those that complete in the iteration in flight; waiting in queue
+        order) where ``running_valid`` / ``waiting_valid``; ``running_generated`` are their output
+        tokens so far and ``running_prefill_done`` whether their (current) prefill is complete, as
+        of the last iteration finished. Arrays are copies.
         """
         holey = np.flatnonzero(self._tail > self.n_running)
         if holey.size:
             self._squeeze(holey)
-        width = max(int(self.n_running.max()), 1)
-        slots = self.slots[:, :, :width]
+        flight = self._in_flight()
+        n_done = self.last_step_completions * flight
+        n_visible = self.n_running + n_done
+        width = max(int(n_visible.max()), 1)
+        slots = self.slots[:, :, :width]  # (past a row's running requests: empty slots, Q = -1)
+        q = slots[Q].copy()
+        generated = slots[GEN0] + self._clock[:, None]
+        prefill_done = slots[PREFILLED] == slots[TARGET]
+        if np.count_nonzero(flight):
+            f = flight.nonzero()[0]
+            now = self.now_s[self._row_cluster[f], None]
+            qf = q[f]
+            # a request whose prefill finishes in flight is still prefilling; the decode set gains
+            # its token of the iteration in flight only at its end
+            joined = (qf >= 0) & (self.decode_start_s[qf] > now)
+            stepped = (self._clock[f] > self._vis_int[_CLOCK, f])[:, None]
+            generated[f] -= joined | (prefill_done[f] & stepped)
+            prefill_done[f] &= ~joined
+            r_i, j_i = (np.arange(self.S) < n_done[f, None]).nonzero()
+            if r_i.size:  # the requests completing in flight are still running
+                done = self._done_q[f[r_i], j_i]
+                rows, col = f[r_i], self.n_running[f[r_i]] + j_i
+                q[rows, col] = done
+                generated[rows, col] = self.output[done] - 1
+                prefill_done[rows, col] = ~(self.decode_start_s[done] > now[r_i, 0])
         w = max(int(self.w_count.max()), 1)
         pos = (self.w_head[:, None] + np.arange(w)) % self._wcap
         return {
-            "running_request": slots[Q].copy(),
-            "running_valid": np.arange(width) < self.n_running[:, None],
-            "running_generated": slots[GEN0] + self._clock[:, None],
-            "running_prefill_done": slots[PREFILLED] == slots[TARGET],
+            "running_request": q,
+            "running_valid": np.arange(width) < n_visible[:, None],
+            "running_generated": generated,
+            "running_prefill_done": prefill_done,
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }
@@ -755,10 +846,12 @@ class ClusterSimulator:
         inf for an empty set). Arrays are copies."""
         if not self._has_predictions:
             raise ValueError("this simulator keeps no predictions: make it with prediction_classes")
-        remaining = self._first_pred - (self._first_gen0 + self._clock)
+        ints, times, _ = self._visible_counters()
+        first_q = ints[_FIRST_Q]
+        remaining = times[_FIRST_PRED] - (ints[_FIRST_GEN0] + ints[_CLOCK])
         shape = (self.B, self.N)
-        return (self._class_hist.reshape(*shape, self.K).copy(),
-                np.where(self._first_q >= 0, remaining, np.inf).reshape(shape))
+        return (ints[len(_INT_COUNTERS):].T.reshape(*shape, self.K).copy(),
+                np.where(first_q >= 0, remaining, np.inf).reshape(shape))
 
     def cluster_counters(self, cluster: int) -> dict:
         """One cluster's per-instance counters as lists of Python numbers, for a router of a single
@@ -766,12 +859,17 @@ class ClusterSimulator:
         ``kv_blocks_free`` (as ``instance_state``), ``num_decoding``, ``decode_context_tokens`` (as
         ``decode_totals``), with predictions ``predicted_class_counts`` (per instance, K counts)
         and ``first_predicted_remaining`` (as ``predicted_decode_sets``), and the cluster's
-        ``completed`` count and ``completion_time_sum_s`` (as ``completions_by(now_s)``)."""
+        ``completed`` count and ``completion_time_sum_s`` (as ``completions``)."""
         lo = cluster * self.N
         hi = lo + self.N
-        ints = self._int_counters[:, lo:hi].tolist()
-        running, waiting, free, n_dec, ctx_base, clock, first, first_gen0, done, last = ints[:len(_INT_COUNTERS)]
-        busy_until, time_sums, first_pred = self._time_counters[:, lo:hi].tolist()
+        now = self.now_s.item(cluster)
+        ints, times = self._int_counters[:, lo:hi], self._time_counters[:, lo:hi]
+        flight = times[0] > now
+        if np.count_nonzero(flight):
+            ints, times = np.where(flight, self._vis_int[:, lo:hi], ints), np.where(flight, self._vis_time[:, lo:hi], times)
+        ints = ints.tolist()
+        running, waiting, free, n_dec, ctx_base, clock, first, first_gen0, done, _ = ints[:len(_INT_COUNTERS)]
+        _, time_sums, first_pred = times.tolist()
         out = {"num_running": running, "num_waiting": waiting, "kv_blocks_free": free, "num_decoding": n_dec,
                "decode_context_tokens": [b + n * c for b, n, c in zip(ctx_base, n_dec, clock)]}
         if self._has_predictions:
@@ -779,35 +877,25 @@ class ClusterSimulator:
             out["first_predicted_remaining"] = [p - (g + c) if q >= 0 else np.inf
                                                 for p, q, g, c in zip(first_pred, first, first_gen0, clock)]
         if self.N >= 8:  # NumPy sums 8 or more numbers pairwise: let it, for the same rounding
-            count, total = self.completions_by(self.now_s)
+            count, total = self.completions()
             out["completed"], out["completion_time_sum_s"] = count.item(cluster), total.item(cluster)
-            return out
-        now = self.now_s.item(cluster)
-        count, total = 0, 0.0  # (completions of iterations still in flight at now_s do not count yet)
-        for completed, in_flight, busy, time_sum in zip(done, last, busy_until, time_sums):
-            if not busy > now:
-                in_flight = 0
-            count += completed - in_flight
-            total += time_sum - in_flight * busy
-        out["completed"], out["completion_time_sum_s"] = count, total
+        else:  # (fewer are summed in order, as here)
+            out["completed"], out["completion_time_sum_s"] = sum(done), sum(time_sums)
         return out
 
     def decode_totals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per instance, as (B, N) arrays: how many running requests are decoding (prefill done) and
         the sum of their decode contexts (prompt + generated tokens), from the running totals."""
+        ints, _, _ = self._visible_counters()
         shape = (self.B, self.N)
-        return self._n_dec.reshape(shape).copy(), (self._ctx_base + self._n_dec * self._clock).reshape(shape)
+        return ints[_N_DEC].reshape(shape).copy(), (ints[_CTX_BASE] + ints[_N_DEC] * ints[_CLOCK]).reshape(shape)
 
-    def completions_by(self, t_s) -> tuple[np.ndarray, np.ndarray]:
-        """Per cluster: how many requests completed at or before ``t_s`` and the sum of their
-        completion times. ``t_s`` must be at least ``now_s`` (completions recorded for an iteration
-        still in flight at ``t_s``, which all end at that instance's ``busy_until_s``, are left out).
-        """
-        t_row = np.repeat(np.broadcast_to(np.asarray(t_s, dtype=np.float64), (self.B,)), self.N)
-        in_flight = np.where(self.busy_until_s > t_row, self.last_step_completions, 0)
-        count = (self.completed_count - in_flight).reshape(self.B, self.N).sum(axis=1)
-        total = (self.completion_time_sum_s - in_flight * self.busy_until_s).reshape(self.B, self.N).sum(axis=1)
-        return count, total
+    def completions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cluster: how many requests have completed by ``now_s`` (in iterations finished by
+        then) and the sum of their completion times."""
+        ints, times, _ = self._visible_counters()
+        count = ints[_COMPLETED].reshape(self.B, self.N).sum(axis=1)
+        return count, times[_COMPLETION_TIME_SUM].reshape(self.B, self.N).sum(axis=1)
 
     def records(self, cluster: int | None = None) -> RequestRecords:
         """Per-request records as (B, R) arrays, or one cluster's as (R,) arrays (copies)."""
@@ -835,17 +923,21 @@ class ClusterSimulator:
         )
 
     def instance_state(self) -> InstanceState:
-        """What a router can observe about each instance, as (B, N) arrays."""
-        running_prefill = 0  # without chunked prefill a prefill is done in the iteration that admits it
-        if self.chunked:
+        """What a router can observe about each instance, as (B, N) arrays. ``busy_until_s`` is the
+        end of the iteration in flight (or of the last one): the profile's time for the batch
+        scheduled, which a router with the profile can compute from what it sees."""
+        ints, _, flight = self._visible_counters()
+        pending = self.w_pending_tokens
+        if self.chunked:  # without chunked prefill a prefill is done in the iteration that admits it
             width = int(self._tail.max())  # (holes and free slots have TARGET = PREFILLED = 0)
-            running_prefill = (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
+            pending = pending + (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
+        pending = np.where(flight, self._vis_pending, pending)
         shape = (self.B, self.N)
         return InstanceState(
-            num_running=self.n_running.reshape(shape).copy(),
-            num_waiting=self.w_count.reshape(shape).copy(),
-            kv_blocks_used=(self._capacity - self.free_blocks).reshape(shape),
-            kv_blocks_free=self.free_blocks.reshape(shape).copy(),
-            pending_prefill_tokens=(self.w_pending_tokens + running_prefill).reshape(shape),
+            num_running=ints[_RUNNING].reshape(shape).copy(),
+            num_waiting=ints[_WAITING].reshape(shape).copy(),
+            kv_blocks_used=(self._capacity - ints[_FREE]).reshape(shape),
+            kv_blocks_free=ints[_FREE].reshape(shape).copy(),
+            pending_prefill_tokens=pending.reshape(shape),
             busy_until_s=self.busy_until_s.reshape(shape).copy(),
         )

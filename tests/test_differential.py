@@ -2,7 +2,9 @@
 
 Both simulators get the same calls (dispatches, advance_to targets, run_until_idle) and must show,
 after every call, the same records (integer fields equal, times equal to a relative 1e-9 with
-identical NaN positions), the same instance_state(), iteration counts and clocks.
+identical NaN positions), iteration counts and clocks, and the same router's view: instance_state(),
+decode_totals(), completions() and each instance's running requests (with their generated tokens
+and whether their prefill is done) and waiting queue, as of the last iteration finished.
 
 Times may differ in the last bits only because the fast simulator sums runs of skipped decode
 iterations in closed form. A target that falls exactly on an iteration boundary could then start
@@ -28,8 +30,7 @@ from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
 from llm_routing_env.reference_simulator import ReferenceSimulator
 
-fast_simulator = pytest.importorskip("llm_routing_env.simulator", reason="the fast simulator is not written yet")
-ClusterSimulator = fast_simulator.ClusterSimulator
+from llm_routing_env.simulator import ClusterSimulator
 
 RTOL, ATOL = 1e-9, 1e-12
 
@@ -190,10 +191,37 @@ def assert_same_state(ref: ReferenceSimulator, fast, where: str) -> None:
         for f in fields(r_state):
             compare = assert_same_times if f.name == "busy_until_s" else assert_same_ints
             compare(f"instance_state.{f.name}", getattr(r_state, f.name), getattr(f_state, f.name))
+        for name, r_value, f_value in zip(("decode count", "decode context"), ref.decode_totals(), fast.decode_totals()):
+            assert_same_ints(f"decode_totals {name}", r_value, f_value)
+        (r_count, r_total), (f_count, f_total) = ref.completions(), fast.completions()
+        assert_same_ints("completions count", r_count, f_count)
+        assert_same_times("completions time sum", r_total, f_total)
+        for b, seen in enumerate(fast_router_requests(fast)):
+            assert seen == ref.router_requests(b), f"router requests of cluster {b}"
+
         assert_same_ints("iterations", ref.iterations, fast.iterations)
         assert_same_times("now_s", ref.now_s, fast.now_s)
     except AssertionError as err:
         raise AssertionError(f"after {where}: {err}") from None
+
+
+def fast_router_requests(fast) -> list[list[dict]]:
+    """The fast simulator's instance_requests() in the reference's router_requests() form."""
+    ir = fast.instance_requests()
+    out = []
+    for b in range(fast.B):
+        instances = []
+        for n in range(fast.N):
+            row = b * fast.N + n
+            run = ir["running_valid"][row]
+            # (the fast simulator lists the requests completing in flight last: compare in id order)
+            instances.append({
+                "running": sorted((int(q) - b * fast.R, int(g), bool(d)) for q, g, d in
+                            zip(ir["running_request"][row][run], ir["running_generated"][row][run],
+                                ir["running_prefill_done"][row][run])),
+                "waiting": [int(q) - b * fast.R for q in ir["waiting_request"][row][ir["waiting_valid"][row]]]})
+        out.append(instances)
+    return out
 
 
 def run_both(scenario: Scenario):

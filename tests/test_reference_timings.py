@@ -137,7 +137,8 @@ def test_max_num_seqs_blocks_admission():
     sim.advance_to(0.001)
     state = sim.instance_state()
     assert (state.num_running[0, 0], state.num_waiting[0, 0]) == (1, 1)
-    assert state.pending_prefill_tokens[0, 0] == 10  # B's prompt, still waiting
+    # A's prefill is in flight (nothing of it is done as a router sees it) and B's prompt waits
+    assert state.pending_prefill_tokens[0, 0] == 10 + 10
     sim.run_until_idle()
     a, b = request(sim, 0), request(sim, 1)
     # A alone: prefill 20 ms -> 0.020, decodes -> 0.031, 0.042 (completes; B was blocked by the
@@ -239,7 +240,10 @@ def test_chunked_prefill_with_a_chunk_budget():
     sim.advance_to(0.001)
     state = sim.instance_state()
     assert (state.num_running[0, 0], state.num_waiting[0, 0]) == (1, 1)
-    assert state.pending_prefill_tokens[0, 0] == (100 - 64) + 50
+    # A's first chunk is in flight: as a router sees it, none of A's prompt is processed yet
+    assert state.pending_prefill_tokens[0, 0] == 100 + 50
+    sim.advance_to(t1 + 0.001)  # the first chunk is done; the second is in flight
+    assert sim.instance_state().pending_prefill_tokens[0, 0] == (100 - 64) + 50
     # Iteration 2: A's last chunk min(36, 64) = 36 with prior 64, budget 28 left; B admitted
     #   with chunk min(50, 28) = 28.  Ntok = 64:
     #   10 + 64 + 0.001 * (36^2 + 28^2) + 0.01 * (36 * 64) = 74 + 2.08 + 23.04 = 99.12 ms.
