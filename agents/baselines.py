@@ -1,6 +1,6 @@
 """Baseline routers: one interface for heuristics, clairvoyant oracles and (agents/learned.py) learned agents.
 
-Every router decides for the B environments of a :class:`~llm_routing_env.core.RouterView` at once::
+Every router decides for the B environments of a :class:`~llm_routing_env.view.RouterView` at once::
 
     router = make_router("lwl")
     router.prepare(config)          # optional: static facts of the EnvConfig (max_model_len, tick length)
@@ -10,10 +10,11 @@ Every router decides for the B environments of a :class:`~llm_routing_env.core.R
 Class attributes: ``name``, ``modes`` (decision modes it supports), ``clairvoyant`` (reads true
 output lengths; reported apart) and ``source`` (one line: where the definition comes from).
 
-**What a router sees.** Heuristics read only the :class:`RouterView` (router queue, per-instance
-observable state, predictor outputs). Oracles (``clairvoyant = True``) also get the
-:class:`~llm_routing_env.core.RoutingCore` through :meth:`Router.attach` and read
-``core.oracle_view()`` / the simulator state; nothing else is ever given the core.
+**What a router sees.** Heuristics read only the :class:`~llm_routing_env.view.RouterView`
+(router queue, each instance as of its last iteration finished, predictor outputs), which holds
+no reference to the core, the simulator or the workload. Oracles (``clairvoyant = True``) are given
+a :class:`~llm_routing_env.view.ClairvoyantView` instead (``RoutingCore.clairvoyant_view()``: the
+same plus true lengths and the simulator) and refuse anything else; they are reported apart.
 
 **Decision modes.** In ``arrival`` mode every router sends the request at the head of the router
 queue to an instance. In ``tick`` mode (action ``N`` = hold) the routers dispatch the head
@@ -39,6 +40,7 @@ import numpy as np
 from llm_routing_env.cluster import NOT_DISPATCHED
 from llm_routing_env.predictors import DQN_STATE_BUCKETS
 from llm_routing_env.profiles import KV_BLOCK_TOKENS, iteration_time_ms
+from llm_routing_env.view import ClairvoyantView
 
 __all__ = ["Router", "make_router", "router_names", "ROUTERS"]
 
@@ -78,7 +80,6 @@ class Router:
         self.max_model_len = 4096
         self.decision_interval_s = 0.02
         self.mode: str | None = None
-        self.core = None
 
     # ------------------------------------------------------------------------------ set-up
     def prepare(self, config) -> None:
@@ -88,12 +89,6 @@ class Router:
         self.max_model_len = int(config.scenario.max_model_len)
         self.decision_interval_s = float(config.decision_interval_s)
         self.mode = config.mode
-
-    def attach(self, core) -> None:
-        """Give a clairvoyant router the RoutingCore (true lengths, simulator state)."""
-        if not self.clairvoyant:
-            raise RuntimeError(f"router {self.name!r} is not clairvoyant: it sees only the RouterView")
-        self.core = core
 
     def reset(self, num_envs: int, rng=None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -109,6 +104,9 @@ class Router:
     def act(self, view) -> np.ndarray:
         """(B,) int64 actions: an instance for every env with a request (and an allowed instance);
         hold (``N``) otherwise in tick mode, 0 (ignored by the core) in arrival mode."""
+        if self.clairvoyant and not isinstance(view, ClairvoyantView):
+            raise TypeError(f"router {self.name!r} is clairvoyant: give it RoutingCore.clairvoyant_view(), "
+                            f"not a {type(view).__name__}")
         B, N = view.num_running.shape
         if B != self.num_envs:
             self.reset(B, None)
@@ -524,22 +522,19 @@ class BucketRouter(Router):
 
 class OracleLWLRouter(LeastWorkLeftRouter):
     """O1, clairvoyant LWL: ``lwl`` with the TRUE remaining decode tokens of every request on each
-    instance and the head's true output length (``core.oracle_view()``)."""
+    instance and the head's true output length (``ClairvoyantView``)."""
 
     name = "oracle-lwl"
     clairvoyant = True
     source = "clairvoyant least work left with true lengths (routers.md §3 O1)"
 
     def remaining(self, view):
-        if self.core is None:
-            raise RuntimeError("oracle-lwl needs the RoutingCore: call attach(core) first")
-        ov = self.core.oracle_view()
-        return ov.remaining_tokens.astype(np.float64), ov.head_output_tokens.astype(np.float64)
+        return view.remaining_tokens.astype(np.float64), view.head_output_tokens.astype(np.float64)
 
 
 class OracleLookaheadRouter(Router):
     """O2, clairvoyant one-step lookahead: for every allowed instance ``n``, copy cluster ``b``'s
-    simulator state (``copy.deepcopy(core.sim)`` with every other cluster reset), dispatch the head
+    simulator state (``copy.deepcopy(view.simulator)`` with every other cluster reset), dispatch the head
     request (true output length) to ``n``, run until idle with no further arrivals and sum the E2E
     latency of every request dispatched in that cluster (completed ones add the same constant to
     every candidate); pick the smallest sum, ties at random. Requests still waiting at the router
@@ -563,15 +558,13 @@ class OracleLookaheadRouter(Router):
         return 1000.0 * self.cost_s / self.decisions if self.decisions else float("nan")
 
     def _choose(self, view, valid, go):
-        if self.core is None:
-            raise RuntimeError("oracle-lookahead needs the RoutingCore: call attach(core) first")
         t0 = time.perf_counter()
-        core, sim = self.core, self.core.sim
+        sim = view.simulator
         B, N = valid.shape
         score = np.full((B, N), np.inf)
         for b in np.flatnonzero(go):
-            rid = int(core.n_dispatched[b])
-            prompt, output, arrival = int(core.prompt[b, rid]), int(core.output[b, rid]), float(core.arrival[b, rid])
+            rid, prompt = int(view.head_request[b]), int(view.head_prompt_tokens[b])
+            output, arrival = int(view.head_output_tokens[b]), float(view.head_arrival_s[b])
             base = copy.deepcopy(sim)
             others = np.array([c for c in range(sim.B) if c != b], dtype=np.int64)
             if others.size:

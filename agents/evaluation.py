@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_routing_env.core import SCENARIO_OVERRIDES, EnvConfig, RoutingCore
+from llm_routing_env.config import SCENARIO_OVERRIDES, EnvConfig
+from llm_routing_env.core import RoutingCore
 from llm_routing_env.scenarios import Scenario, load_scenario
 
 from .baselines import ROUTERS, make_router, router_names
@@ -248,8 +249,6 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     core = RoutingCore(cfg, num_envs=B)
     router = _build_router(spec)
     router.prepare(cfg)
-    if router.clairvoyant:
-        router.attach(core)
     router.reset(B, [np.random.default_rng([seed, e, ROUTER_STREAM]) for e in episodes])
     core.reset(seeds=[seed + e for e in episodes])
     N = core.N
@@ -281,7 +280,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
 
     while not done.all():
         envs = np.flatnonzero(~done)
-        view = core.view()
+        view = core.clairvoyant_view() if router.clairvoyant else core.view()
         t0 = time.perf_counter()
         actions = np.asarray(router.act(view), dtype=np.int64)
         act_s += time.perf_counter() - t0

@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     import ray
     import torch
     import llm_routing_env
-    from llm_routing_env.core import EnvConfig
+    from llm_routing_env.config import EnvConfig
 
     init_kwargs = {"include_dashboard": False}
     if args.ship_package:

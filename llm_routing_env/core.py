@@ -17,304 +17,26 @@ Decision modes
 An episode ends (``terminated``) when every request has completed: once the last request is
 dispatched, the step that dispatched it runs the cluster to completion.
 
-With one environment (B = 1, the single ``gym.make`` env) ``step_one`` and ``counters_one`` do what
-``step`` and the view do in Python numbers, since NumPy's cost per call would exceed the work; the
-tests hold the two paths to identical trajectories.
+With one environment (B = 1, the single ``gym.make`` env) ``single_env.py`` does what ``step``,
+the view, the paper observation and the step's info do, in Python numbers, since NumPy's cost per
+call would exceed the work; the tests hold the two paths to identical trajectories.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from functools import cached_property
 
 import numpy as np
 from gymnasium.utils import seeding
 
-from .impact import ImpactConfig, guidance, mixing_penalty, mixing_penalty_one
+from .config import EnvConfig
+from .impact import guidance
 from .metrics import summarize
-from .predictors import DQN_STATE_BUCKETS, make_predictor, predictor_names
-from .profiles import iteration_time_ms
-from .scenarios import Scenario, load_scenario
+from .predictors import DQN_STATE_BUCKETS, make_predictor
 from .simulator import ClusterSimulator
+from .view import ClairvoyantView, RouterQueries, RouterView
 
-MODES = ("tick", "arrival")
-OBSERVATIONS = ("paper", "rich")
-REWARDS = ("latency", "paper")
-PREDICTOR_TRAIN_SEED = 1_000_003
-# environment settings that change the scenario rather than the environment
-SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")  # the predictor's training sample never equals an episode seed
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """Everything ``gym.make`` accepts; validated on construction (errors name the setting)."""
-
-    scenario: Scenario
-    mode: str = "tick"
-    obs: str = "paper"
-    reward: str = "latency"
-    reward_scale: float = 0.01
-    completion_reward: float = 60.0
-    predictor: str = "task-prior"
-    predictor_kwargs: dict = field(default_factory=dict)
-    decision_interval_s: float = 0.02
-    skip_idle_ticks: bool = True
-    max_sim_time_s: float | None = None
-    max_episode_steps: int | None = None
-    impact: ImpactConfig = ImpactConfig()
-
-    @classmethod
-    def from_kwargs(cls, scenario="paper-v100", **kwargs) -> "EnvConfig":
-        """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
-        ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``) change the scenario."""
-        known = {f.name for f in fields(cls)} - {"scenario"}
-        overrides = {k: kwargs.pop(k) for k in SCENARIO_OVERRIDES if k in kwargs}
-        unknown = set(kwargs) - known
-        if unknown:
-            raise ValueError(f"unknown environment setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(known | {'scenario', *SCENARIO_OVERRIDES})}")
-        if isinstance(kwargs.get("impact"), dict):
-            kwargs["impact"] = ImpactConfig(**kwargs["impact"])
-        return cls(scenario=load_scenario(scenario).with_overrides(**overrides), **kwargs)
-
-    def __post_init__(self) -> None:
-        def choice(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-
-        choice("mode", MODES)
-        choice("obs", OBSERVATIONS)
-        choice("reward", REWARDS)
-        choice("predictor", tuple(predictor_names()))
-        for name in ("reward_scale", "decision_interval_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        v = self.completion_reward
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"completion_reward must be a finite number, got {v!r}")
-        if not isinstance(self.skip_idle_ticks, bool):
-            raise ValueError(f"skip_idle_ticks must be True or False, got {self.skip_idle_ticks!r}")
-        v = self.max_sim_time_s
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise ValueError(f"max_sim_time_s must be a positive number or None, got {v!r}")
-        v = self.max_episode_steps
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"max_episode_steps must be a positive integer or None, got {v!r}")
-        if not isinstance(self.predictor_kwargs, dict):
-            raise ValueError(f"predictor_kwargs must be a dict, got {self.predictor_kwargs!r}")
-        if not isinstance(self.impact, ImpactConfig):
-            raise ValueError(f"impact must be an ImpactConfig or a dict of its fields, got {self.impact!r}")
-
-    @property
-    def num_instances(self) -> int:
-        return self.scenario.num_instances
-
-    @property
-    def num_actions(self) -> int:
-        return self.num_instances + (1 if self.mode == "tick" else 0)
-
-    def max_requests(self) -> int:
-        s = self.scenario
-        if s.num_requests is not None:
-            return s.num_requests
-        return int(2 * s.offered_rate() * s.duration_s + 100)
-
-
-class RouterView:
-    """What a router can see, for B environments (arrays lead with B; instances are (B, N)).
-
-    Only observable state: the router queue, each instance's queues and KV cache, tokens generated
-    so far, and the length predictor's outputs. True output lengths are not here (see
-    :meth:`RoutingCore.oracle_view`). Fields are computed on first access (an observation encoder
-    or a heuristic reads only what it needs); tests may pass any field as a keyword argument.
-
-    Router queue and the request to route: ``time_s``, ``queue_len``, ``has_request`` (bool),
-    ``head_request`` (id, -1 if none), ``head_prompt_tokens``, ``head_task``, ``head_pred_bucket``
-    (DQN buckets 0-256, 256-2048, 2048+), ``head_pred_tokens`` (point estimate), ``head_wait_s``.
-    Per instance (B, N): ``num_running``, ``num_waiting``, ``num_prefilling`` (waiting + running
-    with an unfinished prefill), ``kv_blocks_used``, ``kv_blocks_free``, ``pending_prefill_tokens``,
-    ``decode_context_tokens`` (KV of the decoding requests), ``decode_bucket_counts`` (B, N, K:
-    decoding requests by predicted bucket), ``pred_remaining_tokens`` (B, N, K: predicted remaining
-    decode tokens of running and waiting requests by bucket), ``decode_iteration_s`` (the current
-    decode batch's iteration time), ``earliest_completion_s`` (predicted time to the first
-    completion, 0 if none), ``busy_for_s`` (until the iteration in flight ends), ``impact`` (the
-    head request's mixing penalty, larger is better), ``action_mask`` (B, A). Static per instance:
-    ``kv_capacity_blocks``, ``max_num_seqs``, ``prefill_s_per_token``, ``coefficients`` (N, 7).
-    """
-
-    FIELDS = ("time_s", "queue_len", "has_request", "head_request", "head_prompt_tokens", "head_task",
-              "head_pred_bucket", "head_pred_tokens", "head_wait_s", "num_running", "num_waiting",
-              "num_prefilling", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
-              "decode_context_tokens", "decode_bucket_counts", "pred_remaining_tokens", "decode_iteration_s",
-              "earliest_completion_s", "busy_for_s", "impact", "action_mask", "kv_capacity_blocks",
-              "max_num_seqs", "prefill_s_per_token", "coefficients")
-
-    def __init__(self, core: "RoutingCore | None" = None, **fields):
-        unknown = set(fields) - set(self.FIELDS)
-        if unknown:
-            raise TypeError(f"RouterView has no field(s) {sorted(unknown)}")
-        self._core = core
-        self.__dict__.update(fields)
-        if core is not None:
-            B, R = core.B, core.R
-            self.time_s = core.t.copy()
-            self.queue_len = core.n_arrived - core.n_dispatched
-            self.has_request = self.queue_len > 0
-            self._head = np.minimum(core.n_dispatched, R - 1)
-            self._rows = np.arange(B)
-            self.kv_capacity_blocks = core.kv_capacity
-            self.max_num_seqs = core.max_num_seqs
-            self.prefill_s_per_token = core.prefill_s_per_token
-            self.coefficients = core.coefficients
-
-    def _head_field(self, table, empty):
-        return np.where(self.has_request, table[self._rows, self._head], empty)
-
-    # -- the request to route
-    @cached_property
-    def head_request(self):
-        return np.where(self.has_request, self._core.n_dispatched, -1)
-
-    @cached_property
-    def head_prompt_tokens(self):
-        return self._head_field(self._core.prompt, 0)
-
-    @cached_property
-    def head_task(self):
-        return self._head_field(self._core.task, 0)
-
-    @cached_property
-    def head_pred_bucket(self):
-        return self._head_field(self._core.pred_bucket, 0)
-
-    @cached_property
-    def head_pred_tokens(self):
-        return self._head_field(self._core.pred_tokens, 0.0)
-
-    @cached_property
-    def head_wait_s(self):
-        return np.where(self.has_request, self.time_s - self._core.arrival[self._rows, self._head], 0.0)
-
-    @cached_property
-    def action_mask(self):
-        core = self._core
-        mask = np.ones((core.B, core.A), dtype=bool)
-        if core.config.mode == "tick":
-            mask[:, : core.N] = self.has_request[:, None]
-        return mask
-
-    # -- instance counters kept by the simulator
-    @cached_property
-    def _state(self):
-        return self._core.sim.instance_state()
-
-    @cached_property
-    def num_running(self):
-        return self._state.num_running
-
-    @cached_property
-    def num_waiting(self):
-        return self._state.num_waiting
-
-    @cached_property
-    def kv_blocks_used(self):
-        return self._state.kv_blocks_used
-
-    @cached_property
-    def kv_blocks_free(self):
-        return self._state.kv_blocks_free
-
-    @cached_property
-    def pending_prefill_tokens(self):
-        return self._state.pending_prefill_tokens
-
-    @cached_property
-    def busy_for_s(self):
-        return np.maximum(self._state.busy_until_s - self.time_s[:, None], 0.0)
-
-    # -- per-request features joined with the predictor's outputs (computed only when read)
-    @cached_property
-    def _running(self):
-        """Running and waiting requests of every instance row (simulator.instance_requests)."""
-        return self._core.sim.instance_requests()
-
-    @cached_property
-    def _running_bucket(self):
-        return self._core.pred_bucket.ravel()[self._running["running_request"]]
-
-    @cached_property
-    def _running_remaining(self):
-        r = self._running
-        pred = self._core.pred_tokens.ravel()[r["running_request"]]
-        return np.where(r["running_valid"], np.maximum(pred - r["running_generated"], 0.0), 0.0)
-
-    def _per_instance(self, rows_values):
-        core = self._core
-        return rows_values.reshape(core.B, core.N, *rows_values.shape[1:])
-
-    @cached_property
-    def num_prefilling(self):
-        # the running requests outside the decode set are the ones whose prefill is unfinished
-        return self.num_waiting + self.num_running - self._n_decoding
-
-    @cached_property
-    def _decode_totals(self):
-        return self._core.sim.decode_totals()  # (number decoding, their context sum), kept by the simulator
-
-    @cached_property
-    def decode_context_tokens(self):
-        return self._decode_totals[1]
-
-    @cached_property
-    def _predicted_decode_sets(self):
-        return self._core.sim.predicted_decode_sets()  # kept by the simulator
-
-    @cached_property
-    def decode_bucket_counts(self):
-        return self._predicted_decode_sets[0]
-
-    @cached_property
-    def pred_remaining_tokens(self):
-        core, r = self._core, self._running
-        wq, wvalid = r["waiting_request"], r["waiting_valid"]
-        w_bucket = core.pred_bucket.ravel()[wq]
-        w_remaining = np.where(wvalid, np.maximum(core.pred_tokens.ravel()[wq] - core.sim.generated[wq], 0.0), 0.0)
-        return self._per_instance(np.stack(
-            [np.where(self._running_bucket == k, self._running_remaining, 0.0).sum(axis=1)
-             + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(core.K)], axis=1))
-
-    @cached_property
-    def _n_decoding(self):
-        return self._decode_totals[0]
-
-    @cached_property
-    def decode_iteration_s(self):
-        coeffs = self.coefficients.T[:, None, :]  # (7, 1, N) broadcast over B
-        t_ms = iteration_time_ms(coeffs, self._n_decoding, 0, 0, self.decode_context_tokens)
-        return np.where(self._n_decoding > 0, t_ms / 1000.0, 0.0)
-
-    @cached_property
-    def earliest_completion_s(self):
-        decoding = self._n_decoding > 0
-        # at least the token of the next iteration (an empty decode set has no first: inf)
-        to_first = np.maximum(np.where(decoding, self._predicted_decode_sets[1], 0.0), 1.0)
-        return np.where(decoding, to_first * self.decode_iteration_s, 0.0)
-
-    @cached_property
-    def impact(self):
-        core = self._core
-        return mixing_penalty(core.config.impact, self.head_prompt_tokens, self.head_pred_tokens,
-                              self.decode_context_tokens, self.num_running + self.num_waiting)
-
-
-@dataclass
-class OracleView:
-    """Clairvoyant extras, for the oracles only (flagged and reported apart)."""
-
-    head_output_tokens: np.ndarray      # (B,) true output length of the head request
-    remaining_tokens: np.ndarray        # (B, N) true remaining decode tokens of each instance's requests
+PREDICTOR_TRAIN_SEED = 1_000_003  # the predictor's training sample never equals an episode seed
 
 
 class RoutingCore:
@@ -339,8 +61,8 @@ class RoutingCore:
         self.max_num_seqs = cluster.per_instance("max_num_seqs")
         # a long prompt's prefill cost per token: the linear terms above the knee
         self.prefill_s_per_token = (coeffs[:, 1] + coeffs[:, 2]) / 1000.0
-        # for the B = 1 path: the action masks, and per instance max_num_seqs, KV capacity and
-        # coefficients as Python numbers
+        # for the B = 1 path (single_env.py): the action masks, and per instance max_num_seqs, KV
+        # capacity and coefficients as Python numbers
         self.all_valid, self.hold_only = [True] * self.A, [False] * self.N + [True]
         self.instance_constants_one = list(zip(self.max_num_seqs.tolist(), self.kv_capacity.tolist(),
                                                [tuple(row) for row in coeffs.tolist()]))
@@ -367,6 +89,12 @@ class RoutingCore:
         self.last_h = np.zeros(B)
         self._view: RouterView | None = None
         self._counters_one: dict | None = None
+        # what a RouterView reads: the simulator's router queries (closures: the view keeps no
+        # reference to the core or the simulator)
+        sim = self.sim
+        self._queries = RouterQueries(
+            instance_state=lambda: sim.instance_state(), decode_totals=lambda: sim.decode_totals(),
+            predicted_decode_sets=lambda: sim.predicted_decode_sets(), predicted_remaining=lambda: self._predicted_remaining())
 
     # ----------------------------------------------------------------------------- episodes
     def reset(self, envs=None, seeds=None) -> None:
@@ -420,7 +148,7 @@ class RoutingCore:
         self.pred_bucket[b, :n] = pred.bucket
         self.pred_tokens[b, :n] = np.maximum(pred.point_tokens, 1.0)
         self.sim.set_predictions(b, self.pred_bucket[b, :n], self.pred_tokens[b, :n])
-        if self.B == 1:  # the episode as Python lists, for step_one and counters_one
+        if self.B == 1:  # the episode as Python lists, for single_env.py
             self._arrival_one, self._arrival_cumsum_one = self.arrival[0].tolist(), self.arrival_cumsum[0].tolist()
             self._prompt_one, self._output_one = self.prompt[0].tolist(), self.output[0].tolist()
             self._pred_bucket_one, self._pred_tokens_one = self.pred_bucket[0].tolist(), self.pred_tokens[0].tolist()
@@ -509,95 +237,9 @@ class RoutingCore:
         self._view = self._counters_one = None
         return reward, terminated, np.asarray(truncated, dtype=bool), h
 
-    # A single environment's step, line for line ``step`` in Python numbers: at B = 1 NumPy's cost
-    # per call, not the work, sets the pace (benchmarks/bench_env.py). The tests hold single envs
-    # and the vector env (which runs ``step``) to identical trajectories.
-    def step_one(self, action: int) -> tuple[float, bool, bool, float]:
-        """``step`` for B = 1 with a Python int action; returns Python numbers."""
-        cfg, N = self.config, self.N
-        if self.B != 1:
-            raise ValueError(f"step_one steps a single environment; this core has {self.B} (use step)")
-        if not 0 <= action < self.A:
-            raise ValueError(f"action {action} is outside the action space 0..{self.A - 1} "
-                             f"({N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env 0")
-        n_dispatched, n_arrived, n_req = self.n_dispatched.item(), self.n_arrived.item(), self.n_req.item()
-        last = self.R - 1
-        arrival = self._arrival_one
-        h = 0.0
-        if n_arrived > n_dispatched and action < N:
-            impact = self.counters_one()["impact"]
-            h = impact[action] - max(impact)
-            rid = n_dispatched
-            self.sim.dispatch(0, rid, action, self._prompt_one[rid], self._output_one[rid], arrival[rid])
-            n_dispatched += 1
-            self.n_dispatched[0] = n_dispatched
-        self.last_h[0] = h
-
-        routed_all = n_dispatched >= n_req
-        if cfg.mode == "arrival":
-            nxt = arrival[min(n_dispatched, last)]
-        else:
-            tick = self.tick.item() + 1
-            if cfg.skip_idle_ticks and n_dispatched >= n_arrived and not routed_all:
-                tick = max(tick, self._first_tick_one(arrival[min(n_arrived, last)]))
-            self.tick[0] = tick
-            nxt = tick * cfg.decision_interval_s
-        if routed_all:
-            nxt = math.inf
-        if cfg.max_sim_time_s is not None:
-            nxt = min(nxt, cfg.max_sim_time_s)
-        self.sim.advance_to(np.array([nxt]))
-        t = nxt if nxt < math.inf else self.sim.now_s.item()
-        self.t[0] = t
-        while n_arrived < n_req and arrival[n_arrived] <= t:
-            n_arrived += 1
-        self.n_arrived[0] = n_arrived
-
-        self._view = self._counters_one = None  # the state has moved
-        c = self.counters_one()
-        count, total = c["completed"], c["completion_time_sum_s"]
-        newly_completed = count - self.completed.item()
-        self.completed[0] = count
-        integral = (n_arrived - count) * t - self._arrival_cumsum_one[n_arrived] + total
-        if cfg.reward == "latency":
-            reward = -cfg.reward_scale * (integral - self.latency_integral.item())
-        else:
-            reward = cfg.completion_reward * newly_completed - self._unfinished_fraction([0])[0].item()
-        self.latency_integral[0] = integral
-        steps = self.steps.item() + 1
-        self.steps[0] = steps
-        terminated = count >= n_req
-        truncated = not terminated and (
-            (bool(cfg.max_episode_steps) and steps >= cfg.max_episode_steps)
-            or (cfg.max_sim_time_s is not None and t >= cfg.max_sim_time_s))
-        return reward, terminated, truncated, h
-
-    def _first_tick_one(self, t_s: float) -> int:
-        dt = self.config.decision_interval_s
-        k = math.ceil(t_s / dt)
-        return k + (k * dt < t_s)
-
-    def counters_one(self) -> dict:
-        """For B = 1: the simulator's counters (``ClusterSimulator.cluster_counters``) and the
-        routing facts built on them, as Python numbers: ``queue_len``, ``head_prompt_tokens``,
-        ``head_pred_bucket``, ``head_pred_tokens`` (0 without a request) and ``impact`` (the view's
-        mixing penalty per instance). Cached until the next step or reset."""
-        if self._counters_one is None:
-            c = self.sim.cluster_counters(0)
-            head = self.n_dispatched.item()
-            c["queue_len"] = queue = self.n_arrived.item() - head
-            if queue > 0:
-                prompt, bucket, pred = self._prompt_one[head], self._pred_bucket_one[head], self._pred_tokens_one[head]
-            else:
-                prompt, bucket, pred = 0, 0, 0.0
-            c["head_prompt_tokens"], c["head_pred_bucket"], c["head_pred_tokens"] = prompt, bucket, pred
-            c["impact"] = mixing_penalty_one(self.config.impact, float(prompt), pred, c["decode_context_tokens"],
-                                             c["num_running"], c["num_waiting"])
-            self._counters_one = c
-        return self._counters_one
-
     def _unfinished_fraction(self, envs) -> np.ndarray:
-        """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted)."""
+        """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted),
+        with the tokens generated as the router sees them."""
         ir = self.sim.instance_requests()
         f_run = np.minimum(ir["running_generated"] / self.pred_tokens.ravel()[ir["running_request"]], 1.0)
         run = np.where(ir["running_valid"], 1.0 - f_run, 0.0).sum(axis=1)
@@ -608,27 +250,65 @@ class RoutingCore:
         router_queue = self.n_arrived - self.n_dispatched
         return (per_env + router_queue)[envs]
 
+    def _predicted_remaining(self) -> np.ndarray:
+        """(B, N, K) predicted remaining decode tokens (predicted output - generated, at least 0) of
+        the running and waiting requests of each instance, by predicted class."""
+        ir = self.sim.instance_requests()
+        pred_bucket, pred_tokens = self.pred_bucket.ravel(), self.pred_tokens.ravel()
+        rq, wq = ir["running_request"], ir["waiting_request"]
+        r_remaining = np.where(ir["running_valid"], np.maximum(pred_tokens[rq] - ir["running_generated"], 0.0), 0.0)
+        w_remaining = np.where(ir["waiting_valid"], np.maximum(pred_tokens[wq] - self.sim.generated[wq], 0.0), 0.0)
+        r_bucket, w_bucket = pred_bucket[rq], pred_bucket[wq]
+        return np.stack([np.where(r_bucket == k, r_remaining, 0.0).sum(axis=1)
+                         + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(self.K)],
+                        axis=1).reshape(self.B, self.N, self.K)
+
     # --------------------------------------------------------------------------------- views
     def action_masks(self) -> np.ndarray:
         return self.view().action_mask
 
+    def _view_fields(self) -> dict:
+        """The router queue, the head request and the static facts, as of now."""
+        B, R = self.B, self.R
+        queue_len = self.n_arrived - self.n_dispatched
+        has_request = queue_len > 0
+        rows, head = np.arange(B), np.minimum(self.n_dispatched, R - 1)
+        mask = np.ones((B, self.A), dtype=bool)
+        if self.config.mode == "tick":
+            mask[:, : self.N] = has_request[:, None]
+        return {
+            "time_s": self.t.copy(), "queue_len": queue_len, "has_request": has_request,
+            "head_request": np.where(has_request, self.n_dispatched, -1),
+            "head_prompt_tokens": np.where(has_request, self.prompt[rows, head], 0),
+            "head_task": np.where(has_request, self.task[rows, head], 0),
+            "head_pred_bucket": np.where(has_request, self.pred_bucket[rows, head], 0),
+            "head_pred_tokens": np.where(has_request, self.pred_tokens[rows, head], 0.0),
+            "head_wait_s": np.where(has_request, self.t - self.arrival[rows, head], 0.0),
+            "action_mask": mask, "kv_capacity_blocks": self.kv_capacity, "max_num_seqs": self.max_num_seqs,
+            "prefill_s_per_token": self.prefill_s_per_token, "coefficients": self.coefficients,
+            "impact_config": self.config.impact,
+        }
+
     def view(self) -> RouterView:
         """The router's view now (cached until the next step or reset)."""
         if self._view is None:
-            self._view = RouterView(self)
+            self._view = RouterView(self._queries, **self._view_fields())
         return self._view
 
-    def oracle_view(self) -> OracleView:
-        """True lengths, for clairvoyant oracles only."""
+    def clairvoyant_view(self) -> ClairvoyantView:
+        """The router's view plus the truth, for clairvoyant oracles only (never cached)."""
         B, N, R = self.B, self.N, self.R
         ir = self.sim.instance_requests()
         output = self.output.ravel()
         run = np.where(ir["running_valid"], output[ir["running_request"]] - ir["running_generated"], 0).sum(axis=1)
         wq = ir["waiting_request"]
         wait = np.where(ir["waiting_valid"], output[wq] - self.sim.generated[wq], 0).sum(axis=1)
-        has = self.n_arrived > self.n_dispatched
-        head = self.output[np.arange(B), np.minimum(self.n_dispatched, R - 1)]
-        return OracleView(head_output_tokens=np.where(has, head, 0), remaining_tokens=(run + wait).reshape(B, N))
+        fields = self._view_fields()
+        rows, head = np.arange(B), np.minimum(self.n_dispatched, R - 1)
+        return ClairvoyantView(
+            self._queries, **fields, head_output_tokens=np.where(fields["has_request"], self.output[rows, head], 0),
+            remaining_tokens=(run + wait).reshape(B, N), simulator=self.sim,
+            head_arrival_s=np.where(fields["has_request"], self.arrival[rows, head], np.nan))
 
     def episode_metrics(self, b: int) -> dict:
         """The episode's latency summary (metrics.py) for env ``b``."""

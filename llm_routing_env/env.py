@@ -57,8 +57,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .core import EnvConfig, RoutingCore
-from .observations import encode, observation_space, paper_observation_one
+from .config import EnvConfig
+from .core import RoutingCore
+from .observations import encode, observation_space
+from .single_env import paper_observation_one, step_info_one, step_one
 
 
 def _step_info(core: RoutingCore, envs, h) -> dict:
@@ -71,22 +73,6 @@ def _step_info(core: RoutingCore, envs, h) -> dict:
         "queue_len": v.queue_len[envs],
         "arrived": core.n_arrived[envs].copy(),
         "completed": core.completed[envs].copy(),
-    }
-
-
-def _step_info_one(core: RoutingCore, h: float) -> dict:
-    """``_step_info`` of a single env (B = 1) from ``RoutingCore.counters_one``: the same entries."""
-    c = core.counters_one()
-    # in tick mode only hold is valid while the router queue is empty
-    mask = np.array(core.hold_only if c["queue_len"] == 0 and core.config.mode == "tick" else core.all_valid)
-    return {
-        "action_mask": mask,
-        "impact": np.array(c["impact"]),
-        "impact_h": h,
-        "time_s": core.t[0],
-        "queue_len": np.int64(c["queue_len"]),
-        "arrived": core.n_arrived[0],
-        "completed": core.completed[0],
     }
 
 
@@ -118,12 +104,12 @@ class LLMRoutingEnv(gym.Env):
         super().reset(seed=seed)
         self.core.rngs[0] = self.np_random
         self.core.reset([0])
-        return self._obs(), _step_info_one(self.core, 0.0)
+        return self._obs(), step_info_one(self.core, 0.0)
 
     def step(self, action):
-        # RoutingCore.step_one: the vector env's step in Python numbers, much cheaper for one env
-        reward, terminated, truncated, h = self.core.step_one(_check_action(action))
-        info = _step_info_one(self.core, h)
+        # single_env.step_one: the vector env's step in Python numbers, much cheaper for one env
+        reward, terminated, truncated, h = step_one(self.core, _check_action(action))
+        info = step_info_one(self.core, h)
         if terminated or truncated:
             info["metrics"] = self.core.episode_metrics(0)
         return self._obs(), reward, terminated, truncated, info

@@ -55,22 +55,6 @@ def mixing_penalty(cfg: ImpactConfig, prompt_tokens, predicted_decode_tokens, de
     return cfg.alpha * r_prefill + (1.0 - cfg.alpha) * r_decode
 
 
-def mixing_penalty_one(cfg: ImpactConfig, prompt_tokens: float, predicted_decode_tokens: float,
-                       decode_context_tokens: list, running: list, waiting: list) -> list[float]:
-    """``mixing_penalty`` for one request in Python numbers (one environment; the same values);
-    the requests on each instance are given as ``running`` and ``waiting``."""
-    grad2, epsilon, tau, alpha = cfg.grad2_s_per_token, cfg.epsilon_s, cfg.tau_s, cfg.alpha
-    per_prompt = cfg.grad1_s_per_prompt_token * prompt_tokens
-    newcomer_s = per_prompt + grad2 * predicted_decode_tokens
-    out = []
-    for context, r, w in zip(decode_context_tokens, running, waiting):
-        n = r + w
-        prefill_s = per_prompt + grad2 * context
-        r_prefill = -min(prefill_s, 1.0) if prefill_s > epsilon else 0.0
-        out.append(alpha * r_prefill + (1.0 - alpha) * (1.0 - 2.0 * min(n * newcomer_s / tau, 1.0)))
-    return out
-
-
 def guidance(r_mix: np.ndarray, action: np.ndarray, has_request: np.ndarray) -> np.ndarray:
     """``h`` per env: chosen instance's ``r_mix`` minus the best one; 0 for hold or no request."""
     n = r_mix.shape[1]

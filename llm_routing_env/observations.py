@@ -37,12 +37,11 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from .core import RouterView, RoutingCore
-from .profiles import iteration_time_ms
+from .view import RouterView
 
 RICH_GLOBAL_FEATURES = 8
 RICH_INSTANCE_FEATURES = 12
-_HIGH = 4.0
+OBS_HIGH = 4.0
 
 
 def observation_size(obs: str, num_instances: int) -> int:
@@ -53,7 +52,7 @@ def observation_size(obs: str, num_instances: int) -> int:
 
 def observation_space(obs: str, num_instances: int) -> spaces.Box:
     low = 0.0 if obs == "paper" else -1.0
-    return spaces.Box(low=low, high=_HIGH, shape=(observation_size(obs, num_instances),), dtype=np.float32)
+    return spaces.Box(low=low, high=OBS_HIGH, shape=(observation_size(obs, num_instances),), dtype=np.float32)
 
 
 def encode(obs: str, view: RouterView, max_model_len: int) -> np.ndarray:
@@ -77,32 +76,7 @@ def paper_observation(view: RouterView, max_model_len: int) -> np.ndarray:
         view.head_pred_bucket / max(K - 1, 1),
     ], axis=1)
     out = np.concatenate([router, per_instance.reshape(B, 6 * N)], axis=1)
-    return np.clip(out, 0.0, _HIGH).astype(np.float32)
-
-
-def paper_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
-    """``paper_observation`` of a single environment (B = 1) in Python numbers, from
-    ``RoutingCore.counters_one``: the same values (the tests hold them equal) for a fraction of the
-    cost of NumPy calls on arrays of one row."""
-    c = core.counters_one()
-    out = [min(c["queue_len"], 512) / 512.0, c["head_prompt_tokens"] / max_model_len,
-           c["head_pred_bucket"] / max(core.K - 1, 1)]
-    # Every entry is >= 0 by construction and only the prefill count and the completion time can
-    # exceed the upper bound; round(x * 100.0) / 100.0 is np.round(x, 2) (both round half to even).
-    for (seqs, capacity_blocks, coefficients), running, waiting, decoding, counts, free, context, remaining in zip(
-            core.instance_constants_one, c["num_running"], c["num_waiting"], c["num_decoding"],
-            c["predicted_class_counts"], c["kv_blocks_free"], c["decode_context_tokens"],
-            c["first_predicted_remaining"]):
-        prefilling = (waiting + running - decoding) / seqs
-        capacity = min(1.0 - running / seqs, free / capacity_blocks)
-        capacity = 0.0 if capacity < 0.0 else (1.0 if capacity > 1.0 else capacity)
-        earliest = 0.0
-        if decoding > 0:
-            iteration_s = iteration_time_ms(coefficients, decoding, 0, 0, context) / 1000.0
-            earliest = round(max(remaining, 1.0) * iteration_s * 100.0) / 100.0 / 10.0
-        out += [prefilling if prefilling < _HIGH else _HIGH, *[count / seqs for count in counts],
-                round(capacity * 100.0) / 100.0, earliest if earliest < _HIGH else _HIGH]
-    return np.array(out, dtype=np.float32)
+    return np.clip(out, 0.0, OBS_HIGH).astype(np.float32)
 
 
 def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
@@ -136,11 +110,4 @@ def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
         (view.head_prompt_tokens[:, None] * view.prefill_s_per_token[None, :])[..., None],
     ], axis=2)
     out = np.concatenate([request, instance.reshape(B, RICH_INSTANCE_FEATURES * N)], axis=1)
-    return np.clip(out, -1.0, _HIGH).astype(np.float32)
-
-
-def split_rich(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., G + N F) -> request features (..., G) and instance rows (..., N, F)."""
-    request = obs[..., :RICH_GLOBAL_FEATURES]
-    rows = obs[..., RICH_GLOBAL_FEATURES:]
-    return request, rows.reshape(*rows.shape[:-1], -1, RICH_INSTANCE_FEATURES)
+    return np.clip(out, -1.0, OBS_HIGH).astype(np.float32)

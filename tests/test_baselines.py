@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agents.baselines import ROUTERS, BucketRouter, Router, make_router, router_names
-from llm_routing_env.core import EnvConfig, RouterView, RoutingCore
+from llm_routing_env.config import EnvConfig
+from llm_routing_env.core import RoutingCore
+from llm_routing_env.view import ClairvoyantView, RouterView
 from llm_routing_env.profiles import get_profile
 
 K = 3
@@ -17,8 +19,9 @@ HEURISTICS = router_names(clairvoyant=False)
 ALL = router_names()
 
 
-def make_view(N=4, B=1, tick=False, **kw) -> RouterView:
-    """A hand-built view: an empty V100 cluster with one 100 + 100-token request to route."""
+def make_view(N=4, B=1, tick=False, clairvoyant=False, **kw) -> RouterView:
+    """A hand-built view: an empty V100 cluster with one 100 + 100-token request to route. A
+    clairvoyant one (for oracle-lwl) has the predicted lengths as the true ones."""
 
     def inst(value, dtype=np.float64):
         a = np.asarray(value, dtype=dtype)
@@ -51,6 +54,9 @@ def make_view(N=4, B=1, tick=False, **kw) -> RouterView:
         if tick:
             mask[:, :N] = has[:, None]
         fields["action_mask"] = mask
+    if clairvoyant:
+        return ClairvoyantView(**fields, remaining_tokens=fields["pred_remaining_tokens"].sum(axis=2),
+                               head_output_tokens=fields["head_pred_tokens"])
     return RouterView(**fields)
 
 
@@ -62,14 +68,12 @@ def run_episode(router: Router, cfg: EnvConfig, seed=0, B=2, check=None):
     """Run B episodes to completion with ``router``; ``check(view, actions)`` at every decision."""
     core = RoutingCore(cfg, num_envs=B)
     router.prepare(cfg)
-    if router.clairvoyant:
-        router.attach(core)
     router.reset(B, seed)
     core.reset(seeds=[seed + i for i in range(B)])
     done = np.zeros(B, dtype=bool)
     while not done.all():
         envs = np.flatnonzero(~done)
-        view = core.view()
+        view = core.clairvoyant_view() if router.clairvoyant else core.view()
         actions = router.act(view)
         if check is not None:
             check(view, actions)
@@ -90,8 +94,35 @@ def test_registry_and_attributes():
     assert all(not ROUTERS[n].clairvoyant for n in HEURISTICS)
     with pytest.raises(ValueError, match="unknown router 'nope'"):
         make_router("nope")
-    with pytest.raises(RuntimeError, match="not clairvoyant"):
-        make_router("lwl").attach(object())
+    core = RoutingCore(tiny_config(n=5), num_envs=1)
+    core.reset(seeds=[0])
+    with pytest.raises(TypeError, match="clairvoyant: give it RoutingCore.clairvoyant_view"):
+        make_router("oracle-lwl").act(core.view())
+
+
+def test_the_router_view_holds_nothing_but_what_a_router_may_know():
+    """No attribute of a RouterView leads to the core, the simulator or the workload's true
+    lengths (today's and future requests' lengths stay in the core); a ClairvoyantView does."""
+    from llm_routing_env.simulator import ClusterSimulator
+
+    cfg = tiny_config(n=20)
+    core = RoutingCore(cfg, num_envs=1)
+    core.reset(seeds=[1])
+    for _ in range(5):
+        core.step(np.array([0]))
+    view = core.view()
+    for name in RouterView.FIELDS:
+        getattr(view, name)  # every field computed
+    forbidden = (RoutingCore, ClusterSimulator)
+    for name, value in vars(view).items():
+        assert not isinstance(value, forbidden), name
+        if isinstance(value, np.ndarray):
+            assert not any(value is a or (value.base is not None and value.base is a)
+                           for a in (core.output, core.arrival, core.prompt, core.sim.output)), name
+    for name, query in vars(view._queries).items():  # only functions, no bound methods of the core
+        assert not hasattr(query, "__self__"), name
+    clairvoyant = core.clairvoyant_view()
+    assert isinstance(clairvoyant, ClairvoyantView) and isinstance(clairvoyant.simulator, ClusterSimulator)
 
 
 # ------------------------------------------------------------------- valid actions on real episodes
@@ -128,11 +159,9 @@ def test_masks_are_respected(name, tick):
     mask[1, 0] = True  # env 1 may use 0 or 2
     if tick:
         mask[:, N] = True
-    view = make_view(N, B, tick=tick, action_mask=mask, num_running=[[5, 0, 9, 0]] * B,
-                     pred_remaining=[400, 0, 900, 0], impact=[0.9, 0.9, -0.9, 0.9])
     r = make_router(name)
-    if r.clairvoyant:  # oracle-lwl on a hand-built view: stand in the true lengths
-        r.remaining = lambda v: (v.pred_remaining_tokens.sum(axis=2), v.head_pred_tokens)
+    view = make_view(N, B, tick=tick, action_mask=mask, num_running=[[5, 0, 9, 0]] * B,
+                     pred_remaining=[400, 0, 900, 0], impact=[0.9, 0.9, -0.9, 0.9], clairvoyant=r.clairvoyant)
     for _ in range(5):
         a = r.act(view)
         allowed = mask[np.arange(B), a]
@@ -143,12 +172,9 @@ def test_masks_are_respected(name, tick):
 
 
 def test_tick_mode_holds_without_a_request():
-    view = make_view(4, 2, tick=True, has_request=[False, True])
     for name in [n for n in ALL if n != "oracle-lookahead"]:
         r = make_router(name)
-        if r.clairvoyant:
-            r.remaining = lambda v: (v.pred_remaining_tokens.sum(axis=2), v.head_pred_tokens)
-        a = r.act(view)
+        a = r.act(make_view(4, 2, tick=True, has_request=[False, True], clairvoyant=r.clairvoyant))
         assert a[0] == 4, name
         assert a[1] < 4 or name == "max-capacity", name
 
@@ -278,21 +304,40 @@ def test_bucket_groups_and_routing():
 
 
 def test_oracles_are_flagged_and_read_true_lengths():
+    """oracle-lwl's remaining work is the true remaining decode tokens of every request on each
+    instance as a router sees them, checked against the readable reference simulator replaying the
+    same dispatches (an independent implementation of what a router sees)."""
+    from llm_routing_env.cluster import NOT_DISPATCHED
+    from llm_routing_env.reference_simulator import ReferenceSimulator
+
     for name in ("oracle-lwl", "oracle-lookahead"):
         assert make_router(name).clairvoyant
-    cfg = tiny_config(n=20)
+    cfg = tiny_config(n=40)
     core = RoutingCore(cfg, num_envs=1)
     core.reset(seeds=[3])
     r = make_router("oracle-lwl")
-    with pytest.raises(RuntimeError, match="attach"):
-        r.act(core.view())
     r.prepare(cfg)
-    r.attach(core)
-    for _ in range(10):
-        core.step(r.act(core.view()))
-    remaining, head = r.remaining(core.view())
-    ov = core.oracle_view()
-    assert np.array_equal(remaining, ov.remaining_tokens) and np.array_equal(head, ov.head_output_tokens)
+    checked = 0
+    for step in range(30):
+        view = core.clairvoyant_view()
+        if step % 5 == 4:
+            remaining, head = r.remaining(view)
+            rec = core.sim.records(0)
+            ref = ReferenceSimulator(core.sim.config, 1, core.R)
+            for rid in np.flatnonzero(rec.status != NOT_DISPATCHED):  # dispatched in id order
+                ref.advance_to(rec.dispatch_s[rid])
+                ref.dispatch(0, int(rid), int(rec.instance[rid]), int(rec.prompt_tokens[rid]),
+                             int(rec.output_tokens[rid]), float(rec.arrival_s[rid]))
+            ref.advance_to(core.t[0])
+            expected = np.zeros(core.N)
+            for n, inst in enumerate(ref.router_requests(0)):
+                expected[n] = sum(rec.output_tokens[q] - g for q, g, _ in inst["running"])
+                expected[n] += sum(rec.output_tokens[q] - rec.generated_tokens[q] for q in inst["waiting"])
+            np.testing.assert_array_equal(remaining[0], expected)
+            assert head[0] == (core.output[0, core.n_dispatched[0]] if view.has_request[0] else 0)
+            checked += expected.sum() > 0
+        core.step(r.act(view))
+    assert checked >= 3
 
 
 def test_random_routers_are_reproducible_per_env():

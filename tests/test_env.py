@@ -18,7 +18,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import llm_routing_env
 from llm_routing_env.cluster import COMPLETED
-from llm_routing_env.core import EnvConfig, RoutingCore
+from llm_routing_env.config import EnvConfig
+from llm_routing_env.core import RoutingCore
 from llm_routing_env.env import LLMRoutingEnv, LLMRoutingVectorEnv
 from llm_routing_env.impact import ImpactConfig, guidance, mixing_penalty
 from llm_routing_env.observations import encode

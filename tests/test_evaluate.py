@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from agents import evaluation as E
-from llm_routing_env.core import EnvConfig, RoutingCore
+from llm_routing_env.config import EnvConfig
+from llm_routing_env.core import RoutingCore
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "evaluate.py")

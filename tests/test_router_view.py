@@ -4,7 +4,8 @@ and waiting request (simulator.instance_requests joined with the predictor's out
 import numpy as np
 import pytest
 
-from llm_routing_env.core import EnvConfig, RoutingCore
+from llm_routing_env.config import EnvConfig
+from llm_routing_env.core import RoutingCore
 from llm_routing_env.profiles import iteration_time_ms
 
 

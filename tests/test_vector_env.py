@@ -11,6 +11,7 @@ import pytest
 
 import llm_routing_env
 from llm_routing_env.env import LLMRoutingVectorEnv
+from llm_routing_env.single_env import step_one
 from llm_routing_env.wrappers import VectorHeuristicGuidance
 
 ID = llm_routing_env.ENV_ID
@@ -281,4 +282,4 @@ def test_the_single_env_step_refuses_a_batched_core():
     venv = LLMRoutingVectorEnv(num_envs=2, mode="arrival", num_requests=30)
     venv.reset(seed=0)
     with pytest.raises(ValueError, match="single environment; this core has 2"):
-        venv.core.step_one(0)
+        step_one(venv.core, 0)
