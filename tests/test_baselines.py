@@ -291,8 +291,20 @@ def test_oracles_are_flagged_and_read_true_lengths():
     for _ in range(10):
         core.step(r.act(core.view()))
     remaining, head = r.remaining(core.view())
-    ov = core.oracle_view()
-    assert np.array_equal(remaining, ov.remaining_tokens) and np.array_equal(head, ov.head_output_tokens)
+    # expected, independently of core.oracle_view(): the simulator's request records (true output
+    # tokens less those generated, of every request dispatched and not completed, per instance)
+    # and the head's true output length in the episode's workload
+    from llm_routing_env.cluster import COMPLETED, NOT_DISPATCHED
+
+    rec = core.sim.records(0)
+    inside = (rec.status != NOT_DISPATCHED) & (rec.status != COMPLETED)
+    left = np.bincount(rec.instance[inside], weights=rec.output_tokens[inside] - rec.generated_tokens[inside],
+                       minlength=cfg.num_instances)
+    assert inside.any() and left.sum() > 0  # the check is not vacuous
+    assert np.array_equal(remaining[0], left)
+    workload = cfg.scenario.make_workload(int(core.episode_seed[0]))
+    assert int(core.n_arrived[0]) > int(core.n_dispatched[0])  # a request waits at the router
+    assert head[0] == workload.output_tokens[int(core.n_dispatched[0])]
 
 
 def test_random_routers_are_reproducible_per_env():
@@ -372,6 +384,15 @@ def test_learned_adapter_errors(tiny_models, tmp_path):
             z.writestr(item, src.read(item)[:20] if item == "policy.pth" else src.read(item))
     with pytest.raises(ModelError, match="does not load"):
         LearnedRouter(broken)
+    # a garbled policy class entry in the zip's data: said so, not guessed around
+    data = json.loads(src.read("data"))
+    data["policy_class"][":serialized:"] = "gARjb3JydXB0"  # valid base64, a truncated pickle
+    garbled = tmp_path / "garbled.zip"
+    with zipfile.ZipFile(garbled, "w") as z:
+        for item in src.namelist():
+            z.writestr(item, json.dumps(data) if item == "data" else src.read(item))
+    with pytest.raises(ModelError, match="policy class entry is not a readable pickle"):
+        describe_model(garbled)
     info = describe_model(tiny_models["DQN"])
     with pytest.raises(ModelError, match="27 observation numbers.*8 instances"):
         check_compatible(info, 8)
