@@ -27,9 +27,7 @@ from hypothesis import strategies as st
 from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
 from llm_routing_env.reference_simulator import ReferenceSimulator
-
-fast_simulator = pytest.importorskip("llm_routing_env.simulator", reason="the fast simulator is not written yet")
-ClusterSimulator = fast_simulator.ClusterSimulator
+from llm_routing_env.simulator import ClusterSimulator
 
 RTOL, ATOL = 1e-9, 1e-12
 
