@@ -96,6 +96,7 @@ def main(argv=None) -> int:
         return 0
 
     from agents import evaluation as E
+    from agents import reporting
 
     # everything that can fail is checked here, before any simulation
     try:
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
                          workers=workers, progress=not args.no_progress, collect_requests=collect)
     wall = time.perf_counter() - start
 
-    print(E.format_table(results))
+    print(reporting.format_table(results))
     oracle_cost = [r for r in results if r.get("oracle_ms_per_decision") is not None]
     for r in oracle_cost:
         print(f"{r['policy']}: {r['oracle_ms_per_decision']:.1f} ms of wall time per decision "
@@ -125,17 +126,17 @@ def main(argv=None) -> int:
 
     name = scenario.name
     if args.json:
-        E.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed, mode=args.mode,
+        reporting.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed, mode=args.mode,
                      loads=args.load, wall_s=wall, workers=workers, argv=sys.argv[1:] if argv is None else list(argv))
         print(f"wrote {args.json}")
     if args.csv:
-        E.write_csv(results, args.csv)
+        reporting.write_csv(results, args.csv)
         print(f"wrote {args.csv}")
     if args.requests_csv:
-        n = E.write_requests_csv(results, args.requests_csv)
+        n = reporting.write_requests_csv(results, args.requests_csv)
         print(f"wrote {args.requests_csv} ({n} requests)")
     if args.plot:
-        for path in E.make_plots(results, args.plot):
+        for path in reporting.make_plots(results, args.plot):
             print(f"wrote {path}")
     return 0
 

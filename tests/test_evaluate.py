@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from agents import evaluation as E
+from agents import reporting
 from llm_routing_env.core import EnvConfig, RoutingCore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,10 +104,10 @@ def test_load_sweep_plots_and_progress(tmp_path):
                          collect_requests=True)
     assert [(r["policy"], r["load"]) for r in results] == [("rr", 0.6), ("lot", 0.6), ("rr", 1.0), ("lot", 1.0)]
     assert results[2]["rate_per_s"] == pytest.approx(results[0]["rate_per_s"] / 0.6)
-    written = {p.name for p in E.make_plots(results, tmp_path / "plots")}
+    written = {p.name for p in reporting.make_plots(results, tmp_path / "plots")}
     assert written == {"e2e_cdf_load0.6.png", "ttft_over_time_load0.6.png", "e2e_cdf_load1.png",
                        "ttft_over_time_load1.png", "improvement_vs_load.png"}
-    assert "load 0.6" in E.format_table(results)
+    assert "load 0.6" in reporting.format_table(results)
 
 
 def test_workers_give_identical_results():
