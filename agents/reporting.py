@@ -48,7 +48,7 @@ def _cell(value, half) -> str:
 
 def format_table(results: list[dict]) -> str:
     """Plain-text table(s): one block per load; clairvoyant oracles in a separate block."""
-    header = ["policy", *(h for _, h, _ in METRICS), "Δ E2E vs RR %"]
+    header = ["policy", *(h for _, h, _ in METRICS), "truncated", "Δ E2E vs RR %"]
     loads = list(dict.fromkeys(r.get("load") for r in results))
     out = []
     for load in loads:
@@ -63,8 +63,10 @@ def format_table(results: list[dict]) -> str:
                     continue
                 name = r["policy"] + (" (ref)" if r.get("reference") else "") + \
                     (f" [{r['mode']}]" if r["kind"] == "learned" or r["mode"] != "arrival" else "")
+                delta = "n/a" if r.get("improvement_note") else _cell(r["improvement_vs_rr_pct"],
+                                                                         r["improvement_ci95_pct"])
                 body.append([name, *(_cell(r[k], r.get(k + "_ci95")) for k, _, _ in METRICS),
-                             _cell(r["improvement_vs_rr_pct"], r["improvement_ci95_pct"])])
+                             f"{r['truncated_episodes']}/{r['episodes']}", delta])
             if not body:
                 continue
             widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(len(header))]
@@ -74,10 +76,16 @@ def format_table(results: list[dict]) -> str:
             out.append((title if label is None else f"{title} — {label}") + "\n" + "\n".join(lines))
     cut = [r for r in results if r.get("truncated_episodes")]
     for r in cut:
-        out.append(f"! {r['policy']}: {r['truncated_episodes']} of {r['episodes']} episodes cut off (requests held "
-                   f"forever); {r['completed']} of {r['arrived']} requests completed, latencies cover those only")
+        at_load = "" if r.get("load") is None else f" (load {r['load']:g})"
+        out.append(f"! {r['policy']}{at_load}: "
+                   f"{r['truncated_episodes']} of {r['episodes']} episodes truncated (requests left unfinished); "
+                   f"{r['completed']} of {r['arrived']} requests completed, latencies cover those only, "
+                   "so Δ is n/a (it would favour the unfinished work)")
+    overlaps = [r["training_seeds"]["message"] for r in results if (r.get("training_seeds") or {}).get("overlap")]
+    out.extend(f"! {m}" for m in dict.fromkeys(overlaps))
     notes = ("times in s (TPOT per output token), preemptions per episode, ± = 95% t-interval over episodes; "
-             "Δ = paired improvement of mean E2E over round-robin (positive = faster)")
+             "truncated = episodes cut off with requests unfinished; Δ = paired improvement of mean E2E over "
+             "round-robin (positive = faster), ± by the delta method for the ratio of the paired means")
     return "\n\n".join(out) + "\n" + notes
 
 
@@ -115,7 +123,8 @@ def write_csv(results: list[dict], path) -> None:
         keys += [k, k + "_ci95"]
     for k, _ in EXTRA_METRICS:
         keys += [k, k + "_ci95"] if k not in ("completed", "arrived") else [k]
-    keys += ["improvement_vs_rr_pct", "improvement_ci95_pct", "truncated_episodes", "router_ms_per_decision"]
+    keys += ["improvement_vs_rr_pct", "improvement_ci95_pct", "improvement_note", "truncated_episodes",
+             "router_ms_per_decision"]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", newline="") as f:
