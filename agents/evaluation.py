@@ -56,7 +56,7 @@ import numpy as np
 
 from llm_routing_env.core import SCENARIO_OVERRIDES, EnvConfig, RoutingCore
 from llm_routing_env.scenarios import Scenario, load_scenario
-from llm_routing_env.seeds import EVALUATION, card_seed_overlap
+from llm_routing_env.seeds import EVALUATION, SeedStream, card_seed_overlap
 
 from .baselines import ROUTERS, make_router, router_names
 
@@ -245,9 +245,10 @@ def _init_worker(queue) -> None:
 
 
 def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, collect_requests: bool = False,
-                 on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None) -> dict:
-    """Run ``spec`` on episodes ``episodes`` (indices ``i``; env seed ``seed + i`` of the evaluation
-    stream, llm_routing_env/seeds.py) batched in one core.
+                 on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None,
+                 stream: SeedStream = EVALUATION) -> dict:
+    """Run ``spec`` on episodes ``episodes`` (indices ``i``; env seed ``seed + i`` of ``stream``,
+    llm_routing_env/seeds.py: the evaluation stream, or train.py's validation stream) batched in one core.
 
     Returns ``{"episodes": [per-episode dict], "act_s": router time, "decisions": dispatches,
     "wall_s": ...}``; each per-episode dict holds the metrics.py summary plus ``episode``,
@@ -264,7 +265,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     if router.clairvoyant:
         router.attach(core)
     router.reset(B, [np.random.default_rng([seed, e, ROUTER_STREAM]) for e in episodes])
-    first_env_seed = EVALUATION.env_seeds(seed, max(episodes) + 1).start
+    first_env_seed = stream.env_seeds(seed, max(episodes) + 1).start
     core.reset(seeds=[first_env_seed + e for e in episodes])
     N = core.N
     last_arrival = core.arrival[np.arange(B), core.n_req - 1]
