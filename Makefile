@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-all bench clean
+.PHONY: setup demo oracle-lookahead test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,20 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-ROSTER := random,rr,lor,lor-waiting,p2c,lot,least-kv,lwl,jsq,max-capacity,min-min,impact,bucket,oracle-lwl
+ROSTER := random,rr,lor,lor-waiting,p2c,lot,least-kv,lwl,max-capacity,min-min,impact,bucket,oracle-lwl
 AGENTS := models/dqn-baseline.zip,models/dqn-aware.zip,models/dqn-guided.zip,models/ppo-agnostic.zip
 
 # the main job: the shipped agents against every baseline on the paper's setting, 20 episodes
 demo: setup
 	$(PY) evaluate.py --scenario paper-v100 --policies $(ROSTER),$(AGENTS) --episodes 20 --seed 0
+
+# the oracle-lookahead figure the README quotes, with its result file in docs/results/ (tens of ms of
+# simulation per decision: 4 episodes of 2,000 requests take several minutes)
+LOOKAHEAD_ARGS ?= --episodes 4 --seed 0
+LOOKAHEAD_OUT ?= docs/results/oracle-lookahead
+oracle-lookahead: setup
+	$(PY) evaluate.py --scenario paper-v100 --policies rr,lwl,oracle-lwl,oracle-lookahead $(LOOKAHEAD_ARGS) \
+		--json $(LOOKAHEAD_OUT).json --no-progress | tee $(LOOKAHEAD_OUT).txt
 
 test: setup
 	$(PY) -m pytest -q

@@ -5,11 +5,24 @@
         [--trace PATH] [--profile NAME] [--instances N] [--chunked-prefill] \\
         [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
 
-Policies: the routers of agents/baselines.py (``--list`` shows them with their sources) and SB3 model
-files (``models/NAME.zip`` with its card ``models/NAME.json``). Episode ``i`` uses env seed
-``seed + i`` for every policy (common random numbers; paired comparisons). Heuristics run in
-``--mode`` (default ``arrival``), a learned agent in the mode and observation it was trained with.
-Clairvoyant oracles (``oracle-*``) read true output lengths and are reported apart.
+Policies: the routers of agents/baselines.py (``--list`` shows them with their sources; ``jsq``, the
+paper's name for ``lot``, gives the ``lot`` row) and SB3 model files (``models/NAME.zip`` with its
+card ``models/NAME.json``). Heuristics run in ``--mode`` (default ``arrival``), a learned agent in
+the mode and observation it was trained with. Clairvoyant oracles (``oracle-*``) read true output
+lengths and are reported apart.
+
+Episodes: episode ``i`` uses env seed ``seed + i`` of the evaluation seed stream
+(llm_routing_env/seeds.py; train.py trains and validates on other, disjoint streams) for every
+policy: common random numbers. A model whose card records training or validation seeds among the
+evaluated ones gets a warning on stderr and ``training_seeds.overlap: true`` in the JSON; a card
+that records none is reported as "training seeds unknown". An episode cut off with requests
+unfinished is counted in the ``truncated`` column.
+
+Δ: the paired improvement of mean E2E over round-robin, ``100 * (1 - mean(p_i) / mean(rr_i))``
+over the episodes, with a 95 % interval by the delta method for the ratio of the two paired means
+(``z_i = p_i - R rr_i``, ``R = mean(p) / mean(rr)``; half-width ``100 t(0.975, n-1) sd(z) /
+(sqrt(n) mean(rr))``). Δ is n/a for a policy (or against a round-robin) with a truncated episode:
+its latencies cover only the requests it completed.
 
 ``--trace`` replays a trace (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py) on
 the scenario's cluster (``paper-v100``'s without ``--scenario``), at the trace's own mean rate
@@ -58,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake) or built-in trace")
     p.add_argument("--policies", help="comma-separated router names and/or model .zip paths")
     p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per policy (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED + i (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="episode i uses env seed SEED + i of the evaluation stream, 0 <= SEED < 2**32 (default 0)")
     p.add_argument("--mode", choices=["arrival", "tick"], default="arrival",
                    help="decision mode of the heuristics (default arrival)")
     g = p.add_mutually_exclusive_group()
@@ -96,6 +110,7 @@ def main(argv=None) -> int:
         return 0
 
     from agents import evaluation as E
+    from agents import reporting
 
     # everything that can fail is checked here, before any simulation
     try:
@@ -103,11 +118,17 @@ def main(argv=None) -> int:
                                     instances=args.instances, chunked_prefill=args.chunked_prefill,
                                     num_requests=args.num_requests)
         specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode)
+        seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
         if args.load:
             scenario.with_overrides(load=args.load[0])  # validates
     except (ValueError, OSError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
+    for check in seed_checks.values():
+        if check["overlap"]:
+            print(f"evaluate.py: warning: {check['message']}", file=sys.stderr)
+        elif not check["known"]:
+            print(f"evaluate.py: note: {check['message']}", file=sys.stderr)
 
     workers = args.workers or E.default_workers()
     collect = bool(args.requests_csv or args.plot)
@@ -116,7 +137,7 @@ def main(argv=None) -> int:
                          workers=workers, progress=not args.no_progress, collect_requests=collect)
     wall = time.perf_counter() - start
 
-    print(E.format_table(results))
+    print(reporting.format_table(results))
     oracle_cost = [r for r in results if r.get("oracle_ms_per_decision") is not None]
     for r in oracle_cost:
         print(f"{r['policy']}: {r['oracle_ms_per_decision']:.1f} ms of wall time per decision "
@@ -125,17 +146,20 @@ def main(argv=None) -> int:
 
     name = scenario.name
     if args.json:
-        E.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed, mode=args.mode,
-                     loads=args.load, wall_s=wall, workers=workers, argv=sys.argv[1:] if argv is None else list(argv))
+        env_seeds = E.EVALUATION.env_seeds(args.seed, args.episodes)
+        reporting.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed,
+                             seed_stream={"stream": E.EVALUATION.name, "env_seeds": [env_seeds.start, env_seeds.stop]},
+                             mode=args.mode, loads=args.load, wall_s=wall, workers=workers,
+                             argv=sys.argv[1:] if argv is None else list(argv))
         print(f"wrote {args.json}")
     if args.csv:
-        E.write_csv(results, args.csv)
+        reporting.write_csv(results, args.csv)
         print(f"wrote {args.csv}")
     if args.requests_csv:
-        n = E.write_requests_csv(results, args.requests_csv)
+        n = reporting.write_requests_csv(results, args.requests_csv)
         print(f"wrote {args.requests_csv} ({n} requests)")
     if args.plot:
-        for path in E.make_plots(results, args.plot):
+        for path in reporting.make_plots(results, args.plot):
             print(f"wrote {path}")
     return 0
 

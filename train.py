@@ -12,9 +12,15 @@ What it does, top to bottom:
 3. The learner: Double DQN (the paper's agent, agents/policies.py), PPO or MaskablePPO (with the
    per-instance scoring policy for the ``rich`` observation).
 4. Callbacks: episode metrics to TensorBoard (``runs/``), the guided discount schedule, periodic
-   evaluation on fixed seeds keeping the best checkpoint, a progress bar.
+   validation keeping the best checkpoint, a progress bar.
 5. The best checkpoint is saved as ``OUT.zip`` with a model card ``OUT.json`` (settings, wall time,
-   library versions and its evaluation against round-robin and the best heuristic).
+   library versions, the env seeds it trained and was validated on, and its evaluation against
+   round-robin and the best heuristic).
+
+Seeds (llm_routing_env/seeds.py): training episodes come from the training seed stream (``--seed S``
+with K sub-envs: env seeds 2 * 2**32 + S + k), the periodic validation runs agents/evaluation.py's
+episodes on the validation stream, and the model card's evaluation and evaluate.py use the
+evaluation stream: the three never share a workload.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 VARIANT_SCHEDULE = {"baseline": "none", "aware": "aware", "guided": "guided"}
-EVAL_SEED = 10_000  # evaluation episodes during training never share seeds with training episodes
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -85,8 +90,24 @@ def env_kwargs(settings: dict, **overrides) -> dict:
     return kw
 
 
-def make_train_env(settings: dict, num_envs: int | None = None, seed_offset: int = 0):
-    """The training VecEnv: guided native vector env(s) adapted to SB3, with episode monitoring."""
+def training_env_count(settings: dict) -> int:
+    """Sub-envs of the training VecEnv (over every cluster part)."""
+    if settings["clusters"]:
+        return sum(int(c.get("n_envs", 1)) for c in settings["clusters"])
+    return int(settings["n_envs"])
+
+
+def seed_training_episodes(venv, settings: dict) -> None:
+    """Sub-env k's episodes come from env seed k of the training stream from ``--seed``. Call it after
+    the SB3 model exists: SB3 seeds its env with the model's own seed when it builds or loads a model."""
+    from llm_routing_env.seeds import TRAINING
+
+    venv.seed(TRAINING.env_seeds(settings["seed"], venv.num_envs).start)
+
+
+def make_train_env(settings: dict):
+    """The training VecEnv: guided native vector env(s) adapted to SB3, with episode monitoring
+    (seeded by :func:`seed_training_episodes`)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from llm_routing_env.env import LLMRoutingVectorEnv
@@ -101,12 +122,10 @@ def make_train_env(settings: dict, num_envs: int | None = None, seed_offset: int
         return SB3VecEnv(VectorHeuristicGuidance(venv, schedule=schedule, **guidance))
 
     if settings["clusters"]:
-        parts = [part(c.get("n_envs", 1) if num_envs is None else num_envs,
-                      **{k: v for k, v in c.items() if k != "n_envs"}) for c in settings["clusters"]]
+        parts = [part(c.get("n_envs", 1), **{k: v for k, v in c.items() if k != "n_envs"}) for c in settings["clusters"]]
         venv = MixedClusterVecEnv(parts)
     else:
-        venv = part(num_envs or settings["n_envs"])
-    venv.seed(settings["seed"] + seed_offset)
+        venv = part(settings["n_envs"])
     return VecMonitor(venv)
 
 
@@ -199,7 +218,7 @@ def make_callbacks(settings: dict, out: Path):
                 self.logger.record("train/discount", self.model.gamma)
             if self.num_timesteps >= self.next_eval:
                 self.next_eval += settings["eval_freq"]
-                score = evaluate_model(self.model, settings, settings["eval_episodes"], EVAL_SEED)
+                score = evaluate_model(self.model, settings, settings["eval_episodes"], out)
                 self.logger.record("eval/mean_e2e_s", score)
                 self.history.append({"timesteps": int(self.num_timesteps), "eval_mean_e2e_s": score})
                 if score < self.best:
@@ -213,34 +232,43 @@ def make_callbacks(settings: dict, out: Path):
     return TrainingCallback()
 
 
-def evaluate_model(model, settings: dict, episodes: int, seed: int) -> float:
-    """Mean E2E (s) of the model's deterministic policy over one episode of each of ``episodes`` envs."""
-    eval_settings = dict(settings, seed=seed, variant="baseline")
-    venv = make_train_env(eval_settings, num_envs=episodes)
-    obs = venv.reset()
-    done_once = np.zeros(venv.num_envs, dtype=bool)
-    e2e = np.zeros(venv.num_envs)
-    masked = settings["algo"] == "maskable-ppo"
-    for _ in range(1_000_000):  # a safety net: scenarios cap simulated time (max_sim_time_s)
-        if done_once.all():
-            break
-        if masked:
-            action, _ = model.predict(obs, deterministic=True, action_masks=venv.venv.action_masks())
-        else:
-            action, _ = model.predict(obs, deterministic=True)
-        obs, _, dones, infos = venv.step(action)
-        for i in np.flatnonzero(dones & ~done_once):
-            m = infos[i]["metrics"]
-            # an episode cut off before every request completed does not count as a good score
-            e2e[i] = m["mean_e2e_s"] if m["completed"] == m["arrived"] else np.inf
-            done_once[i] = True
-    venv.close()
-    return float(e2e.mean())
+def validation_scenarios(settings: dict) -> list:
+    """The scenario of every training cluster part (the scenario alone without ``clusters``)."""
+    from llm_routing_env.core import EnvConfig
+
+    parts = settings["clusters"] or [{}]
+    return [EnvConfig.from_kwargs(**env_kwargs(settings, **{k: v for k, v in part.items() if k != "n_envs"})).scenario
+            for part in parts]
+
+
+def evaluate_model(model, settings: dict, episodes: int, out: Path) -> float:
+    """Mean E2E (s) of the model over ``episodes`` episodes of each training cluster, from the validation
+    seed stream, run by the evaluator (agents/evaluation.py ``run_episodes``, as evaluate.py runs a
+    model); a truncated episode (requests left unfinished) scores inf."""
+    from agents.evaluation import PolicySpec, run_episodes
+    from agents.learned import CARD_ENV_KEYS
+    from llm_routing_env.seeds import VALIDATION
+
+    path = Path(str(out) + ".validating.zip")
+    model.save(str(path))
+    spec = PolicySpec(label=str(path), name=out.name, kind="learned", mode=settings["mode"], obs=settings["obs"],
+                      env={k: settings["env"][k] for k in CARD_ENV_KEYS if k in settings["env"]},
+                      card={"algo": settings["algo"], "obs": settings["obs"], "mode": settings["mode"]})
+    scores = []
+    try:
+        for scenario in validation_scenarios(settings):
+            run = run_episodes(spec, scenario, 0, range(episodes), stream=VALIDATION)
+            scores += [np.inf if m["truncated"] else m["mean_e2e_s"] for m in run["episodes"]]
+    finally:
+        path.unlink(missing_ok=True)
+    return float(np.mean(scores))
 
 
 # ------------------------------------------------------------------------------------ model card
 def write_model_card(settings: dict, out: Path, wall_s: float | None, history: list) -> dict:
     import importlib.metadata as md
+
+    from llm_routing_env.seeds import TRAINING, VALIDATION, seeds_record
 
     card_path = out.with_suffix(".json")
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
@@ -256,6 +284,8 @@ def write_model_card(settings: dict, out: Path, wall_s: float | None, history: l
         "reward": settings["reward"],
         "env": settings["env"],
         "seed": settings["seed"],
+        "seeds": {"training": seeds_record(TRAINING, settings["seed"], training_env_count(settings)),
+                  "validation": seeds_record(VALIDATION, 0, settings["eval_episodes"])},
         "timesteps": settings["timesteps"],
         "hyperparameters": settings["hyperparameters"],
         "guidance": settings["guidance"],
@@ -293,13 +323,14 @@ def main(argv=None) -> int:
         model = load_model(settings, str(out) + ".zip", venv)
     else:
         model = make_model(settings, venv, "runs")
+    seed_training_episodes(venv, settings)
     callback = make_callbacks(settings, out)
     start = time.perf_counter()
     model.learn(total_timesteps=settings["timesteps"], callback=callback, tb_log_name=out.name,
                 reset_num_timesteps=not settings["resume"])
     wall_s = time.perf_counter() - start
     # keep the best checkpoint of the periodic evaluations (or the last one if it is better)
-    final = evaluate_model(model, settings, settings["eval_episodes"], EVAL_SEED)
+    final = evaluate_model(model, settings, settings["eval_episodes"], out)
     best = Path(str(out) + ".best.zip")
     if best.exists() and callback.best <= final:
         best.replace(str(out) + ".zip")

@@ -26,8 +26,8 @@ mask always allows every instance).
 **Ties** are broken uniformly at random from the env's own Generator (so results do not depend
 on how episodes are batched), except ``lor-waiting`` (lowest index, as Vidur does).
 
-Roster (``router_names()``): random, rr, lor, lor-waiting, p2c, lot, least-kv, lwl, jsq,
-max-capacity, min-min, impact, bucket, oracle-lwl, oracle-lookahead. See each class.
+Roster (``router_names()``): random, rr, lor, lor-waiting, p2c, lot (the paper's JSQ), least-kv,
+lwl, max-capacity, min-min, impact, bucket, oracle-lwl, oracle-lookahead. See each class.
 """
 
 from __future__ import annotations
@@ -248,24 +248,17 @@ def outstanding_tokens(view) -> np.ndarray:
 
 
 class LeastOutstandingTokensRouter(Router):
-    """Fewest outstanding tokens: remaining prefill + predicted remaining decode tokens."""
+    """Fewest outstanding tokens: remaining prefill + predicted remaining decode tokens.
+
+    This is also the paper's JSQ (A.2.1: the instance with the fewest prompt + decode tokens still
+    to process), scored from what a router sees; the evaluator takes ``jsq`` as another name for it."""
 
     name = "lot"
-    source = "least outstanding tokens (routers.md §5 #7: llm-d pending-tokens, Dynamo, AIBrix token_load), predicted decode"
+    source = ("least outstanding tokens (routers.md §5 #7: llm-d pending-tokens, Dynamo, AIBrix token_load; "
+              "the paper's JSQ, arXiv 2408.13510 A.2.1), predicted decode")
 
     def _choose(self, view, valid, go):
         return self._argmin(outstanding_tokens(view).astype(np.float64), valid)
-
-
-class JoinShortestQueueRouter(LeastOutstandingTokensRouter):
-    """The paper's JSQ (A.2.1): the instance with the fewest prompt + decode tokens still to process.
-
-    With what a router sees (remaining prefill tokens and the predictor's remaining decode tokens)
-    this is the same score as ``lot``; the two rows differ only through random tie-breaking. It is
-    kept under the paper's name so that the paper's baseline list is complete."""
-
-    name = "jsq"
-    source = "paper arXiv 2408.13510 A.2.1 Join Shortest Queue (fewest prompt + decode tokens to process)"
 
 
 class LeastKVRouter(Router):
@@ -588,7 +581,7 @@ class OracleLookaheadRouter(Router):
 
 ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (
     RandomRouter, RoundRobinRouter, LeastOutstandingRequestsRouter, LeastWaitingRequestsRouter, PowerOfTwoRouter,
-    LeastOutstandingTokensRouter, LeastKVRouter, LeastWorkLeftRouter, JoinShortestQueueRouter, MaxCapacityRouter,
+    LeastOutstandingTokensRouter, LeastKVRouter, LeastWorkLeftRouter, MaxCapacityRouter,
     MinMinRouter, ImpactRouter, BucketRouter, OracleLWLRouter, OracleLookaheadRouter)}
 
 

@@ -1,19 +1,29 @@
 """Evaluate routers (heuristics, oracles, learned agents) on a scenario: the logic behind evaluate.py.
 
-    from agents.evaluation import evaluate, format_table
+    from agents.evaluation import evaluate
+    from agents.reporting import format_table
     results = evaluate(["rr", "lor", "lwl", "models/dqn-guided.zip"], "paper-v100", episodes=20, seed=0)
     print(format_table(results))
 
 **Episodes.** Each policy runs through a :class:`~llm_routing_env.core.RoutingCore` holding a
-batch of episodes (one simulator for the batch); episode ``i`` is env seed ``seed + i``, exactly
-what ``LLMRoutingVectorEnv.reset(seed=seed)`` gives sub-env ``i``. So for a given seed every
+batch of episodes (one simulator for the batch); episode ``i`` is env seed ``seed + i`` of the
+evaluation seed stream (llm_routing_env/seeds.py: env seeds 0 .. 2**32 - 1, disjoint from the
+training and validation streams train.py draws from), exactly what
+``LLMRoutingVectorEnv.reset(seed=seed)`` gives sub-env ``i``. So for a given seed every
 policy sees the same request sequences (common random numbers), and the per-episode comparisons
 with round-robin are paired. A router's own randomness (ties, random, p2c) comes from a Generator
 per episode (``default_rng([seed, i, 7])``), so results do not depend on how episodes are batched
 or spread over worker processes. An episode ends when every request has completed; a policy that
-holds requests forever is cut off (counted in ``truncated_episodes``; its latencies then cover the
-completed requests only): after holding requests for 60 simulated seconds while every instance is
-idle (tick mode), or 3600 s after the last arrival.
+holds requests forever is cut off: after holding requests for 60 simulated seconds while every
+instance is idle (tick mode), or 3600 s after the last arrival. Such a *truncated* episode is
+counted (``truncated_episodes``; ``completed`` < ``arrived``); its latencies cover the completed
+requests only, so Δ is not reported (n/a, ``improvement_note`` says why) for a policy, or against
+a round-robin, with a truncated episode.
+
+**Training seeds.** A learned agent's model card records the env seeds it was trained and
+validated on (``seeds``, written by train.py); ``training_seeds`` in its result says whether they
+meet the evaluated episodes (``overlap``), or that the card records none (``known: false``,
+"training seeds unknown").
 
 **Decision modes.** Heuristics and oracles run in ``mode`` (default ``arrival``); a learned agent
 runs in the mode and with the observation it was trained with (its model card, agents/learned.py)
@@ -22,10 +32,11 @@ and with the card's predictor settings.
 **Statistics.** Per episode, the metrics of llm_routing_env/metrics.py (mean and percentiles over
 the episode's requests). Reported: their mean over episodes with a 95 % t-interval (half-width in
 ``KEY_ci95``). Throughput is generated tokens per second over the makespan (also prompt tokens/s
-and completed requests/s). The improvement over round-robin is paired over episodes:
-``100 * mean(rr_i - p_i) / mean(rr_i)`` on mean E2E (the relative change of the mean, the paper's
-measure), with the t-interval of the paired differences scaled the same way. Round-robin is added
-as the reference when it is not in the list (``"reference": true``).
+and completed requests/s). The improvement over round-robin, Δ, is paired over episodes (common
+random numbers): ``100 * (1 - mean(p_i) / mean(rr_i))`` on mean E2E (the relative change of the
+mean, the paper's measure), with a 95 % interval by the delta method for the ratio of the two
+paired means (see :func:`paired_improvement`): both means are estimated, neither is a constant.
+Round-robin is added as the reference when it is not in the list (``"reference": true``).
 
 **Parallelism.** ``workers`` > 1 runs chunks of episodes in spawned processes; chunks are as large
 as possible while keeping every worker busy (at most 32 episodes; ``Router.max_batch`` caps it,
@@ -34,7 +45,6 @@ e.g. 1 for oracle-lookahead). Results are identical for any ``workers``.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -47,12 +57,12 @@ import numpy as np
 from llm_routing_env.config import SCENARIO_OVERRIDES, EnvConfig
 from llm_routing_env.core import RoutingCore
 from llm_routing_env.scenarios import Scenario, load_scenario
+from llm_routing_env.seeds import EVALUATION, SeedStream, card_seed_overlap
 
 from .baselines import ROUTERS, make_router, router_names
 
-__all__ = ["PolicySpec", "PolicyError", "evaluate", "resolve_policies", "build_scenario", "format_table",
-           "write_json", "write_csv", "write_requests_csv", "make_plots", "model_card_evaluation", "METRICS",
-           "default_workers"]
+__all__ = ["PolicySpec", "PolicyError", "evaluate", "resolve_policies", "build_scenario", "model_card_evaluation",
+           "METRICS", "EXTRA_METRICS", "default_workers"]
 
 #: (result key, table header, per-episode source key)
 METRICS = (
@@ -70,14 +80,15 @@ METRICS = (
 EXTRA_METRICS = (("mean_instance_wait_s", "mean_instance_wait_s"), ("p99_tpot_s", "p99_tpot_s"),
                  ("prompt_tokens_per_s", "prompt_tokens_per_s"), ("throughput_req_s", "throughput_req_s"),
                  ("makespan_s", "makespan_s"), ("completed", "completed"), ("arrived", "arrived"))
-REQUEST_COLUMNS = ("request_id", "instance", "arrival_s", "dispatch_s", "first_token_s", "completion_s",
-                   "prompt_tokens", "output_tokens", "preemptions")
+#: other names of a router: the paper's JSQ (A.2.1, fewest prompt + decode tokens still to process)
+#: is ``lot`` scored from what a router sees; ``--policies jsq`` gives the ``lot`` row
+ROUTER_ALIASES = {"jsq": "lot"}
 MAX_CHUNK = 32
 HOLD_GUARD_S = 3600.0
 IDLE_HOLD_GUARD_S = 60.0
 ROUTER_STREAM = 7
 #: EnvConfig settings that change the scenario (a model card's ``env`` may hold them)
-CARD_SEED = 20_000  # model-card evaluations never share seeds with training (seed + i) or train.py's EVAL_SEED
+CARD_SEED = 20_000  # model cards are evaluated on evaluation-stream seeds 20000+, apart from evaluate.py's usual 0-19
 
 
 class PolicyError(ValueError):
@@ -163,6 +174,7 @@ def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> lis
             p = str(p).strip()
             if not p:
                 continue
+            p = ROUTER_ALIASES.get(p, p)
             if p in ROUTERS:
                 cls = ROUTERS[p]
                 if mode not in cls.modes:
@@ -234,8 +246,10 @@ def _init_worker(queue) -> None:
 
 
 def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, collect_requests: bool = False,
-                 on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None) -> dict:
-    """Run ``spec`` on episodes ``episodes`` (indices; env seed ``seed + i``) batched in one core.
+                 on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None,
+                 stream: SeedStream = EVALUATION) -> dict:
+    """Run ``spec`` on episodes ``episodes`` (indices ``i``; env seed ``seed + i`` of ``stream``,
+    llm_routing_env/seeds.py: the evaluation stream, or train.py's validation stream) batched in one core.
 
     Returns ``{"episodes": [per-episode dict], "act_s": router time, "decisions": dispatches,
     "wall_s": ...}``; each per-episode dict holds the metrics.py summary plus ``episode``,
@@ -250,7 +264,8 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     router = _build_router(spec)
     router.prepare(cfg)
     router.reset(B, [np.random.default_rng([seed, e, ROUTER_STREAM]) for e in episodes])
-    core.reset(seeds=[seed + e for e in episodes])
+    first_env_seed = stream.env_seeds(seed, max(episodes) + 1).start
+    core.reset(seeds=[first_env_seed + e for e in episodes])
     N = core.N
     last_arrival = core.arrival[np.arange(B), core.n_req - 1]
     done = np.zeros(B, dtype=bool)
@@ -329,16 +344,37 @@ def mean_ci(values) -> tuple[float, float]:
 
 
 def paired_improvement(reference, values) -> tuple[float, float]:
-    """``100 * mean(ref - x) / mean(ref)`` and its 95 % half-width (paired t on the differences)."""
+    """Δ = ``100 * (1 - mean(x) / mean(ref))`` over paired episodes (the same env seeds) and the
+    half-width of its 95 % interval by the delta method for the ratio of the two means.
+
+    With ``R = mean(x) / mean(ref)`` and ``z_i = x_i - R * ref_i``, the ratio's standard error is
+    ``sd(z) / (sqrt(n) * mean(ref))`` (sd with n - 1); the half-width is ``100 * t(0.975, n - 1)``
+    times it. Both means vary and are correlated through the shared episodes; treating
+    ``mean(ref)`` as a constant would leave out its own noise."""
     r, x = np.asarray(reference, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if r.shape != x.shape:
+        raise ValueError(f"paired improvement needs one value per episode for both, got {r.size} and {x.size}")
     ok = np.isfinite(r) & np.isfinite(x)
     r, x = r[ok], x[ok]
-    if r.size == 0 or r.mean() == 0:
+    if r.size == 0 or not r.mean() > 0:
         return float("nan"), float("nan")
-    d = r - x
-    scale = 100.0 / r.mean()
-    half = _t_crit(d.size) * d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else float("nan")
-    return float(d.mean() * scale), float(half * scale)
+    ratio = x.mean() / r.mean()
+    z = x - ratio * r
+    half = _t_crit(z.size) * z.std(ddof=1) / (math.sqrt(z.size) * r.mean()) if z.size > 1 else float("nan")
+    return float(100.0 * (1.0 - ratio)), float(100.0 * half)
+
+
+def improvement_over(reference: dict, result: dict) -> tuple[float, float, str | None]:
+    """(Δ %, 95 % half-width, why it is n/a or None) of ``result`` over ``reference`` on mean E2E.
+
+    n/a (NaN) when either left requests unfinished in some episode: its latencies then cover the
+    completed requests only, which favours the policy that left work unfinished."""
+    cut = [f"{r['policy']} has {r['truncated_episodes']} truncated episode(s)" for r in (reference, result)
+           if r.get("truncated_episodes")]
+    if cut:
+        return float("nan"), float("nan"), "n/a: " + "; ".join(dict.fromkeys(cut))
+    imp, half = paired_improvement(reference["per_episode"]["mean_e2e_s"], result["per_episode"]["mean_e2e_s"])
+    return imp, half, None
 
 
 def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[dict], meta: dict) -> dict:
@@ -370,6 +406,18 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
     return res
 
 
+def training_seed_checks(specs, seed: int, episodes: int) -> dict[str, dict]:
+    """For every learned policy: does its model card's training / validation env seeds meet the
+    evaluated episodes (env seeds ``seed .. seed + episodes - 1`` of the evaluation stream)? A
+    dict per model label (llm_routing_env.seeds.card_seed_overlap); PolicyError for a malformed
+    card field or a seed outside the evaluation stream."""
+    try:
+        evaluated = EVALUATION.env_seeds(seed, episodes)
+        return {s.label: card_seed_overlap(s.card, evaluated, s.label) for s in specs if s.kind == "learned"}
+    except ValueError as e:
+        raise PolicyError(str(e)) from e
+
+
 # ------------------------------------------------------------------------------------ main
 def _chunks(n_episodes: int, n_pairs: int, workers: int, max_batch: int | None) -> list[list[int]]:
     per_pair = max(1, math.ceil(workers / max(n_pairs, 1))) if workers > 1 else 1
@@ -398,6 +446,7 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
         if not loads or any(not math.isfinite(x) or x <= 0 for x in loads):
             raise ValueError(f"loads must be positive numbers, got {loads!r}")
     specs = resolve_policies(policies, base.num_instances, mode)
+    seed_checks = training_seed_checks(specs, seed, episodes)
     if not any(s.label == "rr" for s in specs):
         cls = ROUTERS["rr"]
         specs = [PolicySpec(label="rr", name="rr", kind="heuristic", mode=mode, source=cls.source, reference=True),
@@ -449,8 +498,9 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
             block.append(_aggregate(spec, sc, load, seed, eps, meta))
         rr = next(r for r in block if r["label"] == "rr")
         for r in block:
-            r["improvement_vs_rr_pct"], r["improvement_ci95_pct"] = paired_improvement(
-                rr["per_episode"]["mean_e2e_s"], r["per_episode"]["mean_e2e_s"])
+            r["improvement_vs_rr_pct"], r["improvement_ci95_pct"], r["improvement_note"] = improvement_over(rr, r)
+            if r["label"] in seed_checks:
+                r["training_seeds"] = seed_checks[r["label"]]
         results.extend(block)
     return results
 
@@ -487,216 +537,18 @@ def _run_pool(tasks, workers: int, bar, collected: dict) -> None:
         drain()
 
 
-# ---------------------------------------------------------------------------------- output
-def _fmt(value: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "-"
-    a = abs(value)
-    if a >= 1000:
-        return f"{value:.0f}"
-    if a >= 100:
-        return f"{value:.1f}"
-    if a >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-def _cell(value, half) -> str:
-    s = _fmt(value)
-    return s if half is None or not np.isfinite(half) else f"{s}±{_fmt(half)}"
-
-
-def format_table(results: list[dict]) -> str:
-    """Plain-text table(s): one block per load; clairvoyant oracles in a separate block."""
-    header = ["policy", *(h for _, h, _ in METRICS), "Δ E2E vs RR %"]
-    loads = list(dict.fromkeys(r.get("load") for r in results))
-    out = []
-    for load in loads:
-        rows = [r for r in results if r.get("load") == load]
-        any_r = rows[0]
-        title = f"{any_r['scenario']}: {any_r['episodes']} episodes, seed {any_r['seed']}, " \
-                f"{any_r['rate_per_s']:.2f} req/s" + (f", load {load:g}" if load is not None else "")
-        for group, label in ((False, None), (True, "clairvoyant oracles (read true output lengths; not comparable)")):
-            body = []
-            for r in rows:
-                if r["clairvoyant"] != group:
-                    continue
-                name = r["policy"] + (" (ref)" if r.get("reference") else "") + \
-                    (f" [{r['mode']}]" if r["kind"] == "learned" or r["mode"] != "arrival" else "")
-                body.append([name, *(_cell(r[k], r.get(k + "_ci95")) for k, _, _ in METRICS),
-                             _cell(r["improvement_vs_rr_pct"], r["improvement_ci95_pct"])])
-            if not body:
-                continue
-            widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(len(header))]
-            lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(x, widths)))
-                     for x in [header, *body]]
-            lines.insert(1, "  ".join("-" * w for w in widths))
-            out.append((title if label is None else f"{title} — {label}") + "\n" + "\n".join(lines))
-    cut = [r for r in results if r.get("truncated_episodes")]
-    for r in cut:
-        out.append(f"! {r['policy']}: {r['truncated_episodes']} of {r['episodes']} episodes cut off (requests held "
-                   f"forever); {r['completed']} of {r['arrived']} requests completed, latencies cover those only")
-    notes = ("times in s (TPOT per output token), preemptions per episode, ± = 95% t-interval over episodes; "
-             "Δ = paired improvement of mean E2E over round-robin (positive = faster)")
-    return "\n\n".join(out) + "\n" + notes
-
-
-def _json_ready(results: list[dict]) -> list[dict]:
-    clean = []
-    for r in results:
-        r = {k: v for k, v in r.items() if k != "requests"}
-        clean.append(r)
-    return clean
-
-
-def _nan_to_none(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, np.generic):
-        return _nan_to_none(x.item())
-    return x
-
-
-def write_json(results: list[dict], path, scenario: str, episodes: int, seed: int, **extra) -> None:
-    import json
-
-    doc = {"scenario": scenario, "episodes": episodes, "seed": seed, **extra, "results": _json_ready(results)}
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_nan_to_none(doc), indent=2) + "\n")
-
-
-def write_csv(results: list[dict], path) -> None:
-    keys = ["policy", "label", "kind", "clairvoyant", "reference", "mode", "scenario", "load", "rate_per_s",
-            "episodes", "seed"]
-    for k, _, _ in METRICS:
-        keys += [k, k + "_ci95"]
-    for k, _ in EXTRA_METRICS:
-        keys += [k, k + "_ci95"] if k not in ("completed", "arrived") else [k]
-    keys += ["improvement_vs_rr_pct", "improvement_ci95_pct", "truncated_episodes", "router_ms_per_decision"]
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in results:
-            w.writerow({k: ("" if r.get(k) is None or (isinstance(r.get(k), float) and not math.isfinite(r[k]))
-                            else r.get(k)) for k in keys})
-
-
-def write_requests_csv(results: list[dict], path) -> int:
-    """One row per request (needs ``collect_requests``); returns the number of rows."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    sweep = any(r.get("load") is not None for r in results)
-    rows = 0
-    with p.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["policy", *(["load"] if sweep else []), "episode", *REQUEST_COLUMNS])
-        for r in results:
-            for episode, req in r.get("requests", []):
-                cols = [req[c] for c in REQUEST_COLUMNS]
-                for i in range(len(cols[0])):
-                    vals = []
-                    for c, col in zip(REQUEST_COLUMNS, cols):
-                        v = col[i]
-                        vals.append("" if isinstance(v, float) and not math.isfinite(v)
-                                    else (f"{v:.6f}" if isinstance(v, (float, np.floating)) else int(v)))
-                    w.writerow([r["policy"], *([r.get("load")] if sweep else []), episode, *vals])
-                    rows += 1
-    return rows
-
-
-def make_plots(results: list[dict], out_dir) -> list[Path]:
-    """E2E CDF per policy (per load), improvement over RR vs load (a sweep), TTFT over time (Fig. 1c)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(fig, ax, path: Path) -> Path:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
-
-    loads = list(dict.fromkeys(r.get("load") for r in results))
-    for load in loads:
-        rows = [r for r in results if r.get("load") == load and r.get("requests")]
-        if not rows:
-            continue
-        suffix = "" if load is None else f"_load{load:g}"
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in rows:
-            e2e = np.concatenate([q["completion_s"] - q["arrival_s"] for _, q in r["requests"]])
-            e2e = np.sort(e2e[np.isfinite(e2e)])
-            if e2e.size:
-                ax.plot(e2e, np.arange(1, e2e.size + 1) / e2e.size, label=r["policy"],
-                        linestyle="--" if r["clairvoyant"] else "-")
-        ax.set_xscale("log")
-        ax.set_xlabel("end-to-end latency (s)")
-        ax.set_ylabel("fraction of requests")
-        ax.set_title(f"E2E latency CDF — {rows[0]['scenario']}" + (f", load {load:g}" if load is not None else ""))
-        written.append(save(fig, ax, out / f"e2e_cdf{suffix}.png"))
-
-        # TTFT over time since the start, mean over requests in bins and over episodes (paper Fig. 1c)
-        span = max(float(np.nanmax(q["arrival_s"])) for r in rows for _, q in r["requests"])
-        width = max(1.0, span / 50.0)
-        edges = np.arange(0.0, span + width, width)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in rows:
-            arr = np.concatenate([q["arrival_s"] for _, q in r["requests"]])
-            ttft = np.concatenate([q["first_token_s"] - q["arrival_s"] for _, q in r["requests"]])
-            ok = np.isfinite(ttft)
-            idx = np.clip(np.digitize(arr[ok], edges) - 1, 0, len(edges) - 1)
-            sums = np.bincount(idx, weights=ttft[ok], minlength=len(edges))
-            counts = np.bincount(idx, minlength=len(edges))
-            with np.errstate(invalid="ignore"):
-                mean = sums / counts
-            ax.plot(edges + width / 2, mean, label=r["policy"], linestyle="--" if r["clairvoyant"] else "-")
-        ax.set_xlabel("arrival time since start (s)")
-        ax.set_ylabel("mean TTFT (s)")
-        ax.set_title("TTFT over time (cf. paper Fig. 1c)")
-        written.append(save(fig, ax, out / f"ttft_over_time{suffix}.png"))
-
-    sweep = [x for x in loads if x is not None]
-    if len(sweep) > 1:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in dict.fromkeys(r["policy"] for r in results):
-            rs = sorted((r for r in results if r["policy"] == name and r.get("load") is not None), key=lambda r: r["load"])
-            if not rs or rs[0]["label"] == "rr":
-                continue
-            ax.errorbar([r["load"] for r in rs], [r["improvement_vs_rr_pct"] for r in rs],
-                        yerr=[np.nan_to_num(r["improvement_ci95_pct"]) for r in rs], label=name, capsize=3,
-                        marker="o", linestyle="--" if rs[0]["clairvoyant"] else "-")
-        ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xlabel("load (offered rate / saturation rate)")
-        ax.set_ylabel("mean E2E improvement over round-robin (%)")
-        ax.set_title("Improvement over round-robin vs load (95% CI, paired)")
-        written.append(save(fig, ax, out / "improvement_vs_load.png"))
-    return written
-
-
 # ------------------------------------------------------------------------------- model cards
 def model_card_evaluation(model_path: str, card: dict, episodes: int = 20, seed: int = CARD_SEED,
                           heuristics=None, workers: int | None = None) -> dict:
     """The evaluation train.py stores in a model card: the model against round-robin and the best
-    heuristic (lowest mean E2E among ``heuristics``, default every non-clairvoyant router) on the
-    card's scenario (with the scenario overrides of its ``env``), ``episodes`` episodes from
-    ``seed`` (by default disjoint from training seeds and train.py's EVAL_SEED), heuristics in
-    arrival mode, the model in its own. Paired improvements with 95 % intervals. ``card`` is the
-    card being written (the JSON file need not exist yet)."""
+    heuristic (lowest mean E2E among ``heuristics`` without truncated episodes, default every
+    non-clairvoyant router) on the card's scenario (with the scenario overrides of its ``env``),
+    ``episodes`` episodes from ``seed`` of the evaluation seed stream (llm_routing_env/seeds.py:
+    never a training or validation workload), heuristics in arrival mode, the model in its own.
+    Paired improvements with 95 % intervals. ``card`` is the card being written (the JSON file
+    need not exist yet)."""
     from .learned import ModelError, check_compatible, describe_model
+    from .reporting import nan_to_none
 
     env = card.get("env") or {}
     scenario = load_scenario(card.get("scenario", "paper-v100")).with_overrides(
@@ -713,18 +565,25 @@ def model_card_evaluation(model_path: str, card: dict, episodes: int = 20, seed:
     model = next(r for r in results if r["label"] == spec.label)
     rr = next(r for r in results if r["label"] == "rr")
     heur = [r for r in results if r["kind"] == "heuristic" and not r["clairvoyant"]]
-    best = min(heur, key=lambda r: r["mean_e2e_s"])
-    vs_best, vs_best_ci = paired_improvement(best["per_episode"]["mean_e2e_s"], model["per_episode"]["mean_e2e_s"])
+    # a heuristic that left requests unfinished has a mean E2E over the completed ones only: not the best
+    finished = [r for r in heur if not r["truncated_episodes"]]
+    best = min(finished, key=lambda r: r["mean_e2e_s"]) if finished else None
+    if best is None:
+        vs_best, vs_best_ci, vs_best_note = float("nan"), float("nan"), "n/a: every heuristic has truncated episodes"
+    else:
+        vs_best, vs_best_ci, vs_best_note = improvement_over(best, model)
 
     def brief(r):
         return {k: r[k] for k in ("policy", "mode", "mean_e2e_s", "mean_e2e_s_ci95", "p99_e2e_s", "mean_ttft_s",
-                                  "mean_router_wait_s", "preemptions", "improvement_vs_rr_pct",
-                                  "improvement_ci95_pct")}
+                                  "mean_router_wait_s", "preemptions", "truncated_episodes", "improvement_vs_rr_pct",
+                                  "improvement_ci95_pct", "improvement_note")}
 
-    return _nan_to_none({
+    return nan_to_none({
         "scenario": scenario.name, "episodes": episodes, "seed": seed, "heuristic_mode": "arrival",
-        "model": brief(model), "round_robin": brief(rr), "best_heuristic": brief(best),
+        "model": brief(model), "round_robin": brief(rr), "best_heuristic": brief(best) if best else None,
         "improvement_vs_rr_pct": model["improvement_vs_rr_pct"], "improvement_vs_rr_ci95_pct": model["improvement_ci95_pct"],
+        "improvement_vs_rr_note": model["improvement_note"],
         "improvement_vs_best_heuristic_pct": vs_best, "improvement_vs_best_heuristic_ci95_pct": vs_best_ci,
+        "improvement_vs_best_heuristic_note": vs_best_note, "training_seeds": model.get("training_seeds"),
         "heuristics": [brief(r) for r in heur],
     })

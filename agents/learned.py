@@ -130,15 +130,22 @@ def _zip_data(path: Path) -> dict:
         raise ModelError(f"{path}: corrupt or unreadable model file ({type(e).__name__}: {e})") from e
 
 
-def _class_ref(entry) -> tuple[str, str]:
+def _class_ref(entry, path: Path) -> tuple[str, str]:
     """(module, class name) of a class SB3 saved by reference, read from the pickle opcodes
-    without unpickling anything; ("", "") if unknown."""
+    without unpickling anything; ("", "") if the zip has no such entry. ModelError if the entry
+    is there but is not a readable pickle (SB3 could not load the model either)."""
     if not isinstance(entry, dict):
         return "", ""
     module, name = str(entry.get("__module__", "")), ""
+    serialized = entry.get(":serialized:", "")
+    if serialized == "":
+        return module, ""
+    if not isinstance(serialized, str):
+        raise ModelError(f"{path}: corrupt model file (its policy class entry is a {type(serialized).__name__}, "
+                         "not a serialized class)")
     try:
         strings = []
-        for op, arg, _ in pickletools.genops(base64.b64decode(entry.get(":serialized:", ""))):
+        for op, arg, _ in pickletools.genops(base64.b64decode(serialized)):
             if isinstance(arg, str):
                 strings.append(arg)
             if op.name in ("STACK_GLOBAL", "GLOBAL") and len(strings) >= 1:
@@ -147,8 +154,8 @@ def _class_ref(entry) -> tuple[str, str]:
                 else:
                     module, name = strings[-2] if len(strings) >= 2 else module, strings[-1]
                 break
-    except Exception:  # noqa: BLE001 - a best-effort peek; the module name alone still works
-        pass
+    except ValueError as e:  # bad base64 (binascii.Error) or a truncated / garbled pickle
+        raise ModelError(f"{path}: corrupt model file (its policy class entry is not a readable pickle: {e})") from e
     return module, name
 
 
@@ -172,7 +179,7 @@ def describe_model(path, card: dict | None = None) -> ModelInfo:
         raise ModelError(f"{p}: not a file")
     data = _zip_data(p)
     card = _read_card(p, card)
-    module, doc_name = _class_ref(data.get("policy_class"))
+    module, doc_name = _class_ref(data.get("policy_class"), p)
     obs_shape = _space_shape(data.get("observation_space") or {}, p, "shape")
     if len(obs_shape) != 1:
         raise ModelError(f"{p}: the model takes observations of shape {obs_shape}; routers give flat vectors")

@@ -17,7 +17,7 @@ form reproduces its source (``fit_mape_pct``); ``docs/profiles.md`` has the deri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,10 +70,6 @@ class LatencyProfile:
             )
 
     @property
-    def kv_capacity_tokens(self) -> int:
-        return self.kv_capacity_blocks * KV_BLOCK_TOKENS
-
-    @property
     def coefficients(self) -> tuple[float, float, float, int, float, float, float]:
         return (
             self.c0_ms,
@@ -84,10 +80,6 @@ class LatencyProfile:
             self.c4_ms_per_chunk_prior_token,
             self.c5_ms_per_decode_context_token,
         )
-
-    def with_limits(self, **changes) -> "LatencyProfile":
-        """A copy with other limits (for example ``max_num_seqs``), validated again."""
-        return replace(self, **changes)
 
 
 def blocks_for_tokens(tokens):

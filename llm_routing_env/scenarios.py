@@ -272,22 +272,6 @@ def round_robin_mean_e2e(scenario: Scenario, seed: int) -> float:
     return float(np.mean(r.completion_s[0] - r.arrival_s[0]))
 
 
-def rate_for_round_robin_e2e(scenario: Scenario, target_mean_e2e_s: float, seeds=(0, 1, 2),
-                             tolerance: float = 0.01) -> float:
-    """The arrival rate at which round-robin's mean E2E over ``seeds`` reaches the target (bisection)."""
-    def mean_e2e(rate):
-        s = scenario.with_overrides(rate_per_s=rate)
-        return float(np.mean([round_robin_mean_e2e(s, seed) for seed in seeds]))
-
-    lo, hi = scenario.saturation_rate() * 0.5, scenario.saturation_rate() * 1.5
-    while mean_e2e(hi) < target_mean_e2e_s:
-        lo, hi = hi, hi * 2
-    while (hi - lo) / hi > tolerance:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mean_e2e(mid) < target_mean_e2e_s else (lo, mid)
-    return round((lo + hi) / 2, 2)
-
-
 # --------------------------------------------------------------------------------------------
 # Shipped scenarios and loading
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from agents import evaluation as E
+from agents import reporting
+from agents.baselines import Router
 from llm_routing_env.config import EnvConfig
 from llm_routing_env.core import RoutingCore
 
@@ -93,10 +95,23 @@ def test_cli_outputs_and_common_random_numbers(tmp_path, capsys):
 def test_statistics():
     m, h = E.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and h == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
-    imp, half = E.paired_improvement([10.0, 20.0, 30.0], [9.0, 18.0, 27.0])
-    assert imp == pytest.approx(100 * 2.0 / 20.0)  # mean difference over the mean of round-robin
-    assert half == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3) * 100 / 20)
     assert np.isnan(E.mean_ci([5.0])[1])
+
+
+def test_paired_improvement_by_the_delta_method():
+    """By hand: rr = 10, 20, 30 and p = 9, 19, 26 (same episodes). Means 20 and 18, R = 0.9, so
+    Δ = 10 %. z_i = p_i - R rr_i = 0, 1, -1: sd 1, and the half-width is
+    100 * t(0.975, 2) * 1 / (sqrt(3) * 20) = 12.42 %. (Treating the round-robin mean as a constant,
+    the differences 1, 1, 4 would give 100 * 4.303 * sqrt(3) / (sqrt(3) * 20) = 21.5 %.)"""
+    imp, half = E.paired_improvement([10.0, 20.0, 30.0], [9.0, 19.0, 26.0])
+    assert imp == pytest.approx(10.0, abs=1e-12)
+    assert half == pytest.approx(100 * 4.302652729749464 / (np.sqrt(3) * 20), rel=1e-9)  # t(0.975, 2)
+    assert half == pytest.approx(12.4207, abs=1e-4)
+    # a policy proportional to round-robin in every episode: the ratio is exact, no interval
+    imp, half = E.paired_improvement([10.0, 20.0, 30.0], [9.0, 18.0, 27.0])
+    assert imp == pytest.approx(10.0) and half == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="one value per episode"):
+        E.paired_improvement([1.0, 2.0], [1.0])
 
 
 def test_load_sweep_plots_and_progress(tmp_path):
@@ -104,10 +119,10 @@ def test_load_sweep_plots_and_progress(tmp_path):
                          collect_requests=True)
     assert [(r["policy"], r["load"]) for r in results] == [("rr", 0.6), ("lot", 0.6), ("rr", 1.0), ("lot", 1.0)]
     assert results[2]["rate_per_s"] == pytest.approx(results[0]["rate_per_s"] / 0.6)
-    written = {p.name for p in E.make_plots(results, tmp_path / "plots")}
+    written = {p.name for p in reporting.make_plots(results, tmp_path / "plots")}
     assert written == {"e2e_cdf_load0.6.png", "ttft_over_time_load0.6.png", "e2e_cdf_load1.png",
                        "ttft_over_time_load1.png", "improvement_vs_load.png"}
-    assert "load 0.6" in E.format_table(results)
+    assert "load 0.6" in reporting.format_table(results)
 
 
 def test_workers_give_identical_results():
@@ -147,8 +162,11 @@ def test_learned_agent_runs_in_its_own_mode(tick_model, tmp_path, monkeypatch):
     assert (res["rr"]["mode"], res["tiny-tick"]["mode"], res["tiny-tick"]["obs"]) == ("arrival", "tick", "rich")
     tiny = res["tiny-tick"]
     assert tiny["kind"] == "learned" and tiny["arrived"] == 40
-    # an untrained agent may hold forever: then the episode is cut off, and said so
-    assert tiny["completed"] == 40 or tiny["truncated_episodes"] > 0
+    # an episode is truncated exactly when it left requests unfinished, and then Δ is n/a
+    per = tiny["per_episode"]
+    unfinished = sum(c < a for c, a in zip(per["completed"], per["arrived"]))
+    assert tiny["truncated_episodes"] == unfinished and tiny["completed"] == sum(per["completed"])
+    assert (tiny["improvement_vs_rr_pct"] is None) == (unfinished > 0)
 
 
 def test_model_card_evaluation(tick_model, monkeypatch):
@@ -156,8 +174,86 @@ def test_model_card_evaluation(tick_model, monkeypatch):
     card = json.loads(tick_model.with_suffix(".json").read_text())
     ev = E.model_card_evaluation(str(tick_model), card, episodes=2, heuristics=["rr", "lor"], workers=1)
     assert ev["scenario"] == "paper-v100*" and ev["episodes"] == 2 and ev["seed"] == E.CARD_SEED
-    assert ev["model"]["mode"] == "tick" and ev["best_heuristic"]["policy"] in ("rr", "lor")
-    assert {"improvement_vs_rr_pct", "improvement_vs_best_heuristic_pct"} <= set(ev)
+    assert ev["model"]["mode"] == "tick"
+    # the best heuristic is the one of the two with the lower mean E2E on the same episodes
+    alone = E.evaluate(["rr", "lor"], "paper-v100", episodes=2, seed=E.CARD_SEED, instances=2, num_requests=20)
+    assert [r["truncated_episodes"] for r in alone] == [0, 0]
+    best = min(alone, key=lambda r: r["mean_e2e_s"])
+    assert ev["best_heuristic"]["policy"] == best["policy"]
+    assert ev["best_heuristic"]["mean_e2e_s"] == best["mean_e2e_s"]
+    assert ev["training_seeds"]["known"] is False  # the fixture's card records no training seeds
+
+
+class HoldForever(Router):
+    """Holds every request (tick mode): every episode is cut off with nothing completed."""
+
+    name = "hold-forever"
+    modes = ("tick",)
+    source = "test"
+
+    def _choose(self, view, valid, go):
+        return np.full(valid.shape[0], -1, dtype=np.int64)
+
+
+def test_truncated_episodes_are_counted_and_delta_is_not_reported(monkeypatch):
+    monkeypatch.setattr(E, "IDLE_HOLD_GUARD_S", 2.0)
+    monkeypatch.setitem(E.ROUTERS, "hold-forever", HoldForever)
+    results = E.evaluate(["rr", "hold-forever"], "paper-v100", episodes=2, seed=0, mode="tick", num_requests=20)
+    rr, hold = results
+    assert (rr["truncated_episodes"], rr["completed"], rr["improvement_note"]) == (0, 40, None)
+    assert (hold["truncated_episodes"], hold["completed"], hold["arrived"]) == (2, 0, 40)
+    assert np.isnan(hold["improvement_vs_rr_pct"]) and np.isnan(hold["improvement_ci95_pct"])
+    assert hold["improvement_note"] == "n/a: hold-forever has 2 truncated episode(s)"
+    table = reporting.format_table(results)
+    row = next(line for line in table.splitlines() if line.startswith("hold-forever"))
+    assert row.split()[-2:] == ["2/2", "n/a"]
+    assert "2 of 2 episodes truncated" in table
+
+
+def test_jsq_is_the_lot_row():
+    results = E.evaluate(["lot", "jsq"], "paper-v100", episodes=1, seed=0, num_requests=20)
+    assert [r["policy"] for r in results] == ["rr", "lot"]
+    assert [r["policy"] for r in E.evaluate(["jsq"], "paper-v100", episodes=1, seed=0, num_requests=20)] == ["rr", "lot"]
+
+
+def test_training_seed_overlap_is_warned_and_flagged(tick_model, tmp_path, capsys, monkeypatch):
+    from llm_routing_env.seeds import TRAINING, VALIDATION, seeds_record
+
+    monkeypatch.setattr(E, "IDLE_HOLD_GUARD_S", 2.0)
+    card = json.loads(tick_model.with_suffix(".json").read_text())
+    carded = tmp_path / "carded.zip"
+    carded.write_bytes(tick_model.read_bytes())
+    run = [*SMALL, "--instances", "2", "--policies", f"rr,{carded}", "--episodes", "2", "--seed", "3",
+           "--json", str(tmp_path / "r.json")]
+
+    def evaluate_with(seeds):
+        carded.with_suffix(".json").write_text(json.dumps({**card, "seeds": seeds} if seeds else card))
+        rc = cli.main(run)
+        err = capsys.readouterr().err
+        doc = json.loads((tmp_path / "r.json").read_text())
+        return rc, err, next(r for r in doc["results"] if r["policy"] == "carded")
+
+    # trained on its own streams: nothing to say
+    rc, err, r = evaluate_with({"training": seeds_record(TRAINING, 0, 4), "validation": seeds_record(VALIDATION, 0, 4)})
+    assert rc == 0 and err == "" and r["training_seeds"]["overlap"] is False
+    # a card whose training env seeds 0-3 include the evaluated 3 and 4: a warning and the flag
+    rc, err, r = evaluate_with({"training": {"stream": "custom", "env_seeds": [0, 4]}})
+    assert rc == 0 and r["training_seeds"]["overlap"] is True
+    assert "evaluate.py: warning:" in err and "1 of its training env seeds [0, 4)" in err
+    # an old card: unknown, said so, not a crash
+    rc, err, r = evaluate_with(None)
+    assert rc == 0 and "training seeds unknown" in err
+    assert r["training_seeds"] == {"known": False, "overlap": None, "message": r["training_seeds"]["message"]}
+    # a malformed field: an error before any simulation
+    rc, err, _ = evaluate_with({"training": {"env_seeds": "zero to four"}})
+    assert rc == 2 and "seeds.training" in err
+
+
+def test_seed_outside_the_evaluation_stream_is_refused(capsys):
+    rc = cli.main([*SMALL, "--policies", "rr", "--episodes", "2", "--seed", "-1"])
+    assert rc == 2 and "evaluation seed must be a non-negative integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="past the end of the evaluation stream"):
+        E.evaluate(["rr"], "paper-v100", episodes=2, seed=2**32 - 1, num_requests=20)
 
 
 def _no_simulation(monkeypatch):

@@ -1,11 +1,10 @@
-"""Short runs of the library examples in examples/ (each well under a minute)."""
+"""Short runs of the library examples in examples/ (their speed is measured in benchmarks/, not here)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, *args: str, timeout: float = 120) -> tuple[str, float]:
-    start = time.time()
+def _run(script: str, *args: str, timeout: float = 120) -> str:
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout, time.time() - start
+    return proc.stdout
 
 
 def _e2e(text: str, label: str) -> float:
@@ -31,9 +29,8 @@ def _e2e(text: str, label: str) -> float:
                          ids=["input-driven-baseline", "plain-gae"])
 def test_cleanrl_ppo_short_run(extra):
     pytest.importorskip("torch")
-    out, seconds = _run("cleanrl_ppo.py", "--num-requests", "60", "--num-envs", "8", "--total-timesteps", "2000",
-                        "--eval-episodes", "4", *extra)
-    assert seconds < 60, f"took {seconds:.0f} s"
+    out = _run("cleanrl_ppo.py", "--num-requests", "60", "--num-envs", "8", "--total-timesteps", "2000",
+               "--eval-episodes", "4", *extra)
     learned, rr = _e2e(out, "learned PPO"), _e2e(out, "round-robin")
     assert 0 < learned < 600 and 0 < rr < 60
     assert "iter" in out and "wall time" in out
@@ -42,8 +39,8 @@ def test_cleanrl_ppo_short_run(extra):
 def test_cleanrl_ppo_tick_mode_masks():
     """Tick mode has the hold action and masked sends (empty router queue): -inf logits path."""
     pytest.importorskip("torch")
-    out, _ = _run("cleanrl_ppo.py", "--mode", "tick", "--num-requests", "30", "--num-envs", "4", "--num-steps", "64",
-                  "--total-timesteps", "500", "--eval-episodes", "2")
+    out = _run("cleanrl_ppo.py", "--mode", "tick", "--num-requests", "30", "--num-envs", "4", "--num-steps", "64",
+               "--total-timesteps", "500", "--eval-episodes", "2")
     assert _e2e(out, "round-robin") > 0
 
 
@@ -51,7 +48,7 @@ def test_cleanrl_ppo_tick_mode_masks():
 def test_cleanrl_ppo_beats_round_robin():
     """The default run (about a minute on 2 cores) learns a router better than round-robin."""
     pytest.importorskip("torch")
-    out, _ = _run("cleanrl_ppo.py", timeout=900)
+    out = _run("cleanrl_ppo.py", timeout=900)
     assert _e2e(out, "learned PPO") < _e2e(out, "round-robin")
 
 
@@ -60,10 +57,8 @@ def test_torchrl_ppo_short_run(load_example):
     pytest.importorskip("torchrl")
     pytest.importorskip("tensordict")
     example = load_example("torchrl_ppo")
-    start = time.time()
     out = example.main(["--num-requests", "40", "--num-envs", "4", "--frames-per-batch", "320",
                         "--total-frames", "960", "--minibatch", "160", "--eval-episodes", "3"])
-    assert time.time() - start < 60
     assert out["training_mean_e2e_s"] and all(0 < x < 60 for x in out["training_mean_e2e_s"])
     assert 0 < out["learned_mean_e2e_s"] < 600 and 0 < out["round_robin_mean_e2e_s"] < 60
 

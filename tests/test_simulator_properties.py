@@ -8,7 +8,6 @@ Each simulator is also run twice on the same calls and must give bit-identical r
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import fields
 
 import numpy as np
@@ -40,16 +39,14 @@ PROFILES = [
 
 @pytest.fixture(scope="module", params=SIMULATORS)
 def simulator_class(request):
-    """The simulator class under test; the fast one is skipped while it cannot be imported."""
+    """The simulator class under test (an import failure fails the tests, never skips them)."""
     if request.param == "reference":
         from llm_routing_env.reference_simulator import ReferenceSimulator
 
         return ReferenceSimulator
-    try:
-        module = importlib.import_module("llm_routing_env.simulator")
-    except ImportError as err:
-        pytest.skip(f"llm_routing_env.simulator cannot be imported yet: {err}")
-    return module.ClusterSimulator
+    from llm_routing_env.simulator import ClusterSimulator
+
+    return ClusterSimulator
 
 
 # --------------------------------------------------------------------------------------------
