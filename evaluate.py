@@ -11,9 +11,12 @@ files (``models/NAME.zip`` with its card ``models/NAME.json``). Episode ``i`` us
 ``--mode`` (default ``arrival``), a learned agent in the mode and observation it was trained with.
 Clairvoyant oracles (``oracle-*``) read true output lengths and are reported apart.
 
-``--trace`` replays a trace (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py) on
-the scenario's cluster (``paper-v100``'s without ``--scenario``), at the trace's own mean rate
-unless ``--rate`` rescales it; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
+``--trace`` replays a trace file (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py),
+e.g. the Azure LLM inference traces 2023, ``AzureLLMInferenceTrace_{code,conv}.csv`` from
+github.com/Azure/AzurePublicDataset (``data/``), on the scenario's cluster (``paper-v100``'s without
+``--scenario``), at the trace's own times unless ``--rate`` rescales it (its first 20% by arrival
+train the length predictor, episodes come from the rest); ``azure-code`` / ``azure-conv`` name
+synthetic generators fitted to those files; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
 cluster. ``--load`` sweeps loads (offered rate / saturation rate; one result per policy and load).
 
 An unknown policy, a missing or corrupt model, or a model trained for another observation or
@@ -55,7 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", help="a shipped scenario name or a TOML/YAML file")
-    p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake) or built-in trace")
+    p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake; e.g. "
+                   "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset data/), or a fitted "
+                   "synthetic trace: azure-code, azure-conv")
     p.add_argument("--policies", help="comma-separated router names and/or model .zip paths")
     p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per policy (default 20)")
     p.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED + i (default 0)")

@@ -41,9 +41,8 @@ from .simulator import ClusterSimulator
 MODES = ("tick", "arrival")
 OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
-PREDICTOR_TRAIN_SEED = 1_000_003
 # environment settings that change the scenario rather than the environment
-SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")  # the predictor's training sample never equals an episode seed
+SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")
 
 
 @dataclass(frozen=True)
@@ -331,8 +330,8 @@ class RoutingCore:
         self.K = self.buckets.n_buckets
         self.sim = ClusterSimulator(cluster, num_clusters=self.B, max_requests=self.R, prediction_classes=self.K)
         self.predictor = make_predictor(config.predictor, buckets=self.buckets, **config.predictor_kwargs)
-        if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on a sample no episode uses
-            self.predictor.fit(config.scenario.make_workload(PREDICTOR_TRAIN_SEED))
+        if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on data no episode uses
+            self.predictor.fit(config.scenario.predictor_training_workload())
         coeffs = cluster.coefficient_table()
         self.coefficients = coeffs
         self.kv_capacity = cluster.per_instance("kv_capacity_blocks")
