@@ -340,6 +340,7 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
                  "reference": spec.reference, "source": spec.source, "mode": spec.mode,
                  "obs": spec.obs if spec.kind == "learned" else None, "scenario": scenario.name, "load": load,
                  "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
+                 "predictor_training_data": scenario.predictor_training_data,
                  "truncated_episodes": int(sum(m["truncated"] for m in eps))}
     per_episode = {"episode": [m["episode"] for m in eps]}
     for key, _, src in METRICS:

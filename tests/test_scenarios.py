@@ -129,6 +129,7 @@ def test_a_one_request_trace_is_a_valid_trace(tmp_path):
     assert built.trace == one and built.rate_per_s is None and built.load is None
     results = E.evaluate(["rr"], built.with_overrides(predictor_train_trace=train), episodes=1, seed=0)
     assert results[0]["arrived"] == 1
+    assert results[0]["predictor_training_data"] == "train.csv, all 3 requests (a separate file)"
 
 
 def test_toml_file(tmp_path):
