@@ -274,7 +274,7 @@ class Scenario:
         rate = self.offered_rate()
         cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "")
         workload = self.mix if self.mix is not None else \
-            (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} (synth.)")
+            (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
         return (f"{self.name:<18} {cluster:<40} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
