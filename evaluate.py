@@ -24,9 +24,12 @@ over the episodes, with a 95 % interval by the delta method for the ratio of the
 (sqrt(n) mean(rr))``). Δ is n/a for a policy (or against a round-robin) with a truncated episode:
 its latencies cover only the requests it completed.
 
-``--trace`` replays a trace (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py) on
-the scenario's cluster (``paper-v100``'s without ``--scenario``), at the trace's own mean rate
-unless ``--rate`` rescales it; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
+``--trace`` replays a trace file (generic CSV, Azure or Mooncake; see llm_routing_env/traces.py),
+e.g. the Azure LLM inference traces 2023, ``AzureLLMInferenceTrace_{code,conv}.csv`` from
+github.com/Azure/AzurePublicDataset (``data/``), on the scenario's cluster (``paper-v100``'s without
+``--scenario``), at the trace's own times unless ``--rate`` rescales it (its first 20% by arrival
+train the length predictor, episodes come from the rest); ``azure-code`` / ``azure-conv`` name
+synthetic generators fitted to those files; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
 cluster. ``--load`` sweeps loads (offered rate / saturation rate; one result per policy and load).
 
 An unknown policy, a missing or corrupt model, or a model trained for another observation or
@@ -68,7 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", help="a shipped scenario name or a TOML/YAML file")
-    p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake) or built-in trace")
+    p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake; e.g. "
+                   "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset data/), or a fitted "
+                   "synthetic trace: azure-code, azure-conv")
     p.add_argument("--policies", help="comma-separated router names and/or model .zip paths")
     p.add_argument("--episodes", type=_positive_int, default=20, help="episodes per policy (default 20)")
     p.add_argument("--seed", type=int, default=0,

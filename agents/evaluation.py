@@ -123,25 +123,17 @@ def default_workers() -> int:
 def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances=None, chunked_prefill=None,
                    num_requests=None) -> Scenario:
     """The scenario to evaluate on: a shipped name / file (default ``paper-v100``'s cluster when only a
-    trace is given) with the trace and cluster overrides. A trace without ``rate`` plays at its
-    own mean rate (each episode's window rescaled to it); ``rate`` rescales it to that mean rate."""
+    trace is given) with the trace and cluster overrides. A trace file without ``rate`` plays at
+    its own times; ``rate`` rescales each episode's window to that mean rate."""
     if scenario is None and trace is None:
         raise ValueError("give a scenario (--scenario) or a trace (--trace)")
     base = load_scenario(scenario if scenario is not None else "paper-v100")
     changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests}
     if chunked_prefill is not None:
         changes["chunked_prefill"] = bool(chunked_prefill)
-    if trace is not None:
-        from llm_routing_env.traces import BUILTIN_TRACES, replay
-
-        trace = str(trace)
-        if trace not in BUILTIN_TRACES and not Path(trace).is_file():
-            raise ValueError(f"trace {trace!r}: no such file (and not a built-in trace: {', '.join(sorted(BUILTIN_TRACES))})")
-        full = replay(trace).workload  # validates the file (TraceError names line and column)
-        if len(full) < 2:
-            raise ValueError(f"trace {trace!r}: needs at least two requests")
-        changes.update(trace=trace, rate_per_s=rate if rate is not None else full.mean_rate_per_s,
-                       name=f"{base.name if scenario is not None else 'trace'}:{Path(trace).stem}")
+    if trace is not None:  # the scenario validates it (a missing or malformed file is named); no rate: its own
+        changes.update(trace=str(trace), rate_per_s=rate,
+                       name=f"{base.name if scenario is not None else 'trace'}:{Path(str(trace)).stem}")
     elif rate is not None:
         changes["rate_per_s"] = rate
     try:
@@ -383,6 +375,7 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
                  "reference": spec.reference, "source": spec.source, "mode": spec.mode,
                  "obs": spec.obs if spec.kind == "learned" else None, "scenario": scenario.name, "load": load,
                  "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
+                 "predictor_training_data": scenario.predictor_training_data,
                  "truncated_episodes": int(sum(m["truncated"] for m in eps))}
     per_episode = {"episode": [m["episode"] for m in eps]}
     for key, _, src in METRICS:

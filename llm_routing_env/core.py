@@ -36,8 +36,6 @@ from .predictors import DQN_STATE_BUCKETS, make_predictor
 from .simulator import ClusterSimulator
 from .view import ClairvoyantView, RouterQueries, RouterView
 
-PREDICTOR_TRAIN_SEED = 1_000_003  # the predictor's training sample never equals an episode seed
-
 
 class RoutingCore:
     """B episodes of one scenario advanced together (see the module docstring)."""
@@ -53,8 +51,8 @@ class RoutingCore:
         self.K = self.buckets.n_buckets
         self.sim = ClusterSimulator(cluster, num_clusters=self.B, max_requests=self.R, prediction_classes=self.K)
         self.predictor = make_predictor(config.predictor, buckets=self.buckets, **config.predictor_kwargs)
-        if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on a sample no episode uses
-            self.predictor.fit(config.scenario.make_workload(PREDICTOR_TRAIN_SEED))
+        if hasattr(self.predictor, "fit"):  # task-prior, learned: trained on data no episode uses
+            self.predictor.fit(config.scenario.predictor_training_workload())
         coeffs = cluster.coefficient_table()
         self.coefficients = coeffs
         self.kv_capacity = cluster.per_instance("kv_capacity_blocks")

@@ -176,7 +176,7 @@ register_profile(
         max_model_len=4096,
         source=(
             "Vidur execution-time predictor (github.com/microsoft/vidur @ 7d47513, MIT), Llama-2-7B "
-            "fp16 on A100-80GB TP1: llm_routing_env/data/vidur_batch_times/vidur_batch_times.csv"
+            "fp16 on A100-80GB TP1, queried on 163 batch compositions (vidur_batch_times.csv)"
         ),
         fit_mape_pct=6.49,
         fit_max_ape_pct=30.68,
@@ -199,8 +199,7 @@ register_profile(
         max_model_len=4096,
         source=(
             "SplitwiseSim perf model (github.com/Mutinifni/splitwise-sim data/perf_model.csv @ 8f99e7d,"
-            " MIT), llama2-70b a100-80gb tensor_parallel=4: "
-            "llm_routing_env/data/splitwise_perf_model/perf_model.csv"
+            " MIT), llama2-70b a100-80gb tensor_parallel=4"
         ),
         fit_mape_pct=4.61,
         fit_max_ape_pct=20.13,
@@ -226,8 +225,7 @@ register_profile(
         max_model_len=4096,
         source=(
             "SplitwiseSim perf model (github.com/Mutinifni/splitwise-sim data/perf_model.csv @ 8f99e7d,"
-            " MIT), llama2-70b h100-80gb tensor_parallel=4: "
-            "llm_routing_env/data/splitwise_perf_model/perf_model.csv"
+            " MIT), llama2-70b h100-80gb tensor_parallel=4"
         ),
         fit_mape_pct=3.38,
         fit_max_ape_pct=21.52,

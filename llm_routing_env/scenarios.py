@@ -11,10 +11,26 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     num_instances = 4
     chunked_prefill = false
     [workload]
-    trace = "my_requests.csv"       # or: mix = "paper-mix"
+    trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv"
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
-    load = 0.9                      # or: rate_per_s = 20
+    load = 0.9                      # or: rate_per_s = 20 (a trace: neither = its own rate)
     num_requests = 2000             # episode length (and/or duration_s)
+    predictor_train_fraction = 0.2  # a trace file: its first 20% train the predictor (the default)
+    # predictor_train_trace = "train.csv"   # or: a separate file trains it (all of the trace is episodes)
+
+**Workloads.** A *mix* is synthetic (``paper-mix``). A *fitted trace* (``azure-code``,
+``azure-conv``) is a synthetic generator fitted to a public trace's statistics
+(:mod:`~llm_routing_env.fitted_traces`): no file needed. A *trace file* is replayed as it is: each
+episode is a window of ``num_requests`` consecutive requests, moved to start at 0 and rescaled to
+the scenario's rate (or kept at its own times when neither rate nor load is given).
+
+**The predictor never sees the requests it predicts.** ``task-prior`` and ``learned`` predictors
+are fitted on :meth:`Scenario.predictor_training_workload`, and
+:attr:`Scenario.predictor_training_data` says which data that is (for result files). For a mix or
+a fitted trace it is a workload drawn with the seed :data:`PREDICTOR_TRAIN_SEED`, which no episode
+uses. For a trace file it is a declared *training part*: the first ``predictor_train_fraction``
+(default 20%) of the requests by arrival, or the whole of ``predictor_train_trace``; episodes are
+windows of the rest only, so they cannot overlap it (the same file as both is refused).
 
 **Load** is the offered rate over the cluster's *saturation rate* for that workload: the highest
 rate round-robin sustains with bounded queues. :func:`saturation_rate` measures it as the rate at
@@ -43,12 +59,15 @@ import numpy as np
 
 from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
+from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
 from .simulator import ClusterSimulator
-from .traces import BUILTIN_TRACES, replay
+from .traces import AZURE_TRACE_HINT, load_trace, replay
 from .workloads import Workload, generate, get_mix, mix_names
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
 SATURATION_SEED = 20240801
+PREDICTOR_TRAIN_SEED = 1_000_003  # a mix's / fitted trace's predictor training sample; no episode uses it
+DEFAULT_PREDICTOR_TRAIN_FRACTION = 0.2  # of a trace file, by arrival
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,8 @@ class Scenario:
     load: float | None = None
     num_requests: int | None = 2000
     duration_s: float | None = None
+    predictor_train_fraction: float | None = None
+    predictor_train_trace: str | None = None
     source: str = field(default="built-in", compare=False)
 
     def __post_init__(self) -> None:
@@ -80,11 +101,11 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: give exactly one of workload.mix or workload.trace")
         if self.mix is not None and self.mix not in mix_names():
             raise ValueError(f"scenario {self.name!r}: unknown mix {self.mix!r}; known mixes: {', '.join(mix_names())}")
-        if self.trace is not None and self.trace not in BUILTIN_TRACES and not Path(self.trace).exists():
-            raise ValueError(f"scenario {self.name!r}: trace {self.trace!r} is neither a built-in trace "
-                             f"({', '.join(sorted(BUILTIN_TRACES))}) nor an existing file")
-        if (self.rate_per_s is None) == (self.load is None):
+        if self.rate_per_s is not None and self.load is not None:
             raise ValueError(f"scenario {self.name!r}: give exactly one of workload.rate_per_s or workload.load")
+        if self.trace is None and self.rate_per_s is None and self.load is None:
+            raise ValueError(f"scenario {self.name!r}: give exactly one of workload.rate_per_s or workload.load "
+                             "(only a trace may give neither, to play at its own rate)")
         for name in ("rate_per_s", "load", "cv", "duration_s"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
@@ -95,6 +116,79 @@ class Scenario:
         if n is None and self.duration_s is None:
             raise ValueError(f"scenario {self.name!r}: give num_requests and/or duration_s (a finite episode)")
         self.cluster_config()  # validates the scheduler options against the profiles
+        self._check_predictor_training_part()
+
+    def _check_predictor_training_part(self) -> None:
+        """Validate the trace and the predictor's training part (loads the files: errors name them)."""
+        frac, train_file = self.predictor_train_fraction, self.predictor_train_trace
+        if not self.is_trace_file:
+            if frac is not None or train_file is not None:
+                what = "a mix" if self.mix is not None else f"the fitted trace {self.trace!r}"
+                raise ValueError(f"scenario {self.name!r}: predictor_train_fraction / predictor_train_trace apply to "
+                                 f"a trace file only; {what} trains its predictor on seed {PREDICTOR_TRAIN_SEED}")
+            return
+        if frac is not None and train_file is not None:
+            raise ValueError(f"scenario {self.name!r}: give predictor_train_fraction or predictor_train_trace, "
+                             "not both")
+        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float))
+                                 or not math.isfinite(frac) or not 0 <= frac < 1):
+            raise ValueError(f"scenario {self.name!r}: predictor_train_fraction must be in [0, 1), got {frac!r}")
+        for key, path in (("trace", self.trace), ("predictor_train_trace", train_file)):
+            if path is not None and not Path(path).is_file():
+                fitted = f" nor a fitted trace ({', '.join(fitted_trace_names())})" if key == "trace" else ""
+                raise ValueError(f"scenario {self.name!r}: {key} {path!r}: no such file{fitted}; "
+                                 f"{AZURE_TRACE_HINT}")
+        if train_file is not None and _same_file(self.trace, train_file):
+            raise ValueError(f"scenario {self.name!r}: predictor_train_trace {train_file!r} is the trace itself: "
+                             "the predictor would be trained on the requests it predicts")
+        self._trace_parts()  # a malformed file raises TraceError (file, line, column)
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def is_trace_file(self) -> bool:
+        """True when the workload is a trace file replayed as it is (not a fitted generator)."""
+        return self.trace is not None and self.trace not in FITTED_TRACES
+
+    def _trace_parts(self) -> tuple[Workload | None, Workload, str]:
+        """A trace file's ``(training part or None, episode part, description of the training part)``."""
+        full = _trace_workload(self.trace, self.max_model_len)
+        name = Path(self.trace).name
+        if self.predictor_train_trace is not None:
+            train = _trace_workload(self.predictor_train_trace, self.max_model_len)
+            return train, full, f"{Path(self.predictor_train_trace).name}, all {len(train):,} requests (a separate file)"
+        frac = DEFAULT_PREDICTOR_TRAIN_FRACTION if self.predictor_train_fraction is None \
+            else float(self.predictor_train_fraction)
+        n_train = int(math.floor(frac * len(full)))  # frac < 1: at least one request is left for episodes
+        if n_train == 0:
+            return None, full, (f"none: the first {100 * frac:g}% of {name} ({len(full)} request(s)) is empty; "
+                                "give predictor_train_trace to fit a predictor")
+        return (full.subset(slice(0, n_train)), full.subset(slice(n_train, None)),
+                f"{name} requests 0-{n_train - 1:,} (first {100 * frac:g}% by arrival); "
+                f"episodes from requests {n_train:,}-{len(full) - 1:,}")
+
+    def predictor_training_workload(self) -> Workload:
+        """The requests a fitted predictor (``task-prior``, ``learned``) is trained on, disjoint from
+        every episode: a sample drawn with :data:`PREDICTOR_TRAIN_SEED` for a mix or a fitted trace,
+        the declared training part for a trace file (ValueError if it is empty)."""
+        if not self.is_trace_file:
+            return self.make_workload(PREDICTOR_TRAIN_SEED)
+        train, _, desc = self._trace_parts()
+        if train is None:
+            raise ValueError(f"scenario {self.name!r}: no data to fit the predictor on ({desc}), or use a "
+                             "predictor that is not fitted (oracle, noisy)")
+        return train
+
+    @property
+    def predictor_training_data(self) -> str:
+        """Which data a fitted predictor is trained on, in one line (for result files), e.g.
+        ``"paper-mix, seed 1000003, 2,000 requests"`` or ``"AzureLLMInferenceTrace_conv.csv requests
+        0-3,872 (first 20% by arrival); episodes from requests 3,873-19,365"``."""
+        if self.is_trace_file:
+            return self._trace_parts()[2]
+        n = len(self.make_workload(PREDICTOR_TRAIN_SEED))
+        what = self.mix if self.mix is not None else \
+            f"synthetic {self.trace} (fitted to {get_fitted_trace(self.trace).source.split(' ')[0]})"
+        return f"{what}, seed {PREDICTOR_TRAIN_SEED}, {n:,} requests (episodes use other seeds)"
 
     # ----------------------------------------------------------------------------------------
     def cluster_config(self) -> ClusterConfig:
@@ -130,6 +224,10 @@ class Scenario:
             changes["rate_per_s"] = None
         if "trace" in changes:
             changes["mix"] = None
+            if "rate_per_s" not in changes and "load" not in changes:  # a new trace plays at its own rate
+                changes["rate_per_s"] = changes["load"] = None
+            for key in ("predictor_train_fraction", "predictor_train_trace"):  # they belonged to the old trace
+                changes.setdefault(key, None)
         changes.setdefault("name", self.name + "*")
         return dataclasses.replace(self, **changes)
 
@@ -137,22 +235,36 @@ class Scenario:
         return saturation_rate(self.cluster_config(), self.mix, self.trace)
 
     def offered_rate(self) -> float:
-        """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate."""
-        return self.rate_per_s if self.rate_per_s is not None else self.load * self.saturation_rate()
+        """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate; a trace
+        with neither plays at its own rate (a fitted trace: its source's; a file: its episode part's
+        mean rate, NaN when that part spans no time, e.g. one request)."""
+        if self.rate_per_s is not None:
+            return self.rate_per_s
+        if self.load is not None:
+            return self.load * self.saturation_rate()
+        if not self.is_trace_file:
+            return get_fitted_trace(self.trace).rate_per_s
+        episodes = self._trace_parts()[1]
+        return episodes.mean_rate_per_s if episodes.duration_s > 0 else float("nan")
 
     def make_workload(self, seed: int | np.random.SeedSequence | None) -> Workload:
-        """One episode's requests. For a trace, the seed picks the window's first request."""
-        rate = self.offered_rate()
+        """One episode's requests. For a trace file, the seed picks the window's first request in
+        the episode part (never in the predictor's training part)."""
+        duration_s = None if self.duration_s is None else self.duration_s * 1.0
         if self.mix is not None:
-            return generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
-                            duration_s=None if self.duration_s is None else self.duration_s * 1.0,
-                            seed=seed)
-        full = _trace_workload(self.trace, self.max_model_len)
+            return generate(self.mix, self.arrivals, rate_per_s=self.offered_rate(), cv=self.cv,
+                            n=self.num_requests, duration_s=duration_s, seed=seed)
+        if not self.is_trace_file:
+            w = get_fitted_trace(self.trace).generate(n=self.num_requests, duration_s=duration_s,
+                                                      rate_per_s=self.offered_rate(), seed=seed)
+            return w.clip_to_context(self.max_model_len)[0]
+        episodes = self._trace_parts()[1]
         rng = np.random.default_rng(seed)
-        n = min(self.num_requests or len(full), len(full))
-        start = int(rng.integers(0, len(full) - n + 1))
-        window = full.subset(np.arange(start, start + n))
-        w = replay(window, rate_per_s=rate).workload
+        n = min(self.num_requests or len(episodes), len(episodes))
+        start = int(rng.integers(0, len(episodes) - n + 1))
+        window = episodes.subset(np.arange(start, start + n))
+        own_rate = self.rate_per_s is None and self.load is None
+        w = replay(window, rate_per_s=None if own_rate else self.offered_rate()).workload
         if self.duration_s is not None:
             w = w.window(0.0, self.duration_s)
         return w
@@ -161,7 +273,8 @@ class Scenario:
         sat = self.saturation_rate()
         rate = self.offered_rate()
         cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "")
-        workload = self.mix if self.mix is not None else f"trace {self.trace}"
+        workload = self.mix if self.mix is not None else \
+            (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
         return (f"{self.name:<18} {cluster:<40} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
@@ -178,10 +291,17 @@ _TRACE_CACHE: dict[tuple, Workload] = {}
 
 
 def _trace_workload(trace: str, max_model_len: int) -> Workload:
-    key = (trace, max_model_len)
+    """A trace file, whole, clipped to the context (cached per file version)."""
+    st = Path(trace).stat()
+    key = (str(Path(trace).resolve()), st.st_mtime_ns, st.st_size, max_model_len)
     if key not in _TRACE_CACHE:
         _TRACE_CACHE[key] = replay(trace, max_model_len=max_model_len).workload
     return _TRACE_CACHE[key]
+
+
+def _same_file(a, b) -> bool:
+    pa, pb = Path(a), Path(b)
+    return pa.resolve() == pb.resolve() or (pa.stat().st_size == pb.stat().st_size and _file_sha(pa) == _file_sha(pb))
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +321,9 @@ def _saturation_key(config: ClusterConfig, mix, trace) -> str:
         "profiles": [dataclasses.asdict(p) | {"notes": ""} for p in config.profiles],
         "scheduler": dataclasses.asdict(config.scheduler),
         "mix": mix, "trace": trace,
-        "trace_sha": _file_sha(trace) if trace is not None and trace not in BUILTIN_TRACES else None,
-        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "version": 2,
+        "trace_sha": None if trace is None else
+        (get_fitted_trace(trace).digest() if trace in FITTED_TRACES else _file_sha(trace)),
+        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "version": 3,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -244,6 +365,10 @@ def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix"
     num_requests = requests_per_instance * config.num_instances
     if mix is not None:
         prompt, output, _ = get_mix(mix).sample(num_requests, rng)
+    elif trace in FITTED_TRACES:
+        prompt, output, _ = get_fitted_trace(trace).sample_lengths(num_requests, rng)
+        w = Workload(np.zeros(prompt.size), prompt, output).clip_to_context(max_len)[0]  # as its episodes
+        prompt, output = w.prompt_tokens, w.output_tokens
     else:
         full = _trace_workload(trace, max_len)
         idx = rng.choice(len(full), size=num_requests, replace=num_requests > len(full))
@@ -304,14 +429,16 @@ register_scenario(Scenario(
     "mixed-fleet", "2 x Llama-2-7B A100 + 2 x Llama-2-7B V100 (heterogeneous), paper mix at 0.9 load",
     instances=("llama2-7b-a100",) * 2 + ("llama2-7b-v100",) * 2, load=0.9, num_requests=2000))
 register_scenario(Scenario(
-    "azure-conv-v100", "the Azure conversation trace on 4 x Llama-2-7B V100 at 0.95 load: long prompts, "
-    "tight KV memory, preemptions",
+    "azure-conv-v100", "synthetic Azure conversation trace (fitted to AzureLLMInferenceTrace_conv.csv) on 4 x "
+    "Llama-2-7B V100 at 0.95 load: long prompts, tight KV memory, preemptions",
     instances=("llama2-7b-v100",) * 4, mix=None, trace="azure-conv", load=0.95, num_requests=2000))
 register_scenario(Scenario(
-    "azure-conv", "Azure LLM inference 2023, conversation service, on 4 x Llama-2-7B A100 at 0.9 load",
+    "azure-conv", "synthetic Azure LLM inference 2023 conversation trace (fitted to AzureLLMInferenceTrace_conv.csv) "
+    "on 4 x Llama-2-7B A100 at 0.9 load",
     instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-conv", load=0.9, num_requests=2000))
 register_scenario(Scenario(
-    "azure-code", "Azure LLM inference 2023, code service, on 4 x Llama-2-7B A100 at 0.9 load",
+    "azure-code", "synthetic Azure LLM inference 2023 code trace (fitted to AzureLLMInferenceTrace_code.csv) "
+    "on 4 x Llama-2-7B A100 at 0.9 load",
     instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-code", load=0.9, num_requests=2000))
 
 
@@ -322,7 +449,8 @@ def scenario_names() -> list[str]:
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "chunked_prefill", "max_num_seqs", "max_num_batched_tokens"},
-    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s"},
+    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s",
+                 "predictor_train_fraction", "predictor_train_trace"},
 }
 
 
@@ -380,9 +508,10 @@ def load_scenario(name_or_path) -> Scenario:
         fields["instances"] = (profile,) * num
     if "trace" in fields:
         fields.setdefault("mix", None)
-        trace = fields["trace"]
-        if isinstance(trace, str) and trace not in BUILTIN_TRACES and not Path(trace).is_absolute():
-            fields["trace"] = str((path.parent / trace).resolve())
+    for key in ("trace", "predictor_train_trace"):  # a file's path is relative to the scenario file
+        value = fields.get(key)
+        if isinstance(value, str) and value not in FITTED_TRACES and not Path(value).is_absolute():
+            fields[key] = str((path.parent / value).resolve())
     fields.setdefault("name", path.stem)
     try:
         return Scenario(**fields, source=str(path))

@@ -1,5 +1,12 @@
-"""Request traces: loaders (Azure 2023, Mooncake FAST'25, a generic CSV), the shipped Azure traces
-and replay (windows, rate scaling, clipping to the model's context).
+"""Request traces: loaders (Azure 2023, Mooncake FAST'25, a generic CSV) and replay (windows, rate
+scaling, clipping to the model's context).
+
+No trace ships with the package (other projects' data is not ours to redistribute): give the path
+of a file you downloaded, e.g. the Azure LLM inference traces 2023 (CC-BY-4.0),
+``AzureLLMInferenceTrace_code.csv`` and ``AzureLLMInferenceTrace_conv.csv`` from
+github.com/Azure/AzurePublicDataset (``data/``). The built-in scenarios ``azure-code`` and
+``azure-conv`` use synthetic generators fitted to those files instead
+(:mod:`llm_routing_env.fitted_traces`).
 
 Formats (auto-detected from the extension and the first line; ``format=`` overrides):
 
@@ -23,7 +30,6 @@ e.g. ``trace.csv: line 7, column 'prompt_tokens': '-3' must be a positive intege
 from __future__ import annotations
 
 import csv
-import functools
 import gzip
 import io
 import json
@@ -31,7 +37,6 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +53,7 @@ __all__ = [
     "load_mooncake_trace",
     "load_generic_csv",
     "save_generic_csv",
-    "BUILTIN_TRACES",
-    "builtin_trace_names",
-    "builtin_trace_path",
-    "load_builtin_trace",
+    "AZURE_TRACE_HINT",
     "Replay",
     "replay",
 ]
@@ -61,6 +63,8 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 GENERIC_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 MOONCAKE_BLOCK_TOKENS = 512
+AZURE_TRACE_HINT = ("the Azure LLM inference traces 2023 are AzureLLMInferenceTrace_code.csv and "
+                    "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset (data/)")
 
 
 class TraceError(ValueError):
@@ -429,7 +433,7 @@ def load_trace(path, format: str | None = None, task_name: str | None = None) ->
     """Load a trace file as a :class:`Workload` (format auto-detected unless given)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no trace file at {path}")
+        raise FileNotFoundError(f"no trace file at {path} ({AZURE_TRACE_HINT})")
     if format is None:
         format = detect_format(path)
     if format == "azure":
@@ -439,33 +443,6 @@ def load_trace(path, format: str | None = None, task_name: str | None = None) ->
     if format == "mooncake":
         return load_mooncake_trace(path, task_name)
     raise ValueError(f"unknown trace format {format!r}; known: {', '.join(TRACE_FORMATS)}")
-
-
-# --- the shipped traces --------------------------------------------------------------------------
-
-BUILTIN_TRACES = {
-    "azure-code": ("azure_llm_inference_2023", "AzureLLMInferenceTrace_code.csv"),
-    "azure-conv": ("azure_llm_inference_2023", "AzureLLMInferenceTrace_conv.csv"),
-}
-
-
-def builtin_trace_names() -> list[str]:
-    return sorted(BUILTIN_TRACES)
-
-
-def builtin_trace_path(name: str) -> Path:
-    if name not in BUILTIN_TRACES:
-        raise ValueError(f"unknown built-in trace {name!r}; known: {', '.join(builtin_trace_names())}")
-    folder, file = BUILTIN_TRACES[name]
-    return Path(str(resources.files("llm_routing_env").joinpath("data", folder, file)))
-
-
-@functools.lru_cache(maxsize=None)
-def load_builtin_trace(name: str) -> Workload:
-    """A trace shipped in the package: ``"azure-code"`` (8,819 requests) or ``"azure-conv"``
-    (19,366), Azure LLM inference trace 2023, CC-BY-4.0 (Patel et al., Splitwise, ISCA 2024).
-    The task name is the trace name. Cached (a Workload is immutable)."""
-    return load_trace(builtin_trace_path(name), format="azure", task_name=name)
 
 
 # --- replay ------------------------------------------------------------------------------------
@@ -486,18 +463,13 @@ def replay(trace, *, start_s: float | None = None, duration_s: float | None = No
            shift_to_zero: bool = True) -> Replay:
     """Prepare a trace for the simulator.
 
-    ``trace``: a Workload, a file path or a built-in name. Steps, in order: keep the arrivals in
+    ``trace``: a Workload or a file path. Steps, in order: keep the arrivals in
     ``[start_s, start_s + duration_s)`` (trace time; ``start_s`` defaults to the first arrival,
     ``duration_s`` to everything), keep the first ``count`` of those, move the first arrival to
     0 (``shift_to_zero``), rescale times to a mean rate ``rate_per_s``, and clip every request to
     ``max_model_len`` (an int or a profile) with :meth:`Workload.clip_to_context`.
     """
-    if isinstance(trace, Workload):
-        w = trace
-    elif isinstance(trace, str) and trace in BUILTIN_TRACES:
-        w = load_builtin_trace(trace)
-    else:
-        w = load_trace(trace)
+    w = trace if isinstance(trace, Workload) else load_trace(trace)
     source = len(w)
     if start_s is not None or duration_s is not None:
         if len(w) == 0:
@@ -512,7 +484,7 @@ def replay(trace, *, start_s: float | None = None, duration_s: float | None = No
     if shift_to_zero:
         w = w.shifted(0.0)
     scale = 1.0
-    if rate_per_s is not None:
+    if rate_per_s is not None and w.duration_s > 0:  # a single instant (e.g. one request) has no rate to change
         old = w.mean_rate_per_s
         w = w.with_rate(rate_per_s)
         scale = old / float(rate_per_s)

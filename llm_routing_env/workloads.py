@@ -328,10 +328,14 @@ class Workload:
 
     def with_rate(self, rate_per_s: float) -> "Workload":
         """Times stretched or compressed around the first arrival so that the mean rate
-        ``(n - 1) / duration_s`` becomes ``rate_per_s`` (burstiness and order are kept)."""
+        ``(n - 1) / duration_s`` becomes ``rate_per_s`` (burstiness and order are kept). A workload
+        that spans no time (one request, or all at one instant) has no rate to change: it comes back
+        as it is."""
         if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(rate_per_s) or rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be a positive finite number, got {rate_per_s!r}")
+        if self.duration_s == 0.0:
+            return self
         factor = self.mean_rate_per_s / float(rate_per_s)
         t0 = self.arrival_s[0]
         return self._replace(arrival_s=t0 + (self.arrival_s - t0) * factor)

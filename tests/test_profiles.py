@@ -10,7 +10,7 @@ import csv
 import hashlib
 import math
 from collections import defaultdict
-from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +22,11 @@ from llm_routing_env.profiles import (
     profile_names,
 )
 
-DATA = files("llm_routing_env") / "data"
+# other projects' tables are not shipped: read them beside the project, skip without them
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_tables = pytest.mark.skipif(
+    not (DATA / "vidur_batch_times").is_dir() or not (DATA / "splitwise_perf_model").is_dir(),
+    reason=f"Vidur / SplitwiseSim tables not available at {DATA}")
 
 
 def _vidur_rows():
@@ -79,6 +83,7 @@ TABLE_FITS = [
 
 
 @pytest.mark.parametrize("name,rows,bound", TABLE_FITS, ids=[t[0] for t in TABLE_FITS])
+@needs_tables
 def test_shipped_coefficients_reproduce_their_table(name, rows, bound):
     profile = get_profile(name)
     ape = _ape_pct(profile, rows())
@@ -87,6 +92,7 @@ def test_shipped_coefficients_reproduce_their_table(name, rows, bound):
     assert abs(ape.max() - profile.fit_max_ape_pct) <= 0.05, (name, ape.max(), profile.fit_max_ape_pct)
 
 
+@needs_tables
 def test_table_shapes():
     vidur = _vidur_rows()
     assert len(vidur) == 163
@@ -97,7 +103,8 @@ def test_table_shapes():
         assert sum(r[5] == "decode" for r in rows) == 19
 
 
-def test_splitwise_copy_is_the_documented_file():
+@needs_tables
+def test_splitwise_table_is_the_documented_file():
     data = (DATA / "splitwise_perf_model" / "perf_model.csv").read_bytes()
     assert hashlib.sha256(data).hexdigest() == "dbbe505d1d64fc4bd1ec03c50edf944643586de4f68a81e94cbd55dd5bdfbf41"
     assert (DATA / "splitwise_perf_model" / "LICENSE-MIT.txt").read_text().startswith("MIT License")

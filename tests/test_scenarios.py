@@ -1,6 +1,8 @@
 """Scenarios: shipped names, TOML files, errors, the saturation tool and its cache."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,11 +36,100 @@ def test_workloads_are_seeded():
     assert len(a) == 50 and a.mean_rate_per_s == pytest.approx(20, rel=0.5)
 
 
-def test_trace_scenario_windows_and_rate():
+def test_fitted_trace_scenario_needs_no_file_and_is_seeded():
     s = S.load_scenario("azure-code").with_overrides(num_requests=300, load=None, rate_per_s=10.0)
+    assert s.trace == "azure-code" and not s.is_trace_file
     w = s.make_workload(3)
     assert len(w) == 300 and w.mean_rate_per_s == pytest.approx(10.0, rel=1e-6)
     assert (w.prompt_tokens + w.output_tokens <= s.max_model_len).all()
+    assert w.prompt_tokens.tobytes() == s.make_workload(3).prompt_tokens.tobytes()
+    assert s.predictor_training_data == ("synthetic azure-code (fitted to AzureLLMInferenceTrace_code.csv), "
+                                         "seed 1000003, 300 requests (episodes use other seeds)")
+    train = s.predictor_training_workload()
+    assert np.array_equal(train.prompt_tokens, s.make_workload(S.PREDICTOR_TRAIN_SEED).prompt_tokens)
+    assert not np.array_equal(train.prompt_tokens, w.prompt_tokens)
+    assert S.load_scenario("paper-v100").predictor_training_data == \
+        "paper-mix, seed 1000003, 2,000 requests (episodes use other seeds)"
+
+
+def _write_trace(path, arrival_s, prompt_tokens, output_tokens):
+    with open(path, "w") as f:
+        f.write("arrival_s,prompt_tokens,output_tokens\n")
+        for t, p, o in zip(arrival_s, prompt_tokens, output_tokens):
+            f.write(f"{float(t)!r},{int(p)},{int(o)}\n")
+    return str(path)
+
+
+def test_trace_file_training_part_and_episodes_are_disjoint(tmp_path):
+    n = 50
+    trace = _write_trace(tmp_path / "t.csv", np.arange(n) * 0.5, 100 + np.arange(n), np.full(n, 7))
+    s = S.Scenario("t", rate_per_s=4.0, mix=None, trace=trace, num_requests=12)
+    train = s.predictor_training_workload()
+    assert train.prompt_tokens.tolist() == list(range(100, 110))  # the first 20% by arrival
+    assert s.predictor_training_data == "t.csv requests 0-9 (first 20% by arrival); episodes from requests 10-49"
+    seen = set()
+    for seed in range(40):
+        w = s.make_workload(seed)
+        assert len(w) == 12 and w.mean_rate_per_s == pytest.approx(4.0)
+        seen |= set(w.prompt_tokens.tolist())
+    assert seen.isdisjoint(train.prompt_tokens.tolist()) and min(seen) == 110 and max(seen) == 149
+    whole = s.with_overrides(num_requests=1000)  # an episode takes at most the episode part
+    assert whole.make_workload(0).prompt_tokens.tolist() == list(range(110, 150))
+    half = S.Scenario("t", rate_per_s=4.0, mix=None, trace=trace, num_requests=5, predictor_train_fraction=0.5)
+    assert len(half.predictor_training_workload()) == 25 and half.make_workload(1).prompt_tokens.min() >= 125
+    own = S.Scenario("t", mix=None, trace=trace, num_requests=5)  # no rate: the trace's own times
+    assert own.offered_rate() == pytest.approx(2.0) and own.make_workload(2).arrival_s.tolist() == [0, .5, 1, 1.5, 2]
+    other = _write_trace(tmp_path / "train.csv", [0.0, 1.0], [900, 901], [5, 6])
+    sep = S.Scenario("t", rate_per_s=4.0, mix=None, trace=trace, num_requests=50, predictor_train_trace=other)
+    assert sep.predictor_training_workload().prompt_tokens.tolist() == [900, 901]
+    assert sep.make_workload(0).prompt_tokens.tolist() == list(range(100, 150))  # all of the trace is episodes
+    assert sep.predictor_training_data == "train.csv, all 2 requests (a separate file)"
+
+
+def test_a_trace_scenario_cannot_train_its_predictor_on_its_episodes(tmp_path):
+    trace = _write_trace(tmp_path / "t.csv", [0.0, 1.0, 2.0], [10, 20, 30], [1, 2, 3])
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(Path(trace).read_bytes())
+    for train in (trace, str(copy)):
+        with pytest.raises(ValueError, match="is the trace itself: the predictor would be trained on the requests"):
+            S.Scenario("t", rate_per_s=1.0, mix=None, trace=trace, predictor_train_trace=train)
+    most = S.Scenario("t", rate_per_s=1.0, mix=None, trace=trace, predictor_train_fraction=0.99)
+    assert len(most.predictor_training_workload()) == 2 and most.make_workload(0).prompt_tokens.tolist() == [30]
+    with pytest.raises(ValueError, match=r"predictor_train_fraction must be in \[0, 1\)"):
+        S.Scenario("t", rate_per_s=1.0, mix=None, trace=trace, predictor_train_fraction=1.0)
+    with pytest.raises(ValueError, match="not both"):
+        S.Scenario("t", rate_per_s=1.0, mix=None, trace=trace, predictor_train_fraction=0.5,
+                   predictor_train_trace=str(copy))
+    with pytest.raises(ValueError, match="the fitted trace 'azure-conv' trains its predictor on seed 1000003"):
+        S.Scenario("t", rate_per_s=1.0, mix=None, trace="azure-conv", predictor_train_fraction=0.5)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,prompt_tokens,output_tokens\n0,5,5\n1,x,5\n")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: line 3, column 'prompt_tokens'")):
+        S.Scenario("t", rate_per_s=1.0, mix=None, trace=str(bad))
+    with pytest.raises(ValueError, match=r"no_such\.csv'?: no such file.*AzurePublicDataset"):
+        S.Scenario("t", rate_per_s=1.0, mix=None, trace=str(tmp_path / "no_such.csv"))
+
+
+def test_a_one_request_trace_is_a_valid_trace(tmp_path):
+    from agents import evaluation as E
+
+    one = _write_trace(tmp_path / "one.csv", [3.25], [200], [40])
+    train = _write_trace(tmp_path / "train.csv", [0.0, 1.0, 2.0], [100, 300, 50], [20, 80, 5])
+    s = S.Scenario("one", mix=None, trace=one, num_requests=10, predictor_train_trace=train)
+    w = s.make_workload(0)
+    assert w.arrival_s.tolist() == [0.0] and w.prompt_tokens.tolist() == [200] and w.output_tokens.tolist() == [40]
+    assert np.isnan(s.offered_rate())  # one request has no rate
+    assert len(s.with_overrides(rate_per_s=5.0).make_workload(1)) == 1
+    # without a training file its first 20% is empty: only a predictor that is not fitted can run on it
+    bare = S.Scenario("one", mix=None, trace=one, num_requests=10)
+    assert "is empty" in bare.predictor_training_data
+    with pytest.raises(ValueError, match="no data to fit the predictor on"):
+        bare.predictor_training_workload()
+    built = E.build_scenario(None, trace=one, instances=2)
+    assert built.trace == one and built.rate_per_s is None and built.load is None
+    results = E.evaluate(["rr"], built.with_overrides(predictor_train_trace=train), episodes=1, seed=0)
+    assert results[0]["arrived"] == 1
+    assert results[0]["predictor_training_data"] == "train.csv, all 3 requests (a separate file)"
 
 
 def test_toml_file(tmp_path):
@@ -56,7 +147,8 @@ def test_toml_file(tmp_path):
     ('[workload]\nrate_per_s = 1\nload = 0.5\n', r"exactly one of workload.rate_per_s or workload.load"),
     ('[workload]\nrate_per_s = -1\n', r"rate_per_s must be a positive"),
     ('[workload]\nmix = "nope"\nrate_per_s = 1\n', r"unknown mix 'nope'"),
-    ('[workload]\ntrace = "missing.csv"\nrate_per_s = 1\n', r"neither a built-in trace"),
+    ('[workload]\ntrace = "missing.csv"\nrate_per_s = 1\n', r"missing.csv'?: no such file nor a fitted trace"),
+    ('[workload]\nmix = "paper-mix"\nrate_per_s = 1\npredictor_train_fraction = 0.2\n', r"apply to a trace file only"),
     ('[cluster]\nnum_instances = 0\n[workload]\nrate_per_s = 1\n', r"num_instances must be a positive integer"),
     ('[workload\nrate_per_s = 1\n', r"not a valid scenario file"),
     ('[extra]\nx = 1\n[workload]\nrate_per_s = 1\n', r"unknown section"),

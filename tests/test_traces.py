@@ -1,9 +1,10 @@
-"""Trace loaders (Azure 2023, Mooncake, generic CSV), the shipped traces, malformed input, replay."""
+"""Trace loaders (Azure 2023, Mooncake, generic CSV), no shipped data, malformed input, replay, and the
+synthetic generators fitted to the Azure traces."""
 
 from __future__ import annotations
 
+import functools
 import gzip
-import hashlib
 import re
 from pathlib import Path
 
@@ -13,13 +14,25 @@ import pytest
 from llm_routing_env import traces as T
 from llm_routing_env.workloads import Workload
 
-SHARED = Path("/work/shared/data")
+# Other projects' data is not shipped: the real traces are read beside the project, tests skip without them.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOONCAKE = SHARED / "mooncake_fast25"
+AZURE = SHARED / "azure_llm_inference_2023"
+AZURE_FILES = {"azure-code": AZURE / "AzureLLMInferenceTrace_code.csv",
+               "azure-conv": AZURE / "AzureLLMInferenceTrace_conv.csv"}
+needs_azure = pytest.mark.skipif(not all(p.is_file() for p in AZURE_FILES.values()),
+                                 reason=f"Azure 2023 traces not available at {AZURE}")
 
 
-# --- the shipped Azure traces ------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def azure(name: str) -> Workload:
+    return T.load_trace(AZURE_FILES[name])
 
 
+# --- the Azure traces (real files) and the package -----------------------------------------------
+
+
+@needs_azure
 @pytest.mark.parametrize(
     "name, rows, duration, rate, mean_prompt, mean_output",
     [
@@ -27,20 +40,21 @@ MOONCAKE = SHARED / "mooncake_fast25"
         ("azure-conv", 19366, 3501.721937, 5.53, 1155, 211),
     ],
 )
-def test_builtin_azure_traces(name, rows, duration, rate, mean_prompt, mean_output):
-    w = T.load_builtin_trace(name)
+def test_azure_traces(name, rows, duration, rate, mean_prompt, mean_output):
+    w = azure(name)
     assert len(w) == rows
     assert w.arrival_s[0] == 0.0
     assert w.duration_s == pytest.approx(duration, abs=1e-6)
     assert w.mean_rate_per_s == pytest.approx(rate, abs=0.01)
     assert w.prompt_tokens.mean() == pytest.approx(mean_prompt, rel=0.01)
     assert w.output_tokens.mean() == pytest.approx(mean_output, rel=0.02)
-    assert w.task_names == (name,) and w.prefix_hashes is None
-    assert T.load_builtin_trace(name) is w  # cached, immutable
+    assert w.task_names == (AZURE_FILES[name].stem,) and w.prefix_hashes is None
+    assert T.detect_format(AZURE_FILES[name]) == "azure"
 
 
+@needs_azure
 def test_azure_timestamps_keep_sub_microsecond_precision():
-    w = T.load_builtin_trace("azure-code")
+    w = azure("azure-code")
     # 18:17:03.9799600, 18:17:04.0319600, 18:17:04.0781490
     assert w.arrival_s[1] == pytest.approx(0.052, abs=1e-9)
     assert w.arrival_s[2] == pytest.approx(0.098189, abs=1e-9)
@@ -48,24 +62,39 @@ def test_azure_timestamps_keep_sub_microsecond_precision():
     assert w.output_tokens[:3].tolist() == [10, 8, 27]
 
 
-def test_package_ships_data_with_attribution():
-    folder = T.builtin_trace_path("azure-conv").parent
-    assert (folder / "LICENSE-CC-BY-4.0.txt").is_file()
-    readme = (folder / "README.md").read_text(encoding="utf-8")
-    assert "Splitwise" in readme and "Creative Commons Attribution 4.0" in readme
-    assert not any("mooncake" in p.name.lower() for p in folder.parent.rglob("*"))
-    for name in T.builtin_trace_names():
-        shipped = T.builtin_trace_path(name)
-        digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
-        assert digest in readme  # byte-identical to the documented source
-    with pytest.raises(ValueError, match="known: azure-code, azure-conv"):
-        T.load_builtin_trace("azure-2024")
+def test_package_ships_no_data_from_other_projects():
+    root = Path(__file__).resolve().parents[1]
+    package = root / "llm_routing_env"
+    assert not (package / "data").exists()
+    shipped = [p for p in package.rglob("*") if p.suffix.lower() in (".csv", ".jsonl", ".gz", ".parquet")]
+    assert shipped == []
+    assert "package-data" not in (root / "pyproject.toml").read_text()
+    assert not hasattr(T, "load_builtin_trace")
+
+
+def test_missing_trace_names_the_file_and_the_public_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "AzureLLMInferenceTrace_conv.csv"))
+                       + ".*github.com/Azure/AzurePublicDataset"):
+        T.load_trace(tmp_path / "AzureLLMInferenceTrace_conv.csv")
+
+
+def test_one_request_is_a_valid_trace(tmp_path):
+    f = tmp_path / "one.csv"
+    f.write_text("arrival_s,prompt_tokens,output_tokens\n7.5,120,30\n")
+    w = T.load_trace(f)
+    assert len(w) == 1 and w.duration_s == 0.0
+    r = T.replay(f, rate_per_s=3.0, max_model_len=4096)
+    assert r.workload.arrival_s.tolist() == [0.0] and r.workload.prompt_tokens.tolist() == [120]
+    assert r.workload.output_tokens.tolist() == [30] and r.n_clipped == 0
+    az = tmp_path / "one_azure.csv"
+    az.write_text(AZ_HEAD + AZ_ROW1)
+    assert T.load_trace(az).prompt_tokens.tolist() == [4808]
 
 
 # --- Mooncake (read from shared data when present) ------------------------------------------------
 
 
-@pytest.mark.skipif(not MOONCAKE.is_dir(), reason="Mooncake traces not available at /work/shared/data")
+@pytest.mark.skipif(not MOONCAKE.is_dir(), reason=f"Mooncake traces not available at {MOONCAKE}")
 @pytest.mark.parametrize("file, rows, duration", [("conversation_trace.jsonl", 12031, 3536.999),
                                                   ("synthetic_trace.jsonl", 3993, 1022.025)])
 def test_mooncake_traces(file, rows, duration):
@@ -126,7 +155,6 @@ def test_format_detection_and_override(tmp_path):
     f = tmp_path / "log.txt"
     f.write_text("arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
     assert T.detect_format(f) == "generic"
-    assert T.detect_format(T.builtin_trace_path("azure-code")) == "azure"
     with pytest.raises(T.TraceError, match=r"line 1, column 'TIMESTAMP': missing column"):
         T.load_trace(f, format="azure")
     with pytest.raises(ValueError, match="unknown trace format"):
@@ -235,11 +263,12 @@ def test_binary_file_is_a_trace_error(tmp_path):
 # --- replay ------------------------------------------------------------------------------------
 
 
+@needs_azure
 def test_replay_rate_scaling():
-    r = T.replay("azure-conv", rate_per_s=20.0)
+    r = T.replay(AZURE_FILES["azure-conv"], rate_per_s=20.0)
     assert len(r.workload) == 19366 and r.source_requests == 19366
     assert r.workload.mean_rate_per_s == pytest.approx(20.0, rel=1e-12)
-    src = T.load_builtin_trace("azure-conv")
+    src = azure("azure-conv")
     assert np.allclose(r.workload.arrival_s, src.arrival_s * r.time_scale)
     assert r.time_scale == pytest.approx(src.mean_rate_per_s / 20.0)
     # order, contents and burstiness (gap CV) are kept
@@ -248,8 +277,9 @@ def test_replay_rate_scaling():
     assert cv(r.workload.arrival_s) == pytest.approx(cv(src.arrival_s), rel=1e-9)
 
 
+@needs_azure
 def test_replay_windows():
-    src = T.load_builtin_trace("azure-code")
+    src = azure("azure-code")
     r = T.replay(src, start_s=600.0, duration_s=300.0)
     inside = (src.arrival_s >= 600.0) & (src.arrival_s < 900.0)
     assert len(r.workload) == int(inside.sum()) > 0
@@ -263,8 +293,9 @@ def test_replay_windows():
         T.replay(src, start_s=1e6, duration_s=10.0)
 
 
+@needs_azure
 def test_replay_clipping_counts():
-    src = T.load_builtin_trace("azure-conv")
+    src = azure("azure-conv")
     for L in (2048, 4096):
         expected = int(np.sum(src.prompt_tokens + src.output_tokens > L))
         r = T.replay(src, max_model_len=L)
@@ -292,3 +323,81 @@ def test_gzip_trace(tmp_path):
         g.write(AZ_HEAD + AZ_ROW1 + "2023-11-16 18:17:05.0,3,4\n")
     w = T.load_trace(f)
     assert w.arrival_s[1] == pytest.approx(1.02004, abs=1e-9)
+
+
+# --- the synthetic generators fitted to the Azure traces -------------------------------------------
+
+from llm_routing_env import fitted_traces as F  # noqa: E402
+from llm_routing_env.arrivals import interarrival_cv  # noqa: E402
+
+STAT_SAMPLE = 50_000  # synthetic requests compared with each real trace
+
+
+@needs_azure
+@pytest.mark.parametrize("name", ["azure-code", "azure-conv"])
+def test_fitted_generator_matches_the_real_trace(name):
+    """Mean within 3 %, p50 / p90 / p99 within 5 % (or 1 token), for prompt and output; the rate
+    exactly; the inter-arrival CV within 15 % (code's gaps are heavy-tailed: CV 13)."""
+    real, gen = azure(name), F.get_fitted_trace(name)
+    syn = gen.generate(n=STAT_SAMPLE, seed=0)
+    assert syn.mean_rate_per_s == pytest.approx(real.mean_rate_per_s, rel=1e-9)
+    assert gen.rate_per_s == pytest.approx(real.mean_rate_per_s, rel=1e-6)
+    assert interarrival_cv(syn.arrival_s) == pytest.approx(interarrival_cv(real.arrival_s), rel=0.15)
+    for field in ("prompt_tokens", "output_tokens"):
+        a, b = getattr(real, field), getattr(syn, field)
+        assert b.mean() == pytest.approx(a.mean(), rel=0.03), field
+        for q in (0.5, 0.9, 0.99):
+            qa, qb = np.quantile(a, q), np.quantile(b, q)
+            assert abs(qb - qa) <= max(0.05 * qa, 1.0), (field, q, qa, qb)
+
+
+@needs_azure
+@pytest.mark.parametrize("name", ["azure-code", "azure-conv"])
+def test_shipped_parameters_are_re_derived_from_the_trace(name):
+    fit = F.fit_trace(azure(name), name, F.get_fitted_trace(name).source)
+    shipped = F.get_fitted_trace(name)
+    for key in ("requests", "duration_s", "interarrival_cv", "prompt_output_spearman", "gap_quantiles",
+                "prompt_quantiles", "output_quantiles"):
+        assert getattr(fit, key) == getattr(shipped, key), key
+    assert abs(shipped.prompt_output_spearman) < 0.1  # why prompt and output are drawn independently
+
+
+def test_fit_trace_tool_prints_the_parameters(tmp_path):
+    import subprocess
+    import sys
+
+    w = F.get_fitted_trace("azure-conv").generate(n=300, seed=4)
+    path = T.save_generic_csv(w, tmp_path / "mine.csv")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "fit_trace_generator.py"
+    out = subprocess.run([sys.executable, str(tool), str(path)], capture_output=True, text=True, check=True).stdout
+    assert "FittedTrace(" in out and "name='mine'" in out and "requests=300" in out
+    assert "inter-arrival CV" in out
+    missing = subprocess.run([sys.executable, str(tool), str(tmp_path / "absent.csv")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "absent.csv" in missing.stderr and "AzurePublicDataset" in missing.stderr
+
+
+def test_fitted_generator_is_seeded_and_keeps_its_horizon():
+    gen = F.get_fitted_trace("azure-code")
+    a, b, c = (gen.generate(n=500, rate_per_s=12.0, seed=s) for s in (3, 3, 4))
+    assert a.arrival_s.tobytes() == b.arrival_s.tobytes() and np.array_equal(a.prompt_tokens, b.prompt_tokens)
+    assert not np.array_equal(a.prompt_tokens, c.prompt_tokens)
+    assert len(a) == 500 and a.arrival_s[0] == 0.0 and a.mean_rate_per_s == pytest.approx(12.0, rel=1e-12)
+    assert a.task_names == ("azure-code",) and (a.prompt_tokens >= 1).all() and (a.output_tokens >= 1).all()
+    d = F.get_fitted_trace("azure-conv").generate(duration_s=300.0, rate_per_s=10.0, seed=1)
+    assert d.arrival_s[-1] < 300.0 and 2000 < len(d) < 4000  # ~3,000 expected
+    one = gen.generate(n=1, seed=0)
+    assert len(one) == 1 and one.arrival_s.tolist() == [0.0]
+    with pytest.raises(ValueError, match="finite horizon"):
+        gen.generate(seed=0)
+    with pytest.raises(ValueError, match="unknown fitted trace 'azure-2024'; known: azure-code, azure-conv"):
+        F.get_fitted_trace("azure-2024")
+
+
+def test_fitted_trace_refuses_a_bad_table():
+    import dataclasses
+
+    good = F.get_fitted_trace("azure-conv")
+    with pytest.raises(ValueError, match="prompt_quantiles needs 109 quantiles"):
+        dataclasses.replace(good, prompt_quantiles=(1.0, 2.0))
+    with pytest.raises(ValueError, match="output_quantiles must be finite and non-decreasing"):
+        dataclasses.replace(good, output_quantiles=tuple(reversed(good.output_quantiles)))

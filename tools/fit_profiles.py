@@ -2,9 +2,13 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python tools/fit_profiles.py
+    .venv/bin/python tools/fit_profiles.py [--vidur PATH] [--splitwise PATH]
 
-It reads only the copies under ``llm_routing_env/data/`` and prints, for every profile, how it was
+It reads the two tables (not shipped: other projects' data) from the given paths, by default
+``../shared/data/vidur_batch_times/vidur_batch_times.csv`` and
+``../shared/data/splitwise_perf_model/perf_model.csv`` relative to the project root (sources:
+github.com/microsoft/vidur's execution-time predictor and github.com/Mutinifni/splitwise-sim
+``data/perf_model.csv``; see ``docs/profiles.md``), and prints, for every profile, how it was
 obtained, its coefficients as a ready-to-paste ``register_profile(...)`` block, and its error on
 its table. ``docs/profiles.md`` explains the results; ``tests/test_profiles.py`` re-checks the
 shipped coefficients against the same tables.
@@ -65,7 +69,7 @@ sys.path.insert(0, str(REPO))
 
 from llm_routing_env.profiles import KV_BLOCK_TOKENS, LatencyProfile, get_profile, iteration_time_ms  # noqa: E402
 
-DATA = REPO / "llm_routing_env" / "data"
+DATA = REPO.parent / "shared" / "data"
 VIDUR_CSV = DATA / "vidur_batch_times" / "vidur_batch_times.csv"
 SPLITWISE_CSV = DATA / "splitwise_perf_model" / "perf_model.csv"
 
@@ -354,13 +358,16 @@ def fit_paper_v100() -> tuple[float, float]:
     return best.c0_ms, best.c5_ms_per_decode_context_token
 
 
-def main() -> None:
+def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> None:
+    for path in (vidur_csv, splitwise_csv):
+        if not Path(path).is_file():
+            raise SystemExit(f"no table at {path}: pass --vidur / --splitwise (see the module docstring)")
     print("How the fit is done:")
     print(__doc__[__doc__.index("The closed form") : __doc__.index("Profiles\n")].strip())
     print()
 
     # --- llama2-7b-a100 -------------------------------------------------------------------
-    vidur = load_vidur()
+    vidur = load_vidur(vidur_csv)
     knees_7b = range(0, 2049, 16)
     c7b = fit(vidur, knees_7b)
     mape, max_ape, lines = error_lines(vidur, c7b)
@@ -374,7 +381,7 @@ def main() -> None:
             kv_blocks=7424,  # Vidur's figure: 118,784 KV tokens
             max_model_len=4096,
             source="Vidur execution-time predictor (github.com/microsoft/vidur @ 7d47513, MIT), Llama-2-7B "
-            "fp16 on A100-80GB TP1: llm_routing_env/data/vidur_batch_times/vidur_batch_times.csv",
+            "fp16 on A100-80GB TP1, queried on 163 batch compositions (vidur_batch_times.csv)",
             mape=mape,
             max_ape=max_ape,
             notes=f"NNLS on relative error over all 163 rows, knee {c7b[3]} picked by grid search (MAPE).",
@@ -391,7 +398,7 @@ def main() -> None:
         f"-> {kv_70b} blocks ({kv_70b * KV_BLOCK_TOKENS:,} tokens)"
     )
     for hardware, name in (("a100-80gb", "llama2-70b-a100-tp4"), ("h100-80gb", "llama2-70b-h100-tp4")):
-        table = load_splitwise(hardware)
+        table = load_splitwise(hardware, path=splitwise_csv)
         c = fit(table, range(0, 8193, 16))
         mape, max_ape, lines = error_lines(table, c)
         print("-" * 100)
@@ -408,8 +415,7 @@ def main() -> None:
                 kv_blocks=kv_70b,
                 max_model_len=4096,
                 source="SplitwiseSim perf model (github.com/Mutinifni/splitwise-sim data/perf_model.csv @ 8f99e7d, "
-                f"MIT), llama2-70b {hardware} tensor_parallel=4: "
-                "llm_routing_env/data/splitwise_perf_model/perf_model.csv",
+                f"MIT), llama2-70b {hardware} tensor_parallel=4",
                 mape=mape,
                 max_ape=max_ape,
                 notes=f"NNLS on relative error over {len(table.ntok)} repeat-averaged prefill and decode rows jointly "
@@ -452,5 +458,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vidur", type=Path, default=VIDUR_CSV, help=f"Vidur batch-time table (default {VIDUR_CSV})")
+    ap.add_argument("--splitwise", type=Path, default=SPLITWISE_CSV,
+                    help=f"SplitwiseSim perf_model.csv (default {SPLITWISE_CSV})")
+    args = ap.parse_args()
+    main(args.vidur, args.splitwise)
     fit_paper_v100()
