@@ -41,9 +41,9 @@ from .simulator import ClusterSimulator
 MODES = ("tick", "arrival")
 OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
-PREDICTOR_TRAIN_SEED = 1_000_003
+PREDICTOR_TRAIN_SEED = 1_000_003  # the predictor's training sample never equals an episode seed
 # environment settings that change the scenario rather than the environment
-SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests")  # the predictor's training sample never equals an episode seed
+SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "chunked_prefill", "num_requests", "overlong")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class EnvConfig:
     @classmethod
     def from_kwargs(cls, scenario="paper-v100", **kwargs) -> "EnvConfig":
         """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
-        ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``) change the scenario."""
+        ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``, ``overlong``) change the scenario."""
         known = {f.name for f in fields(cls)} - {"scenario"}
         overrides = {k: kwargs.pop(k) for k in SCENARIO_OVERRIDES if k in kwargs}
         unknown = set(kwargs) - known
@@ -356,6 +356,8 @@ class RoutingCore:
         self.pred_bucket = np.zeros((B, R), dtype=np.int64)
         self.pred_tokens = np.ones((B, R))
         self.task_names: list[tuple[str, ...]] = [()] * B
+        # per env: how the episode's requests were fitted to the context (refused ones never enter)
+        self.context_fits: list = [None] * B
         self.t = np.zeros(B)
         self.tick = np.zeros(B, dtype=np.int64)
         self.n_arrived = np.zeros(B, dtype=np.int64)
@@ -414,6 +416,7 @@ class RoutingCore:
         self.arrival_cumsum[b, n + 1:] = self.arrival_cumsum[b, n]
         self.prompt[b, :n], self.output[b, :n], self.task[b, :n] = w.prompt_tokens, w.output_tokens, w.task
         self.task_names[b] = w.task_names
+        self.context_fits[b] = w.context_fit
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
@@ -631,10 +634,15 @@ class RoutingCore:
         return OracleView(head_output_tokens=np.where(has, head, 0), remaining_tokens=(run + wait).reshape(B, N))
 
     def episode_metrics(self, b: int) -> dict:
-        """The episode's latency summary (metrics.py) for env ``b``."""
+        """The episode's latency summary (metrics.py) for env ``b``, with the requests refused for a
+        prompt beyond the context (``rejected_overlong``: never served, not in ``arrived`` nor in
+        the latencies) and those served cut at the context (``clipped_at_context``)."""
         rec = self.sim.records(b)
         out = summarize(rec, arrived=int(self.n_arrived[b]))
         out["router_queue"] = int(self.n_arrived[b] - self.n_dispatched[b])
+        fit = self.context_fits[b]
+        out["rejected_overlong"] = fit.rejected_overlong if fit is not None else 0
+        out["clipped_at_context"] = fit.clipped_at_context if fit is not None else 0
         return out
 
 

@@ -15,6 +15,7 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
     load = 0.9                      # or: rate_per_s = 20
     num_requests = 2000             # episode length (and/or duration_s)
+    overlong = "reject"             # requests beyond the context: reject | clip | error
 
 **Load** is the offered rate over the cluster's *saturation rate* for that workload: the highest
 rate round-robin sustains with bounded queues. :func:`saturation_rate` measures it as the rate at
@@ -23,19 +24,33 @@ sent round-robin at t = 0 and the admission rate (first admissions per second) i
 30th and 90th percentile of admissions, while every queue is still non-empty. A stable queue cannot
 absorb more than that. Completions are not used: with heavy-tailed output lengths they come
 short-first and take minutes to reach a steady mix. Repeats with other seeds agree within about
-5%. Results are cached per cluster and workload, in memory and on disk
-(``$LLM_ROUTING_ENV_CACHE`` or ``~/.cache/llm_routing_env``).
+5%. Results are cached in memory and on disk (``$LLM_ROUTING_ENV_CACHE`` or
+``~/.cache/llm_routing_env``), keyed by everything that determines them: the profiles (coefficients
+and limits), the scheduler settings, the mix or the trace (its content for a file), the
+``overlong`` choice and the source of the modules that compute it (a changed simulator never reads
+an old result). A cache that cannot be written is said once (a warning); the rate is still used.
+
+**Requests beyond the context** (``overlong``, default ``"reject"``): the scenario's context is
+its smallest instance's ``max_model_len``; :meth:`Workload.fit_context` refuses a request whose
+prompt leaves no room for one output token and stops the others at the context, as a vLLM
+deployment does (``"clip"`` truncates instead, ``"error"`` raises). Refused requests never reach
+the router; each episode counts them (``rejected_overlong``) and the clipped ones
+(``clipped_at_context``) in its metrics. Rates count refused requests too (they arrive like the
+others), and so does the saturation rate: a load of 1 saturates the cluster with what it serves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import math
 import os
 import sys
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +60,7 @@ from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
 from .simulator import ClusterSimulator
 from .traces import BUILTIN_TRACES, replay
-from .workloads import Workload, generate, get_mix, mix_names
+from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
 SATURATION_SEED = 20240801
@@ -69,6 +84,7 @@ class Scenario:
     load: float | None = None
     num_requests: int | None = 2000
     duration_s: float | None = None
+    overlong: str = "reject"
     source: str = field(default="built-in", compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +110,9 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: num_requests must be a positive integer, got {n!r}")
         if n is None and self.duration_s is None:
             raise ValueError(f"scenario {self.name!r}: give num_requests and/or duration_s (a finite episode)")
+        if self.overlong not in OVERLONG_CHOICES:
+            raise ValueError(f"scenario {self.name!r}: overlong must be one of {', '.join(OVERLONG_CHOICES)}, "
+                             f"got {self.overlong!r}")
         self.cluster_config()  # validates the scheduler options against the profiles
 
     # ----------------------------------------------------------------------------------------
@@ -134,28 +153,30 @@ class Scenario:
         return dataclasses.replace(self, **changes)
 
     def saturation_rate(self) -> float:
-        return saturation_rate(self.cluster_config(), self.mix, self.trace)
+        return saturation_rate(self.cluster_config(), self.mix, self.trace, self.overlong)
 
     def offered_rate(self) -> float:
         """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate."""
         return self.rate_per_s if self.rate_per_s is not None else self.load * self.saturation_rate()
 
     def make_workload(self, seed: int | np.random.SeedSequence | None) -> Workload:
-        """One episode's requests. For a trace, the seed picks the window's first request."""
+        """One episode's requests as the cluster serves them (``overlong``: those beyond the context
+        refused or cut; ``context_fit`` says which). For a trace, the seed picks the window's first
+        request; the rate counts refused requests too (they arrive like the others)."""
         rate = self.offered_rate()
         if self.mix is not None:
-            return generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
-                            duration_s=None if self.duration_s is None else self.duration_s * 1.0,
-                            seed=seed)
-        full = _trace_workload(self.trace, self.max_model_len)
-        rng = np.random.default_rng(seed)
-        n = min(self.num_requests or len(full), len(full))
-        start = int(rng.integers(0, len(full) - n + 1))
-        window = full.subset(np.arange(start, start + n))
-        w = replay(window, rate_per_s=rate).workload
-        if self.duration_s is not None:
-            w = w.window(0.0, self.duration_s)
-        return w
+            w = generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
+                         duration_s=None if self.duration_s is None else self.duration_s * 1.0, seed=seed)
+        else:
+            full = _trace_workload(self.trace)
+            rng = np.random.default_rng(seed)
+            n = min(self.num_requests or len(full), len(full))
+            start = int(rng.integers(0, len(full) - n + 1))
+            window = full.subset(np.arange(start, start + n))
+            w = replay(window, rate_per_s=rate).workload
+            if self.duration_s is not None:
+                w = w.window(0.0, self.duration_s)
+        return w.fit_context(self.max_model_len, self.overlong)
 
     def summary_line(self) -> str:
         sat = self.saturation_rate()
@@ -174,14 +195,14 @@ def _describe_instances(instances) -> str:
     return " + ".join(f"{n} x {p}" for p, n in groups.items())
 
 
-_TRACE_CACHE: dict[tuple, Workload] = {}
+_TRACE_CACHE: dict[str, Workload] = {}
 
 
-def _trace_workload(trace: str, max_model_len: int) -> Workload:
-    key = (trace, max_model_len)
-    if key not in _TRACE_CACHE:
-        _TRACE_CACHE[key] = replay(trace, max_model_len=max_model_len).workload
-    return _TRACE_CACHE[key]
+def _trace_workload(trace: str) -> Workload:
+    """The whole trace as recorded (episodes fit their own window to the context)."""
+    if trace not in _TRACE_CACHE:
+        _TRACE_CACHE[trace] = replay(trace).workload
+    return _TRACE_CACHE[trace]
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +210,7 @@ def _trace_workload(trace: str, max_model_len: int) -> Workload:
 # --------------------------------------------------------------------------------------------
 
 _SATURATION_MEMO: dict[str, float] = {}
+_CACHE_WRITE_WARNED = False
 
 
 def _cache_file() -> Path:
@@ -196,24 +218,39 @@ def _cache_file() -> Path:
     return Path(root) / "saturation.json"
 
 
-def _saturation_key(config: ClusterConfig, mix, trace) -> str:
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
+    the measurement), so that a changed simulator never reads a rate measured by an older one."""
+    from . import cluster, profiles, simulator, workloads
+
+    h = hashlib.sha256()
+    for module in (simulator, cluster, profiles, workloads):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(inspect.getsource(measure_saturation_rate).encode())
+    return h.hexdigest()
+
+
+def _saturation_key(config: ClusterConfig, mix, trace, overlong: str = "reject") -> str:
+    if trace is not None:  # what the measurement samples from: the trace's lengths, in order
+        full = _trace_workload(trace)
+        trace_sha = hashlib.sha256(full.prompt_tokens.tobytes() + full.output_tokens.tobytes()).hexdigest()
+    else:
+        trace_sha = None
     desc = {
         "profiles": [dataclasses.asdict(p) | {"notes": ""} for p in config.profiles],
         "scheduler": dataclasses.asdict(config.scheduler),
-        "mix": mix, "trace": trace,
-        "trace_sha": _file_sha(trace) if trace is not None and trace not in BUILTIN_TRACES else None,
-        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "version": 2,
+        "mix": mix, "trace": trace, "trace_sha": trace_sha, "overlong": overlong,
+        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "code": _code_version(),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _file_sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None) -> float:
+def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
+                    overlong: str = "reject") -> float:
     """The highest rate (req/s) round-robin sustains on ``config`` for this workload (cached)."""
-    key = _saturation_key(config, mix, trace)
+    global _CACHE_WRITE_WARNED
+    key = _saturation_key(config, mix, trace, overlong)
     if key in _SATURATION_MEMO:
         return _SATURATION_MEMO[key]
     path = _cache_file()
@@ -221,42 +258,53 @@ def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace:
         disk = json.loads(path.read_text())
     except (OSError, ValueError):
         disk = {}
+    if not isinstance(disk, dict):
+        disk = {}
     if key in disk and isinstance(disk[key], (int, float)):
         _SATURATION_MEMO[key] = float(disk[key])
         return _SATURATION_MEMO[key]
-    rate = measure_saturation_rate(config, mix, trace)
+    rate = measure_saturation_rate(config, mix, trace, overlong)
     _SATURATION_MEMO[key] = rate
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         disk[key] = rate
         path.write_text(json.dumps(disk, indent=1, sort_keys=True))
-    except OSError:
-        pass  # a read-only home is fine: the memo still holds it
+    except OSError as e:
+        if not _CACHE_WRITE_WARNED:  # once: the rate is still used, only later runs measure it again
+            _CACHE_WRITE_WARNED = True
+            warnings.warn(f"cannot write the saturation cache {path} ({e}); saturation rates will be measured "
+                          "again in every process (set LLM_ROUTING_ENV_CACHE to a writable directory)",
+                          RuntimeWarning, stacklevel=2)
     return rate
 
 
 def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
+                            overlong: str = "reject",
                             requests_per_instance: int = SATURATION_REQUESTS_PER_INSTANCE,
                             seed: int = SATURATION_SEED) -> float:
-    """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc."""
+    """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc.
+    The requests are fitted to the smallest context as episodes are (``overlong``); the rate counts
+    the refused ones too (they arrive like the others and cost nothing), so that a load of 1 still
+    saturates the cluster with the requests it serves."""
     max_len = min(p.max_model_len for p in config.profiles)
     rng = np.random.default_rng(seed)
     num_requests = requests_per_instance * config.num_instances
     if mix is not None:
         prompt, output, _ = get_mix(mix).sample(num_requests, rng)
     else:
-        full = _trace_workload(trace, max_len)
+        full = _trace_workload(trace)
         idx = rng.choice(len(full), size=num_requests, replace=num_requests > len(full))
         prompt, output = full.prompt_tokens[idx], full.output_tokens[idx]
-    keep = prompt + output <= max_len  # a mix may exceed a small context; drop those few
-    prompt, output = prompt[keep], output[keep]
+    sample = Workload(np.zeros(prompt.size), prompt, output, name=f"the saturation sample of {mix or trace}")
+    served = sample.fit_context(max_len, overlong)
+    prompt, output = served.prompt_tokens, served.output_tokens
     n = prompt.size
     sim = ClusterSimulator(config, num_clusters=1, max_requests=n)
     sim.dispatch(0, np.arange(n), np.arange(n) % config.num_instances, prompt, output, 0.0)
     sim.run_until_idle()
     admitted = np.sort(sim.records().first_scheduled_s[0])
     lo, hi = int(0.3 * n), int(0.9 * n)
-    return float((hi - lo) / (admitted[hi] - admitted[lo]))
+    return float((hi - lo) / (admitted[hi] - admitted[lo])) * num_requests / n
 
 
 def round_robin_mean_e2e(scenario: Scenario, seed: int) -> float:
@@ -338,7 +386,7 @@ def scenario_names() -> list[str]:
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "chunked_prefill", "max_num_seqs", "max_num_batched_tokens"},
-    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s"},
+    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong"},
 }
 
 
