@@ -51,53 +51,6 @@ def test_trace_scenario_windows_and_rate():
         s.with_overrides(overlong="error").make_workload(3)
 
 
-def _with_two_overlong_requests(monkeypatch):
-    """Scenario.make_workload with request 5 a 5,000-token prompt (beyond a 4,096 context) and
-    request 9 a 4,000-token prompt asking for 500 tokens (stops at the context: 96)."""
-    original = S.Scenario.make_workload
-
-    def with_overlong(self, seed):
-        w = original(dataclasses.replace(self, overlong="clip"), seed).context_fit.source
-        prompt, output = w.prompt_tokens.copy(), w.output_tokens.copy()
-        prompt[5], output[5] = 5000, 10
-        prompt[9], output[9] = 4000, 500
-        w = dataclasses.replace(w, prompt_tokens=prompt, output_tokens=output, context_fit=None)
-        return w.fit_context(self.max_model_len, self.overlong)
-
-    monkeypatch.setattr(S.Scenario, "make_workload", with_overlong)
-
-
-def test_overlong_counts_in_the_env_info(monkeypatch):
-    """A workload with a prompt beyond the context and one whose prompt + output exceeds it: the
-    refused one never reaches the router or the simulator, the other is served cut; the counts are
-    exact in the episode's metrics (info["metrics"]) whatever the routing."""
-    import gymnasium as gym
-
-    import llm_routing_env  # noqa: F401  (registers the env)
-
-    base = S.load_scenario("paper-v100").with_overrides(num_requests=40, rate_per_s=5.0)
-    _with_two_overlong_requests(monkeypatch)
-    # (overlong, requests served, rejected, clipped, position of the cut request among the served)
-    for overlong, served, rejected, clipped, cut in (("reject", 39, 1, 1, 8), ("clip", 40, 0, 2, 9)):
-        for mode, action in (("arrival", lambda i: 0), ("arrival", lambda i: i % 4), ("tick", lambda i: i % 5)):
-            env = gym.make("llm_routing_env/LLMRouting-v0", scenario=base, mode=mode, overlong=overlong)
-            env.reset(seed=0)
-            core = env.unwrapped.core
-            assert int(core.n_req[0]) == served  # the refused request is not in the episode
-            i, done = 0, False
-            while not done:
-                _, _, term, trunc, info = env.step(action(i))
-                i, done = i + 1, term or trunc
-            m = info["metrics"]
-            assert (m["arrived"], m["completed"]) == (served, served)
-            assert (m["rejected_overlong"], m["clipped_at_context"]) == (rejected, clipped)
-            rec = core.sim.records(0)
-            assert (rec.prompt_tokens[cut], rec.output_tokens[cut]) == (4000, 96)
-            if overlong == "clip":
-                assert (rec.prompt_tokens[5], rec.output_tokens[5]) == (4095, 1)
-            assert (rec.prompt_tokens + rec.output_tokens <= 4096).all()
-
-
 def test_toml_file(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('description = "x"\n[cluster]\nprofile = "llama2-7b-a100"\nnum_instances = 3\n'
