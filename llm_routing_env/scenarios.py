@@ -359,7 +359,7 @@ register_scenario(Scenario(
     "paper-a100", "the paper's A100 setting (§6.3): 4 x Llama-3.1-8B on A100, 80 req/s",
     instances=("llama3.1-8b-a100",) * 4, rate_per_s=80.0, num_requests=4000))
 register_scenario(Scenario(
-    "paper-a100-chunked", "paper-a100 with chunked prefill (vLLM v1 / Sarathi, 512-token budget)",
+    "paper-a100-chunked", "paper-a100 with vLLM v0's chunked prefill (512-token budget)",
     instances=("llama3.1-8b-a100",) * 4, chunked_prefill=True, rate_per_s=80.0, num_requests=4000))
 register_scenario(Scenario(
     "paper-v100-8x", "the paper's scalability setting (A.11): 8 x Llama-2-7B on V100, 40 req/s, 4,000 requests",
