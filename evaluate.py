@@ -2,7 +2,7 @@
 
     python evaluate.py --scenario paper-v100 --policies rr,lor,p2c,lwl,models/dqn-guided.zip \\
         --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] \\
-        [--trace PATH] [--profile NAME] [--instances N] [--chunked-prefill] \\
+        [--trace PATH] [--profile NAME] [--instances N] [--chunked-prefill] [--overlong reject|clip|error] \\
         [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
 
 Policies: the routers of agents/baselines.py (``--list`` shows them with their sources; ``jsq``, the
@@ -31,6 +31,12 @@ github.com/Azure/AzurePublicDataset (``data/``), on the scenario's cluster (``pa
 train the length predictor, episodes come from the rest); ``azure-code`` / ``azure-conv`` name
 synthetic generators fitted to those files; ``--profile``, ``--instances``, ``--chunked-prefill`` override the
 cluster. ``--load`` sweeps loads (offered rate / saturation rate; one result per policy and load).
+
+Requests beyond the model's context (``max_model_len``, the smallest instance's): ``--overlong
+reject`` (the default unless the scenario sets its own) refuses a prompt that leaves no room for
+one output token, as vLLM does, and stops the others at the context; ``clip`` truncates them;
+``error`` stops with the first one. The counts are printed with every result and written to the
+JSON, the CSV and the requests CSV; refused requests are not in the latencies.
 
 An unknown policy, a missing or corrupt model, or a model trained for another observation or
 instance count stops with a message on stderr and exit code 2 before any simulation starts.
@@ -86,8 +92,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", help="latency profile of every instance (overrides the scenario's cluster)")
     p.add_argument("--instances", type=_positive_int, help="number of instances (overrides the scenario's)")
     p.add_argument("--chunked-prefill", action="store_true", default=None, dest="chunked_prefill",
-                   help="turn chunked prefill on")
+                   help="turn vLLM v0's chunked prefill on (512-token budget, KV reserved for the whole prompt)")
     p.add_argument("--num-requests", type=_positive_int, dest="num_requests", help="requests per episode")
+    p.add_argument("--overlong", choices=["reject", "clip", "error"],
+                   help="requests beyond the context: reject (as vLLM: refuse prompts of max_model_len tokens or "
+                        "more, stop the others at the context), clip (truncate) or error; default: the scenario's "
+                        "(reject)")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--csv", help="write the table as CSV")
     p.add_argument("--requests-csv", dest="requests_csv", help="write one row per request")
@@ -121,7 +131,7 @@ def main(argv=None) -> int:
     try:
         scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
                                     instances=args.instances, chunked_prefill=args.chunked_prefill,
-                                    num_requests=args.num_requests)
+                                    num_requests=args.num_requests, overlong=args.overlong)
         specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode)
         seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
         if args.load:
@@ -138,8 +148,13 @@ def main(argv=None) -> int:
     workers = args.workers or E.default_workers()
     collect = bool(args.requests_csv or args.plot)
     start = time.perf_counter()
-    results = E.evaluate(specs, scenario, episodes=args.episodes, seed=args.seed, mode=args.mode, loads=args.load,
-                         workers=workers, progress=not args.no_progress, collect_requests=collect)
+    try:  # (issue #11 §4: --overlong error stops at the first request beyond the context, with its lengths)
+        results = E.evaluate(specs, scenario, episodes=args.episodes, seed=args.seed, mode=args.mode,
+                             loads=args.load, workers=workers, progress=not args.no_progress,
+                             collect_requests=collect)
+    except ValueError as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start
 
     print(reporting.format_table(results))

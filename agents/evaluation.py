@@ -41,6 +41,13 @@ Round-robin is added as the reference when it is not in the list (``"reference":
 **Parallelism.** ``workers`` > 1 runs chunks of episodes in spawned processes; chunks are as large
 as possible while keeping every worker busy (at most 32 episodes; ``Router.max_batch`` caps it,
 e.g. 1 for oracle-lookahead). Results are identical for any ``workers``.
+
+**Requests beyond the context** (issue #11 §4; ``overlong``, the scenario's choice unless given):
+with ``"reject"`` a request whose prompt leaves no room for one output token is refused and never
+served (not in ``arrived``, ``completed`` nor any latency), one whose prompt + output exceeds the
+context is served with its output stopped there; ``"clip"`` truncates instead. Each result holds
+the totals over its episodes (``rejected_overlong``, ``clipped_at_context``), the table prints
+them, and the requests CSV has a row per refused request and both flags.
 """
 
 from __future__ import annotations
@@ -121,14 +128,15 @@ def default_workers() -> int:
 
 # ------------------------------------------------------------------------------- scenarios
 def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances=None, chunked_prefill=None,
-                   num_requests=None) -> Scenario:
+                   num_requests=None, overlong=None) -> Scenario:
     """The scenario to evaluate on: a shipped name / file (default ``paper-v100``'s cluster when only a
     trace is given) with the trace and cluster overrides. A trace file without ``rate`` plays at
     its own times; ``rate`` rescales each episode's window to that mean rate."""
     if scenario is None and trace is None:
         raise ValueError("give a scenario (--scenario) or a trace (--trace)")
     base = load_scenario(scenario if scenario is not None else "paper-v100")
-    changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests}
+    changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests,
+                     "overlong": overlong}  # (issue #11 §4: None keeps the scenario's choice)
     if chunked_prefill is not None:
         changes["chunked_prefill"] = bool(chunked_prefill)
     if trace is not None:  # the scenario validates it (a missing or malformed file is named); no rate: its own
@@ -279,6 +287,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
                 "dispatch_s": rec.dispatch_s[:n], "first_token_s": rec.first_token_s[:n],
                 "completion_s": rec.completion_s[:n], "prompt_tokens": rec.prompt_tokens[:n],
                 "output_tokens": rec.output_tokens[:n], "preemptions": rec.preemptions[:n]}
+            _add_overlong_requests(m["requests"], core.context_fits[b])
         out[b] = m
         if on_episode is not None:
             on_episode()
@@ -308,6 +317,27 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     if hasattr(router, "ms_per_decision"):
         extra["router_reported_ms_per_decision"] = router.ms_per_decision
     return {"episodes": out, "act_s": act_s, "decisions": decisions, "wall_s": time.perf_counter() - t_start, **extra}
+
+
+def _add_overlong_requests(requests: dict, fit) -> None:
+    """(issue #11 §4) Request ids become positions in the episode's arrival stream; the refused
+    requests get a row each (their lengths as asked, no instance nor times) and both flags a column."""
+    n = len(requests["request_id"])
+    zeros = np.zeros(n, dtype=np.int64)
+    if fit is None:
+        requests["rejected_overlong"], requests["clipped_at_context"] = zeros, zeros
+        return
+    refused = fit.source.subset(fit.rejected_index)
+    k = len(refused)
+    nan = np.full(k, np.nan)
+    extra = {"request_id": fit.rejected_index, "instance": np.full(k, -1), "arrival_s": refused.arrival_s,
+             "dispatch_s": nan, "first_token_s": nan, "completion_s": nan, "prompt_tokens": refused.prompt_tokens,
+             "output_tokens": refused.output_tokens, "preemptions": np.zeros(k, dtype=np.int64)}
+    requests["request_id"] = fit.served_index
+    for c, values in extra.items():
+        requests[c] = np.concatenate([requests[c], values])
+    requests["rejected_overlong"] = np.concatenate([zeros, np.ones(k, dtype=np.int64)])
+    requests["clipped_at_context"] = np.concatenate([fit.clipped.astype(np.int64), np.zeros(k, dtype=np.int64)])
 
 
 def _run_task(task) -> tuple:
@@ -388,6 +418,10 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
         per_episode[key] = vals
     for key in ("completed", "arrived"):
         res[key] = int(sum(m[key] for m in eps))  # totals over the episodes
+    # (issue #11 §4) requests beyond the context, totals over the episodes
+    res["overlong"], res["max_model_len"] = scenario.overlong, scenario.max_model_len
+    for key in ("rejected_overlong", "clipped_at_context"):
+        res[key] = int(sum(m[key] for m in eps))
     res["completed_per_episode"] = res["completed"] / max(len(eps), 1)
     res["router_ms_per_decision"] = 1000.0 * meta["act_s"] / meta["decisions"] if meta["decisions"] else float("nan")
     if "router_reported_ms_per_decision" in meta:
@@ -421,17 +455,18 @@ def _chunks(n_episodes: int, n_pairs: int, workers: int, max_batch: int | None) 
 
 def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0, mode: str = "arrival",
              loads=None, rate=None, workers: int | None = 1, progress: bool = False, collect_requests: bool = False,
-             trace=None, profile=None, instances=None, chunked_prefill=None, num_requests=None) -> list[dict]:
+             trace=None, profile=None, instances=None, chunked_prefill=None, num_requests=None,
+             overlong=None) -> list[dict]:
     """Evaluate ``policies`` (router names, model paths or PolicySpecs) on ``scenario`` (a name, a
-    file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``chunked_prefill``/``num_requests``
-    override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
+    file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``chunked_prefill``/``num_requests``/
+    ``overlong`` override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
     ``loads`` (a list; None: the scenario's own rate). Returns one result dict per policy (and load),
     keys described in the module docstring and evaluate.py. ``workers=None`` uses every core.
     Raises PolicyError / ValueError before simulating anything if a policy or setting is unusable."""
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     base = build_scenario(scenario, trace=trace, rate=rate, profile=profile, instances=instances,
-                          chunked_prefill=chunked_prefill, num_requests=num_requests)
+                          chunked_prefill=chunked_prefill, num_requests=num_requests, overlong=overlong)
     if loads is not None:
         loads = [float(x) for x in loads]
         if rate is not None:

@@ -25,7 +25,8 @@ __all__ = ["format_table", "write_json", "write_csv", "write_requests_csv", "mak
            "REQUEST_COLUMNS"]
 
 REQUEST_COLUMNS = ("request_id", "instance", "arrival_s", "dispatch_s", "first_token_s", "completion_s",
-                   "prompt_tokens", "output_tokens", "preemptions")
+                   "prompt_tokens", "output_tokens", "preemptions",
+                   "rejected_overlong", "clipped_at_context")  # (requests beyond the context: evaluation.py)
 
 
 def _fmt(value: float) -> str:
@@ -44,6 +45,13 @@ def _fmt(value: float) -> str:
 def _cell(value, half) -> str:
     s = _fmt(value)
     return s if half is None or not np.isfinite(half) else f"{s}±{_fmt(half)}"
+
+
+def _overlong_line(r: dict) -> str:
+    """The requests beyond the context of a block (the same for every policy)."""
+    return (f"requests beyond the context (max_model_len {r['max_model_len']}, overlong={r['overlong']}), over "
+            f"{r['episodes']} episodes: {r['rejected_overlong']} rejected (never served, not in the latencies), "
+            f"{r['clipped_at_context']} clipped at the context")
 
 
 def format_table(results: list[dict]) -> str:
@@ -74,6 +82,7 @@ def format_table(results: list[dict]) -> str:
                      for x in [header, *body]]
             lines.insert(1, "  ".join("-" * w for w in widths))
             out.append((title if label is None else f"{title} — {label}") + "\n" + "\n".join(lines))
+        out.append(_overlong_line(any_r))
     cut = [r for r in results if r.get("truncated_episodes")]
     for r in cut:
         at_load = "" if r.get("load") is None else f" (load {r['load']:g})"
@@ -125,6 +134,7 @@ def write_csv(results: list[dict], path) -> None:
         keys += [k, k + "_ci95"] if k not in ("completed", "arrived") else [k]
     keys += ["improvement_vs_rr_pct", "improvement_ci95_pct", "improvement_note", "truncated_episodes",
              "router_ms_per_decision"]
+    keys += ["overlong", "max_model_len", "rejected_overlong", "clipped_at_context"]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", newline="") as f:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .profiles import LatencyProfile, get_profile
+from .profiles import LatencyProfile, blocks_for_tokens, get_profile
 
 # Request status codes (RequestRecords.status)
 NOT_DISPATCHED, WAITING, RUNNING, COMPLETED = 0, 1, 2, 3
@@ -24,7 +24,9 @@ class SchedulerConfig:
 
     ``max_num_seqs`` / ``max_num_batched_tokens`` default to the profile's values (vLLM's 128 and
     4096) without chunked prefill, and to the profile's ``max_num_seqs`` and a 512-token budget
-    with it (vLLM v1 / Sarathi).
+    with it (vLLM v0's chunked prefill: KV reserved for the whole prompt at admission, watermark
+    kept; not v1's scheduler). Settings under which some request could never be admitted are
+    refused when the :class:`ClusterConfig` is built (see ``ClusterConfig._resolve``).
     """
 
     chunked_prefill: bool = False
@@ -69,6 +71,10 @@ class ClusterConfig:
         self.max_model_len_per_instance = self.per_instance("max_model_len")
 
     def _resolve(self, p: LatencyProfile) -> InstanceLimits:
+        """The instance's limits, refusing (as vLLM v0 refuses to start) a configuration under which
+        some request that fits the context could never be admitted: the admission rules of
+        docs/simulator.md must let an empty instance take the longest prefill, ``max_model_len - 1``
+        tokens (a prompt that leaves room for one output token, or a preempted request's recompute)."""
         s = self.scheduler
         max_num_seqs = s.max_num_seqs or p.max_num_seqs
         if s.chunked_prefill:
@@ -80,14 +86,24 @@ class ClusterConfig:
                 )
         else:
             budget = s.max_num_batched_tokens or p.max_num_batched_tokens
-            if budget < p.max_model_len:
+            if budget < p.max_model_len:  # vLLM v0's SchedulerConfig check
                 raise ValueError(
-                    f"without chunked_prefill, max_num_batched_tokens ({budget}) must be at least the "
-                    f"profile {p.name!r}'s max_model_len ({p.max_model_len}), or long prompts never run"
+                    f"without chunked_prefill, max_num_batched_tokens ({budget}) is smaller than max_model_len "
+                    f"({p.max_model_len}) of profile {p.name!r}: a long prompt could never be scheduled "
+                    f"(vLLM v0 refuses to start); raise max_num_batched_tokens or turn chunked_prefill on"
                 )
+        watermark = int(s.watermark_frac * p.kv_capacity_blocks)
+        longest = blocks_for_tokens(p.max_model_len - 1)
+        if longest > p.kv_capacity_blocks - watermark:
+            raise ValueError(
+                f"watermark_frac={s.watermark_frac} keeps {watermark} of the {p.kv_capacity_blocks} KV blocks of "
+                f"profile {p.name!r} free at admission, leaving {p.kv_capacity_blocks - watermark}: "
+                f"a prefill of max_model_len - 1 = {p.max_model_len - 1} tokens needs {longest} blocks and could "
+                f"never be admitted (vLLM v0 would ignore such requests); lower watermark_frac"
+            )
         return InstanceLimits(
             kv_capacity_blocks=p.kv_capacity_blocks,
-            watermark_blocks=int(s.watermark_frac * p.kv_capacity_blocks),
+            watermark_blocks=watermark,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=budget,
             max_model_len=p.max_model_len,

@@ -76,6 +76,8 @@ class RoutingCore:
         self.pred_bucket = np.zeros((B, R), dtype=np.int64)
         self.pred_tokens = np.ones((B, R))
         self.task_names: list[tuple[str, ...]] = [()] * B
+        # per env: how the episode's requests were fitted to the context (refused ones never enter)
+        self.context_fits: list = [None] * B
         self.t = np.zeros(B)
         self.tick = np.zeros(B, dtype=np.int64)
         self.n_arrived = np.zeros(B, dtype=np.int64)
@@ -140,6 +142,7 @@ class RoutingCore:
         self.arrival_cumsum[b, n + 1:] = self.arrival_cumsum[b, n]
         self.prompt[b, :n], self.output[b, :n], self.task[b, :n] = w.prompt_tokens, w.output_tokens, w.task
         self.task_names[b] = w.task_names
+        self.context_fits[b] = w.context_fit
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
@@ -309,10 +312,15 @@ class RoutingCore:
             head_arrival_s=np.where(fields["has_request"], self.arrival[rows, head], np.nan))
 
     def episode_metrics(self, b: int) -> dict:
-        """The episode's latency summary (metrics.py) for env ``b``."""
+        """The episode's latency summary (metrics.py) for env ``b``, with the requests refused for a
+        prompt beyond the context (``rejected_overlong``: never served, not in ``arrived`` nor in
+        the latencies) and those served cut at the context (``clipped_at_context``)."""
         rec = self.sim.records(b)
         out = summarize(rec, arrived=int(self.n_arrived[b]))
         out["router_queue"] = int(self.n_arrived[b] - self.n_dispatched[b])
+        fit = self.context_fits[b]
+        out["rejected_overlong"] = fit.rejected_overlong if fit is not None else 0
+        out["clipped_at_context"] = fit.clipped_at_context if fit is not None else 0
         return out
 
 

@@ -63,10 +63,12 @@ class LatencyProfile:
                 raise ValueError(f"profile {self.name!r}: {attr} must be a positive integer, got {value!r}")
         if self.c0_ms + self.c1_ms_per_token <= 0:
             raise ValueError(f"profile {self.name!r}: an iteration must take a positive time (c0_ms + c1 > 0)")
-        if blocks_for_tokens(self.max_model_len) > self.kv_capacity_blocks - watermark_blocks(self.kv_capacity_blocks):
+        kv_capacity_tokens = self.kv_capacity_blocks * KV_BLOCK_TOKENS
+        if self.max_model_len > kv_capacity_tokens:  # vLLM refuses to start (worker.raise_if_cache_size_invalid)
             raise ValueError(
-                f"profile {self.name!r}: max_model_len={self.max_model_len} does not fit in "
-                f"kv_capacity_blocks={self.kv_capacity_blocks} (less the 1% watermark)"
+                f"profile {self.name!r}: max_model_len={self.max_model_len} is larger than the KV cache "
+                f"(kv_capacity_blocks={self.kv_capacity_blocks} = {kv_capacity_tokens} tokens), as vLLM "
+                f"refuses: a request of max_model_len tokens could never be held"
             )
 
     @property
@@ -85,11 +87,6 @@ class LatencyProfile:
 def blocks_for_tokens(tokens):
     """KV blocks needed to hold ``tokens`` tokens (works on ints and integer arrays)."""
     return -(-tokens // KV_BLOCK_TOKENS)
-
-
-def watermark_blocks(kv_capacity_blocks: int, watermark_frac: float = 0.01) -> int:
-    """Free blocks that admission keeps in reserve (vLLM's ``watermark=0.01``)."""
-    return int(watermark_frac * kv_capacity_blocks)
 
 
 def iteration_time_ms(coefficients, ntok, sum_chunk_sq, sum_chunk_prior, sum_decode_context):

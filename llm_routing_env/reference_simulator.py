@@ -181,7 +181,8 @@ class _Instance:
         return list(self.running), []
 
     def _schedule_chunked(self, start_s: float):
-        """Sarathi / vLLM v1: decodes first, then running prefills' chunks, then admissions."""
+        """vLLM v0's chunked prefill (Sarathi-style): decodes first, then running prefills' chunks,
+        then admissions (KV for a whole prefill target taken at admission)."""
         preempted = self._allocate_decode_blocks()
         decodes = [r for r in self.running if r.prefill_done]
         budget_left = self.limits.max_num_batched_tokens - len(decodes)

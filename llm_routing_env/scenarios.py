@@ -15,6 +15,7 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
     load = 0.9                      # or: rate_per_s = 20 (a trace: neither = its own rate)
     num_requests = 2000             # episode length (and/or duration_s)
+    overlong = "reject"             # requests beyond the context: reject | clip | error
     predictor_train_fraction = 0.2  # a trace file: its first 20% train the predictor (the default)
     # predictor_train_trace = "train.csv"   # or: a separate file trains it (all of the trace is episodes)
 
@@ -39,19 +40,33 @@ sent round-robin at t = 0 and the admission rate (first admissions per second) i
 30th and 90th percentile of admissions, while every queue is still non-empty. A stable queue cannot
 absorb more than that. Completions are not used: with heavy-tailed output lengths they come
 short-first and take minutes to reach a steady mix. Repeats with other seeds agree within about
-5%. Results are cached per cluster and workload, in memory and on disk
-(``$LLM_ROUTING_ENV_CACHE`` or ``~/.cache/llm_routing_env``).
+5%. Results are cached in memory and on disk (``$LLM_ROUTING_ENV_CACHE`` or
+``~/.cache/llm_routing_env``), keyed by everything that determines them: the profiles (coefficients
+and limits), the scheduler settings, the mix or the trace (its content for a file), the
+``overlong`` choice and the source of the modules that compute it (a changed simulator never reads
+an old result). A cache that cannot be written is said once (a warning); the rate is still used.
+
+**Requests beyond the context** (``overlong``, default ``"reject"``): the scenario's context is
+its smallest instance's ``max_model_len``; :meth:`Workload.fit_context` refuses a request whose
+prompt leaves no room for one output token and stops the others at the context, as a vLLM
+deployment does (``"clip"`` truncates instead, ``"error"`` raises). Refused requests never reach
+the router; each episode counts them (``rejected_overlong``) and the clipped ones
+(``clipped_at_context``) in its metrics. Rates count refused requests too (they arrive like the
+others), and so does the saturation rate: a load of 1 saturates the cluster with what it serves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import math
 import os
 import sys
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +77,7 @@ from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
 from .simulator import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
-from .workloads import Workload, generate, get_mix, mix_names
+from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
 SATURATION_SEED = 20240801
@@ -88,6 +103,7 @@ class Scenario:
     load: float | None = None
     num_requests: int | None = 2000
     duration_s: float | None = None
+    overlong: str = "reject"
     predictor_train_fraction: float | None = None
     predictor_train_trace: str | None = None
     source: str = field(default="built-in", compare=False)
@@ -115,6 +131,9 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: num_requests must be a positive integer, got {n!r}")
         if n is None and self.duration_s is None:
             raise ValueError(f"scenario {self.name!r}: give num_requests and/or duration_s (a finite episode)")
+        if self.overlong not in OVERLONG_CHOICES:
+            raise ValueError(f"scenario {self.name!r}: overlong must be one of {', '.join(OVERLONG_CHOICES)}, "
+                             f"got {self.overlong!r}")
         self.cluster_config()  # validates the scheduler options against the profiles
         self._check_predictor_training_part()
 
@@ -151,10 +170,10 @@ class Scenario:
 
     def _trace_parts(self) -> tuple[Workload | None, Workload, str]:
         """A trace file's ``(training part or None, episode part, description of the training part)``."""
-        full = _trace_workload(self.trace, self.max_model_len)
+        full = _trace_workload(self.trace)
         name = Path(self.trace).name
         if self.predictor_train_trace is not None:
-            train = _trace_workload(self.predictor_train_trace, self.max_model_len)
+            train = _trace_workload(self.predictor_train_trace)
             return train, full, f"{Path(self.predictor_train_trace).name}, all {len(train):,} requests (a separate file)"
         frac = DEFAULT_PREDICTOR_TRAIN_FRACTION if self.predictor_train_fraction is None \
             else float(self.predictor_train_fraction)
@@ -232,7 +251,7 @@ class Scenario:
         return dataclasses.replace(self, **changes)
 
     def saturation_rate(self) -> float:
-        return saturation_rate(self.cluster_config(), self.mix, self.trace)
+        return saturation_rate(self.cluster_config(), self.mix, self.trace, self.overlong)
 
     def offered_rate(self) -> float:
         """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate; a trace
@@ -248,26 +267,29 @@ class Scenario:
         return episodes.mean_rate_per_s if episodes.duration_s > 0 else float("nan")
 
     def make_workload(self, seed: int | np.random.SeedSequence | None) -> Workload:
-        """One episode's requests. For a trace file, the seed picks the window's first request in
-        the episode part (never in the predictor's training part)."""
+        """One episode's requests as the cluster serves them (``overlong``: those beyond the context
+        refused or cut; ``context_fit`` says which). For a trace file, the seed picks the window's
+        first request in the episode part (never in the predictor's training part); the rate counts
+        refused requests too (they arrive like the others)."""
         duration_s = None if self.duration_s is None else self.duration_s * 1.0
+        rate = self.offered_rate()
         if self.mix is not None:
-            return generate(self.mix, self.arrivals, rate_per_s=self.offered_rate(), cv=self.cv,
-                            n=self.num_requests, duration_s=duration_s, seed=seed)
-        if not self.is_trace_file:
-            w = get_fitted_trace(self.trace).generate(n=self.num_requests, duration_s=duration_s,
-                                                      rate_per_s=self.offered_rate(), seed=seed)
-            return w.clip_to_context(self.max_model_len)[0]
-        episodes = self._trace_parts()[1]
-        rng = np.random.default_rng(seed)
-        n = min(self.num_requests or len(episodes), len(episodes))
-        start = int(rng.integers(0, len(episodes) - n + 1))
-        window = episodes.subset(np.arange(start, start + n))
-        own_rate = self.rate_per_s is None and self.load is None
-        w = replay(window, rate_per_s=None if own_rate else self.offered_rate()).workload
-        if self.duration_s is not None:
-            w = w.window(0.0, self.duration_s)
-        return w
+            w = generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
+                         duration_s=duration_s, seed=seed)
+        elif not self.is_trace_file:
+            w = get_fitted_trace(self.trace).generate(n=self.num_requests, duration_s=duration_s, rate_per_s=rate,
+                                                      seed=seed)
+        else:
+            episodes = self._trace_parts()[1]
+            rng = np.random.default_rng(seed)
+            n = min(self.num_requests or len(episodes), len(episodes))
+            start = int(rng.integers(0, len(episodes) - n + 1))
+            window = episodes.subset(np.arange(start, start + n))
+            own_rate = self.rate_per_s is None and self.load is None
+            w = replay(window, rate_per_s=None if own_rate else rate).workload
+            if self.duration_s is not None:
+                w = w.window(0.0, self.duration_s)
+        return w.fit_context(self.max_model_len, self.overlong)
 
     def summary_line(self) -> str:
         sat = self.saturation_rate()
@@ -287,16 +309,21 @@ def _describe_instances(instances) -> str:
     return " + ".join(f"{n} x {p}" for p, n in groups.items())
 
 
-_TRACE_CACHE: dict[tuple, Workload] = {}
+_TRACE_CACHE: dict[str, Workload] = {}
 
 
-def _trace_workload(trace: str, max_model_len: int) -> Workload:
-    """A trace file, whole, clipped to the context (cached per file version)."""
+def _trace_workload(trace: str) -> Workload:
+    """A trace file, whole, as recorded (episodes fit their own window to the context; cached per
+    file version)."""
     st = Path(trace).stat()
-    key = (str(Path(trace).resolve()), st.st_mtime_ns, st.st_size, max_model_len)
+    key = (str(Path(trace).resolve()), st.st_mtime_ns, st.st_size)
     if key not in _TRACE_CACHE:
-        _TRACE_CACHE[key] = replay(trace, max_model_len=max_model_len).workload
+        _TRACE_CACHE[key] = replay(trace).workload
     return _TRACE_CACHE[key]
+
+
+def _file_sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _same_file(a, b) -> bool:
@@ -309,6 +336,7 @@ def _same_file(a, b) -> bool:
 # --------------------------------------------------------------------------------------------
 
 _SATURATION_MEMO: dict[str, float] = {}
+_CACHE_WRITE_WARNED = False
 
 
 def _cache_file() -> Path:
@@ -316,25 +344,41 @@ def _cache_file() -> Path:
     return Path(root) / "saturation.json"
 
 
-def _saturation_key(config: ClusterConfig, mix, trace) -> str:
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
+    the measurement), so that a changed simulator never reads a rate measured by an older one."""
+    from . import cluster, profiles, simulator, workloads
+
+    h = hashlib.sha256()
+    for module in (simulator, cluster, profiles, workloads):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(inspect.getsource(measure_saturation_rate).encode())
+    return h.hexdigest()
+
+
+def _saturation_key(config: ClusterConfig, mix, trace, overlong: str = "reject") -> str:
+    if trace in FITTED_TRACES:  # what the measurement samples from: the generator's parameters,
+        trace_sha = get_fitted_trace(trace).digest()
+    elif trace is not None:  # or the trace's lengths, in order
+        full = _trace_workload(trace)
+        trace_sha = hashlib.sha256(full.prompt_tokens.tobytes() + full.output_tokens.tobytes()).hexdigest()
+    else:
+        trace_sha = None
     desc = {
         "profiles": [dataclasses.asdict(p) | {"notes": ""} for p in config.profiles],
         "scheduler": dataclasses.asdict(config.scheduler),
-        "mix": mix, "trace": trace,
-        "trace_sha": None if trace is None else
-        (get_fitted_trace(trace).digest() if trace in FITTED_TRACES else _file_sha(trace)),
-        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "version": 3,
+        "mix": mix, "trace": trace, "trace_sha": trace_sha, "overlong": overlong,
+        "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "code": _code_version(),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _file_sha(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None) -> float:
+def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
+                    overlong: str = "reject") -> float:
     """The highest rate (req/s) round-robin sustains on ``config`` for this workload (cached)."""
-    key = _saturation_key(config, mix, trace)
+    global _CACHE_WRITE_WARNED
+    key = _saturation_key(config, mix, trace, overlong)
     if key in _SATURATION_MEMO:
         return _SATURATION_MEMO[key]
     path = _cache_file()
@@ -342,24 +386,34 @@ def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace:
         disk = json.loads(path.read_text())
     except (OSError, ValueError):
         disk = {}
+    if not isinstance(disk, dict):
+        disk = {}
     if key in disk and isinstance(disk[key], (int, float)):
         _SATURATION_MEMO[key] = float(disk[key])
         return _SATURATION_MEMO[key]
-    rate = measure_saturation_rate(config, mix, trace)
+    rate = measure_saturation_rate(config, mix, trace, overlong)
     _SATURATION_MEMO[key] = rate
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         disk[key] = rate
         path.write_text(json.dumps(disk, indent=1, sort_keys=True))
-    except OSError:
-        pass  # a read-only home is fine: the memo still holds it
+    except OSError as e:
+        if not _CACHE_WRITE_WARNED:  # once: the rate is still used, only later runs measure it again
+            _CACHE_WRITE_WARNED = True
+            warnings.warn(f"cannot write the saturation cache {path} ({e}); saturation rates will be measured "
+                          "again in every process (set LLM_ROUTING_ENV_CACHE to a writable directory)",
+                          RuntimeWarning, stacklevel=2)
     return rate
 
 
 def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
+                            overlong: str = "reject",
                             requests_per_instance: int = SATURATION_REQUESTS_PER_INSTANCE,
                             seed: int = SATURATION_SEED) -> float:
-    """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc."""
+    """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc.
+    The requests are fitted to the smallest context as episodes are (``overlong``); the rate counts
+    the refused ones too (they arrive like the others and cost nothing), so that a load of 1 still
+    saturates the cluster with the requests it serves."""
     max_len = min(p.max_model_len for p in config.profiles)
     rng = np.random.default_rng(seed)
     num_requests = requests_per_instance * config.num_instances
@@ -367,21 +421,20 @@ def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix"
         prompt, output, _ = get_mix(mix).sample(num_requests, rng)
     elif trace in FITTED_TRACES:
         prompt, output, _ = get_fitted_trace(trace).sample_lengths(num_requests, rng)
-        w = Workload(np.zeros(prompt.size), prompt, output).clip_to_context(max_len)[0]  # as its episodes
-        prompt, output = w.prompt_tokens, w.output_tokens
     else:
-        full = _trace_workload(trace, max_len)
+        full = _trace_workload(trace)
         idx = rng.choice(len(full), size=num_requests, replace=num_requests > len(full))
         prompt, output = full.prompt_tokens[idx], full.output_tokens[idx]
-    keep = prompt + output <= max_len  # a mix may exceed a small context; drop those few
-    prompt, output = prompt[keep], output[keep]
+    sample = Workload(np.zeros(prompt.size), prompt, output, name=f"the saturation sample of {mix or trace}")
+    served = sample.fit_context(max_len, overlong)
+    prompt, output = served.prompt_tokens, served.output_tokens
     n = prompt.size
     sim = ClusterSimulator(config, num_clusters=1, max_requests=n)
     sim.dispatch(0, np.arange(n), np.arange(n) % config.num_instances, prompt, output, 0.0)
     sim.run_until_idle()
     admitted = np.sort(sim.records().first_scheduled_s[0])
     lo, hi = int(0.3 * n), int(0.9 * n)
-    return float((hi - lo) / (admitted[hi] - admitted[lo]))
+    return float((hi - lo) / (admitted[hi] - admitted[lo])) * num_requests / n
 
 
 def round_robin_mean_e2e(scenario: Scenario, seed: int) -> float:
@@ -420,7 +473,7 @@ register_scenario(Scenario(
     "paper-a100", "the paper's A100 setting (§6.3): 4 x Llama-3.1-8B on A100, 80 req/s",
     instances=("llama3.1-8b-a100",) * 4, rate_per_s=80.0, num_requests=4000))
 register_scenario(Scenario(
-    "paper-a100-chunked", "paper-a100 with chunked prefill (vLLM v1 / Sarathi, 512-token budget)",
+    "paper-a100-chunked", "paper-a100 with vLLM v0's chunked prefill (512-token budget)",
     instances=("llama3.1-8b-a100",) * 4, chunked_prefill=True, rate_per_s=80.0, num_requests=4000))
 register_scenario(Scenario(
     "paper-v100-8x", "the paper's scalability setting (A.11): 8 x Llama-2-7B on V100, 40 req/s, 4,000 requests",
@@ -449,7 +502,7 @@ def scenario_names() -> list[str]:
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "chunked_prefill", "max_num_seqs", "max_num_batched_tokens"},
-    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s",
+    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong",
                  "predictor_train_fraction", "predictor_train_trace"},
 }
 

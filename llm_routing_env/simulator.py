@@ -1,6 +1,6 @@
 """The fast cluster simulator: B independent clusters x N instances advanced together in NumPy.
 
-Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, chunked prefill as an option);
+Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, v0's chunked prefill as an option);
 ``reference_simulator.py`` implements the same thing slowly, and a differential test holds the two
 together. The state is a struct of arrays over *instance rows* (``row = cluster * N + instance``):
 

@@ -1,5 +1,5 @@
 """Request traces: loaders (Azure 2023, Mooncake FAST'25, a generic CSV) and replay (windows, rate
-scaling, clipping to the model's context).
+scaling; fitting to the model's context is ``Workload.fit_context``).
 
 No trace ships with the package (other projects' data is not ours to redistribute): give the path
 of a file you downloaded, e.g. the Azure LLM inference traces 2023 (CC-BY-4.0),
@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .profiles import LatencyProfile, get_profile
 from .workloads import Workload
 
 __all__ = [
@@ -452,22 +451,22 @@ def load_trace(path, format: str | None = None, task_name: str | None = None) ->
 class Replay:
     """A replay-ready workload and what was done to it."""
 
-    workload: Workload
-    n_clipped: int
+    workload: Workload  # its context_fit says what max_model_len refused or cut (None without one)
     source_requests: int
     time_scale: float  # new duration / old duration (1.0 when the rate was not changed)
 
 
 def replay(trace, *, start_s: float | None = None, duration_s: float | None = None, count: int | None = None,
-           rate_per_s: float | None = None, max_model_len=None, clip_policy: str = "truncate-prompt",
+           rate_per_s: float | None = None, max_model_len=None, overlong: str = "reject",
            shift_to_zero: bool = True) -> Replay:
     """Prepare a trace for the simulator.
 
     ``trace``: a Workload or a file path. Steps, in order: keep the arrivals in
     ``[start_s, start_s + duration_s)`` (trace time; ``start_s`` defaults to the first arrival,
     ``duration_s`` to everything), keep the first ``count`` of those, move the first arrival to
-    0 (``shift_to_zero``), rescale times to a mean rate ``rate_per_s``, and clip every request to
-    ``max_model_len`` (an int or a profile) with :meth:`Workload.clip_to_context`.
+    0 (``shift_to_zero``), rescale times to a mean rate ``rate_per_s``, and fit every request to
+    ``max_model_len`` (an int or a profile) with :meth:`Workload.fit_context` (``overlong``: reject,
+    clip or error).
     """
     w = trace if isinstance(trace, Workload) else load_trace(trace)
     source = len(w)
@@ -488,9 +487,6 @@ def replay(trace, *, start_s: float | None = None, duration_s: float | None = No
         old = w.mean_rate_per_s
         w = w.with_rate(rate_per_s)
         scale = old / float(rate_per_s)
-    n_clipped = 0
     if max_model_len is not None:
-        if isinstance(max_model_len, (str, LatencyProfile)):
-            max_model_len = get_profile(max_model_len).max_model_len
-        w, n_clipped = w.clip_to_context(max_model_len, clip_policy)
-    return Replay(workload=w, n_clipped=n_clipped, source_requests=source, time_scale=scale)
+        w = w.fit_context(max_model_len, overlong)
+    return Replay(workload=w, source_requests=source, time_scale=scale)

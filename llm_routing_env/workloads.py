@@ -4,7 +4,7 @@ A :class:`Workload` is an immutable struct of arrays sorted by arrival (router a
 prompt tokens, the TRUE output tokens that routers must not read, a task index), optionally with
 per-request prefix-block hashes (Mooncake traces). It validates itself and offers the replay
 helpers (:meth:`Workload.window`, :meth:`~Workload.head`, :meth:`~Workload.shifted`,
-:meth:`~Workload.with_rate`, :meth:`~Workload.clip_to_context`). Trace loaders live in
+:meth:`~Workload.with_rate`, :meth:`~Workload.fit_context`). Trace loaders live in
 :mod:`llm_routing_env.traces`, arrival processes in :mod:`llm_routing_env.arrivals`.
 
 The paper mix (``"paper-mix"``)
@@ -70,6 +70,8 @@ from .profiles import LatencyProfile, get_profile, iteration_time_ms
 
 __all__ = [
     "Workload",
+    "ContextFit",
+    "OVERLONG_CHOICES",
     "TaskTarget",
     "TaskDesign",
     "PAPER_TABLE1",
@@ -94,6 +96,7 @@ __all__ = [
 DEFAULT_PROFILE = "llama2-7b-v100"
 HEAVY_DECODE_S = 5.0  # paper §1.3: a decode phase of >= 5 s is heavy
 PAPER_MAX_PROMPT_TOKENS = 1000  # paper §5.1: prompts of at most 1,000 tokens
+OVERLONG_CHOICES = ("reject", "clip", "error")  # what happens to a request beyond the context (fit_context)
 
 
 # =============================================================================================
@@ -137,7 +140,8 @@ class Workload:
     (int64, >= 1; ``output_tokens`` is the TRUE output length, hidden from routers), ``task``
     (int64 index into ``task_names``). ``prefix_hashes`` is ``None`` or, per request, an int64
     array of prefix-block hashes of ``prefix_block_tokens`` tokens each (Mooncake traces).
-    ``name`` describes the origin (trace file, mix and seed...).
+    ``name`` describes the origin (trace file, mix and seed...). ``context_fit`` is set by
+    :meth:`fit_context` only: which requests were refused or cut to fit a model's context.
     """
 
     arrival_s: np.ndarray
@@ -148,6 +152,7 @@ class Workload:
     prefix_hashes: tuple[np.ndarray, ...] | None = None
     prefix_block_tokens: int | None = None
     name: str = ""
+    context_fit: "ContextFit | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         arrival = np.asarray(self.arrival_s)
@@ -210,6 +215,8 @@ class Workload:
         pbt = self.prefix_block_tokens
         if pbt is not None and (isinstance(pbt, bool) or not isinstance(pbt, (int, np.integer)) or pbt < 1):
             raise ValueError(f"prefix_block_tokens must be a positive integer or None, got {pbt!r}")
+        if self.context_fit is not None and not isinstance(self.context_fit, ContextFit):
+            raise ValueError(f"context_fit must be a ContextFit or None, got {type(self.context_fit).__name__}")
         object.__setattr__(self, "arrival_s", _readonly(arrival))
         object.__setattr__(self, "prompt_tokens", _readonly(prompt))
         object.__setattr__(self, "output_tokens", _readonly(output))
@@ -275,7 +282,7 @@ class Workload:
             prefix_hashes=self.prefix_hashes,
             prefix_block_tokens=self.prefix_block_tokens,
             name=self.name,
-        )
+        )  # not context_fit: it describes how this workload, not one derived from it, was made
         kw.update(changes)
         return Workload(**kw)
 
@@ -340,43 +347,87 @@ class Workload:
         t0 = self.arrival_s[0]
         return self._replace(arrival_s=t0 + (self.arrival_s - t0) * factor)
 
-    def clip_to_context(self, max_model_len, policy: str = "truncate-prompt") -> tuple["Workload", int]:
-        """Make every request fit ``prompt + output <= max_model_len``; returns ``(workload, n_clipped)``.
+    def fit_context(self, max_model_len, overlong: str = "reject") -> "Workload":
+        """The workload as a server with context ``max_model_len`` (an int or a profile) serves it;
+        the returned workload's ``context_fit`` (:class:`ContextFit`) says what changed.
 
-        ``max_model_len`` is an int or a profile (name). Policies:
+        ``overlong`` says what happens to a request that does not fit ``prompt + output <=
+        max_model_len``:
 
-        * ``"truncate-prompt"`` (default): the prompt is clipped first, to at most
-          ``max_model_len - 1`` tokens so that at least one output token remains; then the output
-          is cut to what is left (a server that truncates over-long prompts and stops generating
-          at the context limit).
-        * ``"keep-output"``: the output is kept (cut only to ``max_model_len - 1``) and the prompt
-          is clipped to make room (keeps the decode work of long-prompt traces such as Mooncake).
-
-        ``n_clipped`` counts the requests that changed. Prefix hashes are cut to the kept prompt.
+        * ``"reject"`` (what a vLLM deployment does): a prompt of ``max_model_len`` tokens or more
+          leaves no room for one output token and is refused, never served (vLLM v0's OpenAI server
+          answers 400 "This model's maximum context length is ..." when ``prompt_tokens >=
+          max_model_len``); any other request stops generating at the context limit (vLLM's default
+          ``max_tokens = max_model_len - prompt_tokens``): its output is cut to ``max_model_len -
+          prompt``.
+        * ``"clip"``: nothing is refused: an over-long prompt is truncated to ``max_model_len - 1``
+          tokens, then the output is cut to what is left (prefix hashes to the kept prompt).
+        * ``"error"``: ValueError naming the first request that does not fit and its lengths.
         """
         if isinstance(max_model_len, (str, LatencyProfile)):
             max_model_len = get_profile(max_model_len).max_model_len
         if isinstance(max_model_len, bool) or not isinstance(max_model_len, (int, np.integer)) or max_model_len < 2:
             raise ValueError(f"max_model_len must be an integer >= 2, got {max_model_len!r}")
+        if overlong not in OVERLONG_CHOICES:
+            raise ValueError(f"overlong must be one of {', '.join(OVERLONG_CHOICES)}; got {overlong!r}")
         L = int(max_model_len)
         p, o = self.prompt_tokens, self.output_tokens
-        if policy == "truncate-prompt":
-            new_p = np.minimum(p, L - 1)
-            new_o = np.minimum(o, L - new_p)
-        elif policy == "keep-output":
-            new_o = np.minimum(o, L - 1)
-            new_p = np.minimum(p, L - new_o)
-        else:
-            raise ValueError(f"unknown clip policy {policy!r}; known: 'truncate-prompt', 'keep-output'")
-        changed = (new_p != p) | (new_o != o)
-        n_clipped = int(changed.sum())
-        if n_clipped == 0:
-            return self, 0
-        hashes = self.prefix_hashes
-        if hashes is not None and self.prefix_block_tokens is not None:
-            b = self.prefix_block_tokens
-            hashes = tuple(h[: -(-int(pp) // b)] if pp != p0 else h for h, pp, p0 in zip(hashes, new_p, p))
-        return self._replace(prompt_tokens=new_p, output_tokens=new_o, prefix_hashes=hashes), n_clipped
+        if overlong == "error":
+            over = p + o > L
+            if over.any():
+                i = _first_index(over)
+                raise ValueError(
+                    f"request {i}{f' of {self.name}' if self.name else ''} does not fit the model's context: "
+                    f"prompt_tokens={int(p[i])} + output_tokens={int(o[i])} = {int(p[i] + o[i])} > "
+                    f"max_model_len={L} ({int(over.sum())} such requests; overlong='reject' refuses prompts of "
+                    f"max_model_len tokens or more and stops the others at the context, 'clip' truncates them)")
+        keep = p < L if overlong == "reject" else np.ones(p.size, dtype=bool)
+        served = self if keep.all() else self.subset(keep)
+        sp, so = served.prompt_tokens, served.output_tokens
+        new_p = np.minimum(sp, L - 1)  # only "clip" has prompts this long left
+        new_o = np.minimum(so, L - new_p)
+        clipped = (new_p != sp) | (new_o != so)
+        hashes = served.prefix_hashes
+        if hashes is not None and served.prefix_block_tokens is not None and (new_p != sp).any():
+            b = served.prefix_block_tokens
+            hashes = tuple(h[: -(-int(pp) // b)] if pp != p0 else h for h, pp, p0 in zip(hashes, new_p, sp))
+        fit = ContextFit(max_model_len=L, overlong=overlong, source=self, served_index=np.flatnonzero(keep),
+                         clipped=_readonly(clipped))
+        return served._replace(prompt_tokens=new_p, output_tokens=new_o, prefix_hashes=hashes, context_fit=fit)
+
+
+@dataclass(frozen=True, eq=False)
+class ContextFit:
+    """What :meth:`Workload.fit_context` did to a workload (``source``) to fit ``max_model_len``.
+
+    ``served_index``: for each request of the fitted workload, its position in ``source`` (the
+    requests in between were refused). ``clipped``: per fitted request, whether it is served with
+    fewer tokens than it asked for (output stopped at the context; with ``"clip"`` also a
+    truncated prompt).
+    """
+
+    max_model_len: int
+    overlong: str
+    source: Workload = field(repr=False)
+    served_index: np.ndarray = field(repr=False)
+    clipped: np.ndarray = field(repr=False)
+
+    @property
+    def rejected_overlong(self) -> int:
+        """Requests refused: their prompt leaves no room for one output token (never served)."""
+        return len(self.source) - int(self.served_index.size)
+
+    @property
+    def clipped_at_context(self) -> int:
+        """Requests served with fewer tokens than they asked for."""
+        return int(np.count_nonzero(self.clipped))
+
+    @property
+    def rejected_index(self) -> np.ndarray:
+        """Positions in ``source`` of the refused requests."""
+        mask = np.ones(len(self.source), dtype=bool)
+        mask[self.served_index] = False
+        return np.flatnonzero(mask)
 
 
 # =============================================================================================

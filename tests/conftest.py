@@ -1,10 +1,20 @@
 """Shared test set-up."""
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Tests never write to the user's HOME: the saturation cache (llm_routing_env.scenarios) and
+# matplotlib's font cache go to a directory of this session, inherited by the scripts tests run.
+_SESSION_DIR = tempfile.mkdtemp(prefix="llm-routing-env-tests-")
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+os.environ["LLM_ROUTING_ENV_CACHE"] = os.path.join(_SESSION_DIR, "cache")
+os.environ["MPLCONFIGDIR"] = os.path.join(_SESSION_DIR, "matplotlib")
 
 # The tests train tiny networks beside the simulator on a 2-core CI machine: extra BLAS / torch
 # threads only contend for the cores (measured: 10-30x slower training steps under load).

@@ -1,5 +1,6 @@
 """Scenarios: shipped names, TOML files, errors, the saturation tool and its cache."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -40,12 +41,22 @@ def test_fitted_trace_scenario_needs_no_file_and_is_seeded():
     s = S.load_scenario("azure-code").with_overrides(num_requests=300, load=None, rate_per_s=10.0)
     assert s.trace == "azure-code" and not s.is_trace_file
     w = s.make_workload(3)
-    assert len(w) == 300 and w.mean_rate_per_s == pytest.approx(10.0, rel=1e-6)
+    fit = w.context_fit  # the window of 300 arrives at 10 req/s; the over-long prompts are refused
+    assert len(fit.source) == 300 and fit.source.mean_rate_per_s == pytest.approx(10.0, rel=1e-6)
+    refused = int(np.sum(fit.source.prompt_tokens >= s.max_model_len))
+    assert fit.rejected_overlong == refused > 0 and len(w) == 300 - refused
+    assert np.array_equal(w.arrival_s, fit.source.arrival_s[fit.served_index])
     assert (w.prompt_tokens + w.output_tokens <= s.max_model_len).all()
+    clip = s.with_overrides(overlong="clip").make_workload(3)  # the same window, every request served
+    assert len(clip) == 300 and clip.context_fit.clipped_at_context >= refused
+    np.testing.assert_array_equal(clip.arrival_s, fit.source.arrival_s)
+    with pytest.raises(ValueError, match=r"request \d+ .* > max_model_len=4096"):
+        s.with_overrides(overlong="error").make_workload(3)
     assert w.prompt_tokens.tobytes() == s.make_workload(3).prompt_tokens.tobytes()
+    train = s.predictor_training_workload()  # 300 drawn, those beyond the context refused as in episodes
+    assert len(train) == 300 - train.context_fit.rejected_overlong < 300
     assert s.predictor_training_data == ("synthetic azure-code (fitted to AzureLLMInferenceTrace_code.csv), "
-                                         "seed 1000003, 300 requests (episodes use other seeds)")
-    train = s.predictor_training_workload()
+                                         f"seed 1000003, {len(train)} requests (episodes use other seeds)")
     assert np.array_equal(train.prompt_tokens, s.make_workload(S.PREDICTOR_TRAIN_SEED).prompt_tokens)
     assert not np.array_equal(train.prompt_tokens, w.prompt_tokens)
     assert S.load_scenario("paper-v100").predictor_training_data == \
@@ -175,6 +186,71 @@ def test_saturation_is_cached_on_disk(tmp_path):
     # a faster profile saturates later: the tool sees the cluster
     fast = S.load_scenario("paper-v100").with_overrides(num_instances=2, profile="llama2-7b-a100").cluster_config()
     assert S.saturation_rate(fast, "paper-mix") > 1.5 * first
+
+
+def test_saturation_key_changes_with_everything_that_determines_the_rate(tmp_path, monkeypatch):
+    from llm_routing_env import simulator
+    from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
+    from llm_routing_env.profiles import get_profile
+
+    v100 = get_profile("llama2-7b-v100")
+
+    def key(profile=v100, scheduler=SchedulerConfig(), mix="paper-mix", trace=None, overlong="reject"):
+        return S._saturation_key(ClusterConfig([profile] * 2, scheduler), mix, trace, overlong)
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n1,200,20\n")
+    b.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n1,200,21\n")  # one length differs
+    base = key()
+    variants = {
+        "coefficient": key(profile=dataclasses.replace(v100, c5_ms_per_decode_context_token=1e-3)),
+        "kv capacity": key(profile=dataclasses.replace(v100, kv_capacity_blocks=v100.kv_capacity_blocks + 16)),
+        "max_model_len": key(profile=dataclasses.replace(v100, max_model_len=2048)),
+        "chunked prefill": key(scheduler=SchedulerConfig(chunked_prefill=True)),
+        "max_num_seqs": key(scheduler=SchedulerConfig(max_num_seqs=64)),
+        "watermark": key(scheduler=SchedulerConfig(watermark_frac=0.02)),
+        "overlong": key(overlong="clip"),
+        "trace a": key(mix=None, trace=str(a)),
+        "trace b": key(mix=None, trace=str(b)),
+    }
+    assert len({base, *variants.values()}) == 1 + len(variants), variants
+    assert key() == base  # and stable
+    # the code version: a changed simulator source gives another key
+    changed = tmp_path / "simulator.py"
+    changed.write_bytes(open(simulator.__file__, "rb").read() + b"# changed\n")
+    S._code_version.cache_clear()
+    monkeypatch.setattr(simulator, "__file__", str(changed))
+    try:
+        assert key() != base
+    finally:
+        monkeypatch.undo()
+        S._code_version.cache_clear()
+    assert key() == base
+
+
+def test_a_cache_that_cannot_be_written_is_said_once(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("LLM_ROUTING_ENV_CACHE", str(blocker / "cache"))  # mkdir fails under a file
+    monkeypatch.setattr(S, "_CACHE_WRITE_WARNED", False)
+    two = S.load_scenario("paper-v100").with_overrides(num_instances=2).cluster_config()
+    three = S.load_scenario("paper-v100").with_overrides(num_instances=3).cluster_config()
+    with pytest.warns(RuntimeWarning, match=r"cannot write the saturation cache .*a-file/cache/saturation.json"):
+        rate = S.saturation_rate(two, "paper-mix")
+    assert rate > 0 and S.saturation_rate(two, "paper-mix") == rate  # still used (from memory)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second failure is not said again
+        assert S.saturation_rate(three, "paper-mix") > rate
+
+
+def test_tests_do_not_use_the_home_cache(monkeypatch):
+    """conftest points the cache at a temporary directory for the whole session."""
+    from pathlib import Path
+
+    monkeypatch.undo()  # (this file's private_cache): back to the session's setting
+    assert not S._cache_file().is_relative_to(Path.home())
 
 
 def test_saturation_scales_with_instances():

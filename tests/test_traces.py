@@ -85,7 +85,7 @@ def test_one_request_is_a_valid_trace(tmp_path):
     assert len(w) == 1 and w.duration_s == 0.0
     r = T.replay(f, rate_per_s=3.0, max_model_len=4096)
     assert r.workload.arrival_s.tolist() == [0.0] and r.workload.prompt_tokens.tolist() == [120]
-    assert r.workload.output_tokens.tolist() == [30] and r.n_clipped == 0
+    assert r.workload.output_tokens.tolist() == [30] and r.workload.context_fit.clipped_at_context == 0
     az = tmp_path / "one_azure.csv"
     az.write_text(AZ_HEAD + AZ_ROW1)
     assert T.load_trace(az).prompt_tokens.tolist() == [4808]
@@ -104,8 +104,8 @@ def test_mooncake_traces(file, rows, duration):
     assert w.prefix_block_tokens == 512
     blocks = np.array([h.size for h in w.prefix_hashes])
     assert np.array_equal(blocks, -(-w.prompt_tokens // 512))
-    clipped, n = w.clip_to_context(4096)
-    assert n == int(np.sum(w.prompt_tokens + w.output_tokens > 4096))
+    clipped = w.fit_context(4096, "clip")
+    assert clipped.context_fit.clipped_at_context == int(np.sum(w.prompt_tokens + w.output_tokens > 4096))
     assert (clipped.prompt_tokens + clipped.output_tokens <= 4096).all()
     assert all(h.size == -(-p // 512) for h, p in zip(clipped.prefix_hashes, clipped.prompt_tokens))
 
@@ -294,26 +294,27 @@ def test_replay_windows():
 
 
 @needs_azure
-def test_replay_clipping_counts():
+def test_replay_fits_the_context():
     src = azure("azure-conv")
     for L in (2048, 4096):
-        expected = int(np.sum(src.prompt_tokens + src.output_tokens > L))
-        r = T.replay(src, max_model_len=L)
-        assert r.n_clipped == expected > 0
-        w = r.workload
+        refused = int(np.sum(src.prompt_tokens >= L))
+        cut = int(np.sum((src.prompt_tokens < L) & (src.prompt_tokens + src.output_tokens > L)))
+        fit = T.replay(src, max_model_len=L).workload.context_fit
+        assert (fit.rejected_overlong, fit.clipped_at_context) == (refused, cut) and refused > 0 and cut > 0
+        w = T.replay(src, max_model_len=L, overlong="clip").workload
+        assert w.context_fit.clipped_at_context == refused + cut and len(w) == len(src)
         assert (w.prompt_tokens + w.output_tokens <= L).all()
         assert (w.output_tokens >= 1).all() and (w.prompt_tokens <= L - 1).all()
-    r = T.replay(src, max_model_len="llama2-7b-v100", clip_policy="keep-output")
-    assert r.n_clipped == int(np.sum(src.prompt_tokens + src.output_tokens > 4096))
-    assert np.array_equal(r.workload.output_tokens, src.output_tokens)  # conv outputs are <= 1,000
+    with pytest.raises(ValueError, match="max_model_len=4096"):
+        T.replay(src, max_model_len="llama2-7b-v100", overlong="error")
 
 
 def test_replay_from_a_path(tmp_path):
     f = tmp_path / "w.csv"
     f.write_text("arrival_s,prompt_tokens,output_tokens\n10,5000,5\n11,10,10\n13,10,10\n")
-    r = T.replay(f, rate_per_s=2.0, max_model_len=4096)
+    r = T.replay(f, rate_per_s=2.0, max_model_len=4096, overlong="clip")
     assert r.workload.arrival_s.tolist() == pytest.approx([0.0, 1 / 3, 1.0])  # 10, 11, 13 s at 2 req/s
-    assert r.n_clipped == 1 and r.workload.prompt_tokens[0] == 4095
+    assert r.workload.context_fit.clipped_at_context == 1 and r.workload.prompt_tokens[0] == 4095
     assert isinstance(r.workload, Workload)
 
 

@@ -306,34 +306,49 @@ def test_head_window_shift_rate():
     assert one.with_rate(1.0) is one  # a single request spans no time: no rate to change (a valid trace)
 
 
-def test_clip_to_context():
+def test_fit_context_reject_clip_error():
     w = small_workload()
-    clipped, n = w.clip_to_context(4096)
-    # (10,5) ok; (4000,200) -> (4000,96); (20,7) ok; (30,4090) -> (30,4066); (5000,10) -> (4095,1)
-    assert n == 3
+    # (10,5) fits; (4000,200): output stops at the context -> 96; (20,7) fits; (30,4090) -> 4066;
+    # (5000,10): the prompt leaves no room for an output token
+    served = w.fit_context(4096)
+    fit = served.context_fit
+    assert fit.overlong == "reject" and fit.max_model_len == 4096
+    assert (fit.rejected_overlong, fit.clipped_at_context) == (1, 2)
+    assert np.array_equal(served.prompt_tokens, [10, 4000, 20, 30])
+    assert np.array_equal(served.output_tokens, [5, 96, 7, 4066])
+    assert np.array_equal(fit.served_index, [0, 1, 2, 3]) and np.array_equal(fit.rejected_index, [4])
+    assert np.array_equal(fit.clipped, [False, True, False, True])
+    clipped = w.fit_context(4096, "clip")
+    assert (clipped.context_fit.rejected_overlong, clipped.context_fit.clipped_at_context) == (0, 3)
     assert np.array_equal(clipped.prompt_tokens, [10, 4000, 20, 30, 4095])
     assert np.array_equal(clipped.output_tokens, [5, 96, 7, 4066, 1])
-    assert (clipped.prompt_tokens + clipped.output_tokens <= 4096).all()
-    keep, n2 = w.clip_to_context(4096, policy="keep-output")
-    assert n2 == 3
-    assert np.array_equal(keep.prompt_tokens, [10, 3896, 20, 6, 4086])
-    assert np.array_equal(keep.output_tokens, [5, 200, 7, 4090, 10])
-    same, n3 = w.clip_to_context(100_000)
-    assert n3 == 0 and same is w
-    by_profile, n4 = w.clip_to_context(PROFILE)
-    assert n4 == 3
-    with pytest.raises(ValueError, match="clip policy"):
-        w.clip_to_context(4096, policy="drop")
+    with pytest.raises(ValueError, match=r"request 1 .*prompt_tokens=4000 \+ output_tokens=200 = 4200 > max_model_len=4096"):
+        w.fit_context(4096, "error")
+    # the boundary: a prompt of max_model_len - 1 tokens is served with one output token;
+    # max_model_len tokens is refused (vLLM v0's server: prompt_tokens >= max_model_len)
+    edge = W.Workload([0.0, 1.0], [4095, 4096], [1, 1])
+    assert np.array_equal(edge.fit_context(4096).prompt_tokens, [4095])
+    assert edge.head(1).fit_context(4096, "error").context_fit.clipped_at_context == 0
+    same = w.fit_context(100_000, "error")
+    assert np.array_equal(same.prompt_tokens, w.prompt_tokens) and same.context_fit.rejected_overlong == 0
+    assert w.fit_context(PROFILE).context_fit.rejected_overlong == 1
+    assert served.head(2).context_fit is None  # a derived workload is not the fitted one
+    with pytest.raises(ValueError, match="overlong must be one of reject, clip, error"):
+        w.fit_context(4096, "drop")
+    with pytest.raises(ValueError, match="max_model_len must be an integer"):
+        w.fit_context(1.5)
 
 
 def test_clip_cuts_prefix_hashes():
     w = W.Workload([0.0, 1.0], [1500, 100], [10, 10], prefix_hashes=([1, 2, 3], [4]), prefix_block_tokens=512)
-    c, n = w.clip_to_context(1025)
-    assert n == 1
+    c = w.fit_context(1025, "clip")
+    assert c.context_fit.clipped_at_context == 1
     # (1500 tokens, 10 out) with max 1025: prompt clipped to 1024 tokens = 2 blocks, output to 1
     assert c.prompt_tokens[0] == 1024 and c.output_tokens[0] == 1
     assert list(c.prefix_hashes[0]) == [1, 2]
     assert list(c.prefix_hashes[1]) == [4]
+    r = w.fit_context(1025)  # refused instead: its hashes leave with it
+    assert len(r) == 1 and list(r.prefix_hashes[0]) == [4]
 
 
 def test_summary():
