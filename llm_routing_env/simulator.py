@@ -795,7 +795,7 @@ class ClusterSimulator:
 
         Rows are instances (``row = cluster * N + instance``). ``running_request`` (rows, S) and
         ``waiting_request`` (rows, W) hold request indices ``cluster * R + request_id`` (running in
-        admission order, then those that complete in the iteration in flight; waiting in queue
+        request id order, those that complete in the iteration in flight included; waiting in queue
         order) where ``running_valid`` / ``waiting_valid``; ``running_generated`` are their output
         tokens so far and ``running_prefill_done`` whether their (current) prefill is complete, as
         of the last iteration finished. Arrays are copies.
@@ -828,13 +828,17 @@ class ClusterSimulator:
                 q[rows, col] = done
                 generated[rows, col] = self.output[done] - 1
                 prefill_done[rows, col] = ~(self.decode_start_s[done] > now[r_i, 0])
+        # in request id order: slot order would put the requests completing in flight last, and so
+        # depend on what has not happened yet (a sum over the list would round differently)
+        valid = np.arange(width) < n_visible[:, None]
+        order = np.argsort(np.where(valid, q, np.iinfo(np.int64).max), axis=1, kind="stable")
         w = max(int(self.w_count.max()), 1)
         pos = (self.w_head[:, None] + np.arange(w)) % self._wcap
         return {
-            "running_request": q,
-            "running_valid": np.arange(width) < n_visible[:, None],
-            "running_generated": generated,
-            "running_prefill_done": prefill_done,
+            "running_request": np.take_along_axis(q, order, axis=1),
+            "running_valid": valid,
+            "running_generated": np.take_along_axis(generated, order, axis=1),
+            "running_prefill_done": np.take_along_axis(prefill_done, order, axis=1),
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }

@@ -92,3 +92,164 @@ def test_the_issue_case_a_long_prefill_and_an_unseen_output_length(simulator):
         views[output] = seen(sim)
     assert views[20] == views[21]
     assert views[20]["completed"] == 0 and (1, 19, True) in views[20]["requests"]
+
+
+# --------------------------------------------------------------------------------------------
+# The environment: changing what has not happened by t changes nothing a router sees up to t
+# --------------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agents.baselines import make_router, router_names  # noqa: E402
+from llm_routing_env.env import LLMRoutingEnv  # noqa: E402
+from llm_routing_env.observations import encode  # noqa: E402
+from llm_routing_env.profiles import register_profile  # noqa: E402
+from llm_routing_env.scenarios import Scenario  # noqa: E402
+
+# A V100 with a small KV cache (400 blocks, 6,400 tokens): a few long requests preempt each other.
+TIGHT = register_profile(dataclasses.replace(get_profile("llama2-7b-v100"), name="test-tight-v100",
+                                             kv_capacity_blocks=400, max_model_len=2048))
+HEURISTICS = router_names(clairvoyant=False)
+
+
+def _write_trace(path, arrival_s, prompt_tokens, output_tokens) -> str:
+    with open(path, "w") as f:
+        f.write("arrival_s,prompt_tokens,output_tokens\n")
+        for t, p, o in zip(arrival_s, prompt_tokens, output_tokens):
+            f.write(f"{float(t)!r},{int(p)},{int(o)}\n")
+    return str(path)
+
+
+def _scenario(trace: str, train: str, instances, chunked: bool) -> Scenario:
+    # the whole trace is the episode, at its own times; the predictor is fitted on another file
+    return Scenario("leak", instances=tuple(instances), chunked_prefill=chunked, mix=None, trace=trace,
+                    num_requests=10_000, predictor_train_trace=train)
+
+
+def _run(scenario: Scenario, env_kwargs: dict, driver: str, max_steps: int) -> list[dict]:
+    """One episode routed by ``driver``; everything a router sees (and every heuristic's decision)
+    at each decision, and what the simulator's router view says each request has generated."""
+    env = LLMRoutingEnv(scenario=scenario, **env_kwargs)
+    obs, info = env.reset(seed=7)
+    core = env.unwrapped.core
+    routers = {name: make_router(name) for name in HEURISTICS}
+    for name, r in routers.items():
+        r.prepare(core.config)
+        r.reset(1, 11)
+    steps = []
+    reward = None
+    for _ in range(max_steps):
+        view = env.router_view()
+        decisions = {name: int(r.act(view)[0]) for name, r in routers.items()}
+        ir = core.sim.instance_requests()
+        generated = core.sim.generated[: core.R].copy()  # waiting requests: what they had when preempted
+        run = ir["running_valid"]
+        generated[ir["running_request"][run]] = ir["running_generated"][run]
+        steps.append({"t": float(core.t[0]), "obs": obs.copy(), "info": info, "mask": env.action_masks(),
+                      "vector_obs": encode(core.config.obs, view, scenario.max_model_len)[0],
+                      "decisions": decisions, "reward_before": reward, "generated": generated})
+        obs, reward, terminated, truncated, info = env.step(decisions[driver])
+        if terminated or truncated:
+            break
+    env.close()
+    return steps
+
+
+def _same(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype, f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
+
+
+@st.composite
+def worlds(draw):
+    n = draw(st.integers(2, 14))
+    gaps = draw(st.lists(st.sampled_from([0.0, 0.003, 0.02, 0.1, 0.4, 1.5, 3.0]), min_size=n - 1, max_size=n - 1))
+    arrival = np.concatenate([[0.0], np.cumsum(gaps)])
+    prompt = draw(st.lists(st.integers(1, 1500), min_size=n, max_size=n))
+    output = [min(draw(st.integers(1, 300)), 2048 - p) for p in prompt]
+    return {
+        "arrival": arrival, "prompt": np.array(prompt), "output": np.array(output),
+        "instances": [draw(st.sampled_from(["llama2-7b-v100", "test-tight-v100"]))] * draw(st.integers(1, 3)),
+        "chunked": draw(st.booleans()),
+        "env": {"mode": draw(st.sampled_from(["tick", "arrival"])), "obs": draw(st.sampled_from(["paper", "rich"])),
+                "reward": draw(st.sampled_from(["latency", "paper"])),
+                "predictor": draw(st.sampled_from(["task-prior", "learned"]))},
+        "driver": draw(st.sampled_from(HEURISTICS)),
+        "cut": draw(st.floats(0.0, 1.0)), "cut_at_completion": draw(st.booleans()),
+        "future_seed": draw(st.integers(0, 2**31)),
+    }
+
+
+def check_unseen_future_changes_nothing(world: dict, tmp_path, max_steps: int = 300) -> None:
+    """Run the episode, pick a decision at time t, change every true output length of a request
+    not completed by t (to any length the tokens generated by then allow) and every request
+    arriving after t, run again: everything up to t must be bit-identical."""
+    train = _write_trace(tmp_path / "train.csv", [0.0, 1.0, 2.0, 3.0], [100, 900, 30, 1500], [40, 300, 5, 120])
+    trace_a = _write_trace(tmp_path / "a.csv", world["arrival"], world["prompt"], world["output"])
+    a = _run(_scenario(trace_a, train, world["instances"], world["chunked"]), world["env"], world["driver"], max_steps)
+    # world A's truth: when each request completes
+    env = LLMRoutingEnv(scenario=_scenario(trace_a, train, world["instances"], world["chunked"]), **world["env"])
+    env.reset(seed=7)
+    for step in a[:-1]:
+        env.step(step["decisions"][world["driver"]])
+    completion = env.unwrapped.core.sim.records(0).completion_s[: len(world["output"])]
+    k = min(int(world["cut"] * len(a)), len(a) - 1)
+    if world.get("cut_at_completion"):  # the first decision from there on inside a completing iteration
+        ahead = [i for i in range(k, len(a)) if ((completion > a[i]["t"]) & (completion <= a[i]["t"] + 0.012)).any()]
+        k = ahead[0] if ahead else k
+    t = a[k]["t"]
+    rng = np.random.default_rng(world["future_seed"])
+    prompt, output, arrival = world["prompt"].copy(), world["output"].copy(), world["arrival"].copy()
+    generated = a[k]["generated"][: len(output)]
+    for q in range(len(output)):
+        if arrival[q] > t:  # not arrived by t: anything
+            arrival[q] = t + 1e-3 + rng.uniform(0.0, 2.0)
+            prompt[q] = rng.integers(1, 1500)
+            output[q] = min(int(rng.integers(1, 300)), 2048 - prompt[q])
+        elif not completion[q] <= t:  # arrived, not completed by t: at least one more token than seen
+            output[q] = int(rng.integers(generated[q] + 1, 2048 - prompt[q] + 1))
+    late = arrival > t
+    arrival[late] = np.sort(arrival[late])
+    changed = (f"t={t}, step {k} of {len(a)}; outputs changed {np.flatnonzero(output != world['output']).tolist()}, "
+               f"arrivals after t {np.flatnonzero(late).tolist()}")
+    trace_b = _write_trace(tmp_path / "b.csv", arrival, prompt, output)
+    b = _run(_scenario(trace_b, train, world["instances"], world["chunked"]), world["env"], world["driver"], k + 1)
+    assert len(b) == k + 1, f"world B ended before t ({changed})"
+    for i in range(k + 1):
+        for name in ("t", "obs", "vector_obs", "info", "mask", "decisions", "reward_before"):
+            _same(a[i][name], b[i][name], f"{changed}: step {i} (t={a[i]['t']:.4f}): {name}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(world=worlds())
+def test_nothing_a_router_sees_depends_on_the_unseen_future(world, tmp_path):
+    check_unseen_future_changes_nothing(world, tmp_path)
+
+
+@pytest.mark.parametrize("driver", HEURISTICS)
+@pytest.mark.parametrize("mode", ["tick", "arrival"])
+def test_every_roster_policy_decides_the_same_without_the_future(driver, mode, tmp_path):
+    """Every heuristic of the roster (each in turn routing, all deciding at every step) on a
+    preempting cluster: two workloads that differ only in what has not happened by t. Decisions
+    are dense (every 20 ms tick; in arrival mode, 80 arrivals) so that many fall inside an
+    iteration that completes a request."""
+    rng = np.random.default_rng(5)
+    n = 30 if mode == "tick" else 80
+    world = {"arrival": np.concatenate([[0.0], np.cumsum(rng.exponential(0.3 if mode == "tick" else 0.1, n - 1))]),
+             "prompt": rng.integers(300, 1800, n), "output": rng.integers(5, 250, n),
+             "instances": ["test-tight-v100"] * 2, "chunked": False,
+             "env": {"mode": mode, "obs": "rich", "reward": "paper", "predictor": "task-prior"},
+             "driver": driver, "cut": 0.5, "cut_at_completion": True, "future_seed": 3}
+    if mode == "tick":
+        world["env"]["skip_idle_ticks"] = False
+    check_unseen_future_changes_nothing(world, tmp_path, max_steps=2000)
