@@ -63,6 +63,7 @@ import numpy as np
 
 from llm_routing_env.config import SCENARIO_OVERRIDES, EnvConfig
 from llm_routing_env.core import RoutingCore
+from llm_routing_env.predictors import predictor_is_clairvoyant
 from llm_routing_env.scenarios import Scenario, load_scenario
 from llm_routing_env.seeds import EVALUATION, SeedStream, card_seed_overlap
 
@@ -187,9 +188,16 @@ def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> lis
                     m_mode, m_obs = check_compatible(info, num_instances)
                 except ModelError as e:
                     raise PolicyError(str(e)) from e
+                # an agent trained and run with a predictor that reads true lengths (oracle, noisy)
+                # is clairvoyant: reported with the oracles, never in the main table
+                predictor = info.env_settings.get("predictor", "task-prior")
+                try:
+                    clairvoyant = predictor_is_clairvoyant(predictor)
+                except ValueError as e:
+                    raise PolicyError(f"{p}: its model card names {e}") from e
                 spec = PolicySpec(label=p, name=info.name, kind="learned", mode=m_mode, obs=m_obs,
                                   source=f"Stable-Baselines3 {info.algo} model {p}", env=info.env_settings,
-                                  card=info.card or None)
+                                  card=info.card or None, clairvoyant=clairvoyant)
             else:
                 raise PolicyError(f"unknown policy {p!r}; known routers: {', '.join(router_names())}; "
                                   "or the path of a model .zip")

@@ -315,8 +315,8 @@ class RoutingCore:
         """The episode's latency summary (metrics.py) for env ``b``, with the requests refused for a
         prompt beyond the context (``rejected_overlong``: never served, not in ``arrived`` nor in
         the latencies) and those served cut at the context (``clipped_at_context``)."""
-        rec = self.sim.records(b)
-        out = summarize(rec, arrived=int(self.n_arrived[b]))
+        rec = self.sim.records(b)  # (the requests completed by now: a truncated episode may have an iteration in flight)
+        out = summarize(rec, arrived=int(self.n_arrived[b]), as_of_s=float(self.sim.now_s[b]))
         out["router_queue"] = int(self.n_arrived[b] - self.n_dispatched[b])
         fit = self.context_fits[b]
         out["rejected_overlong"] = fit.rejected_overlong if fit is not None else 0

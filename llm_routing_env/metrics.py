@@ -38,15 +38,18 @@ def per_request(records: RequestRecords) -> dict[str, np.ndarray]:
     }
 
 
-def summarize(records: RequestRecords, arrived: int | None = None) -> dict[str, float]:
+def summarize(records: RequestRecords, arrived: int | None = None, as_of_s: float | None = None) -> dict[str, float]:
     """Run summary of one cluster's records (the (R,) arrays of ``ClusterSimulator.records(b)``).
 
     ``arrived`` is the number of requests that reached the router (defaults to the dispatched ones;
-    pass it when some requests still wait at the router).
+    pass it when some requests still wait at the router). ``as_of_s``: count only the requests
+    completed by then (the records also hold the completions of an iteration still in flight).
     """
     if records.status.ndim != 1:
         raise ValueError("summarize takes one cluster's records: use ClusterSimulator.records(b)")
     done = records.status == COMPLETED
+    if as_of_s is not None:
+        done &= records.completion_s <= as_of_s
     dispatched = records.status != NOT_DISPATCHED
     metrics = per_request(records)
     summary: dict[str, float] = {}

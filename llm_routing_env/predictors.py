@@ -500,6 +500,13 @@ def predictor_names() -> list[str]:
     return sorted(_PREDICTORS)
 
 
+def predictor_is_clairvoyant(name: str) -> bool:
+    """Whether the named predictor reads true output lengths (a router using it is an oracle)."""
+    if name not in _PREDICTORS:
+        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(predictor_names())}")
+    return _PREDICTORS[name].clairvoyant
+
+
 def make_predictor(name: str, *, train=None, **kwargs) -> OutputLengthPredictor:
     """A predictor by name (``oracle``, ``task-prior``, ``noisy``, ``learned``); keyword arguments
     go to its constructor (``buckets=...``, ``accuracy=``/``seed=`` for noisy, ``use_task=`` for

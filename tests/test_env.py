@@ -602,6 +602,23 @@ def test_metrics_at_truncation_match_the_latency_return_so_far():
     assert math.fsum(rewards) == pytest.approx(-0.01 * math.fsum(end - arrived), rel=1e-9)
 
 
+def test_metrics_at_truncation_count_only_what_finished_by_the_cut():
+    """The records already hold the completions of an iteration in flight at the cut; the final
+    metrics count only the requests completed by then (as the return does)."""
+    seen_in_flight = 0
+    for seed in range(6):
+        env = make(mode="arrival", num_requests=200, max_sim_time_s=2.0)
+        _, _, infos, _, truncated = run_episode(env, RoundRobin(4), seed=seed)
+        assert truncated
+        rec = env.unwrapped.core.sim.records(0)
+        by_cut = rec.completion_s <= 2.0
+        seen_in_flight += int(((rec.status == COMPLETED) & ~by_cut).sum())
+        m = infos[-1]["metrics"]
+        assert m["completed"] == int(by_cut.sum())
+        assert m["mean_e2e_s"] == pytest.approx(float(np.mean((rec.completion_s - rec.arrival_s)[by_cut])), rel=1e-12)
+    assert seen_in_flight > 0, "no seed had a completion in flight at the cut: the test would be vacuous"
+
+
 # ------------------------------------------------------------------------------------ wrappers
 def _worst_impact(info) -> int:
     """Picks the instance with the lowest mixing penalty, so the guidance term is often < 0."""

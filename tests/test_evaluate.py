@@ -289,3 +289,26 @@ def test_cli_process_exit_code(tmp_path):
                            f"rr,{tmp_path / 'x.zip'}", "--episodes", "1"], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 2 and "no such model file" in proc.stderr and proc.stdout == ""
+
+
+def test_a_learned_agent_with_a_true_length_predictor_is_reported_with_the_oracles(tmp_path):
+    """An agent whose card runs it with the oracle or noisy predictor (both read true output
+    lengths) is clairvoyant: the table puts it in the oracles' block, not in the main one."""
+    import json
+    import shutil
+
+    for predictor in ("noisy", "oracle"):
+        model = tmp_path / f"dqn-{predictor}.zip"
+        shutil.copy(ROOT / "models" / "dqn-guided.zip", model)
+        card = json.loads((ROOT / "models" / "dqn-guided.json").read_text())
+        card["env"] = dict(card.get("env") or {}, predictor=predictor)
+        model.with_suffix(".json").write_text(json.dumps(card))
+        results = E.evaluate(["rr", "lot", str(model)], "paper-v100", episodes=1, seed=0, num_requests=20)
+        by_label = {r["label"]: r for r in results}
+        assert by_label[str(model)]["clairvoyant"] and not by_label["lot"]["clairvoyant"]
+        main, oracles = reporting.format_table(results).split("clairvoyant oracles")[:2]
+        assert model.stem not in main and f"{model.stem} [arrival]" in oracles
+    card["env"]["predictor"] = "psychic"
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(E.PolicyError, match="unknown predictor 'psychic'"):
+        E.resolve_policies([str(model)], 4)
