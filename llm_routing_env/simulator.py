@@ -327,11 +327,17 @@ class ClusterSimulator:
         if queued.max() >= self._wcap:
             self._grow_waiting(int(queued.max()) + 1)
         self.waiting[row, (self.w_head[row] + queued) % self._wcap] = q
-        sent = np.bincount(row, minlength=self._rows)
-        self.w_count += sent
-        self._vis_int[_WAITING] += sent  # (what a router sent is in its view at once)
-        np.add.at(self.w_pending_tokens, row, prompt)
-        np.add.at(self._vis_pending, row, prompt)
+        if row.size == 1:  # (np.add.at is several times slower than this)
+            self.w_count[row] += 1
+            self._vis_int[_WAITING, row] += 1  # (what a router sent is in its view at once)
+            self.w_pending_tokens[row] += prompt
+            self._vis_pending[row] += prompt
+        else:
+            sent = np.bincount(row, minlength=self._rows)
+            self.w_count += sent
+            self._vis_int[_WAITING] += sent
+            np.add.at(self.w_pending_tokens, row, prompt)
+            np.add.at(self._vis_pending, row, prompt)
         now = self.now_s[cluster]
         self.busy_until_s[row] = np.maximum(self.busy_until_s[row], now)
         self.status[q] = WAITING
@@ -498,13 +504,15 @@ class ClusterSimulator:
         # The decode set runs k_dec iterations: it takes the KV blocks for the contexts it reaches
         # (those needed now included) and gains k_dec tokens, its clock moves.
         k_dec = k_iter * (n_dec > 0)
-        in_flight = end_s > target
-        if np.count_nonzero(in_flight):  # the router's view of these rows until their iteration ends
-            f_idx = in_flight.nonzero()[0]
-            self._keep_visible(rows[f_idx], f_idx, clock[f_idx] + np.maximum(k_dec[f_idx] - _ONE, 0), adm, k_rows)
+        n_flight = np.count_nonzero(end_s > target)
+        if n_flight:  # the router's view of these rows until their iteration ends
+            f_idx = slice(None) if n_flight == k_rows else (end_s > target).nonzero()[0]
+            f_rows = rows[f_idx]
+            # the clock of the decode iterations finished: those of a decode run but the last
+            self._keep_visible(f_rows, f_idx, (clock + k_dec - (k_dec > 0))[f_idx], adm, k_rows)
         self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // _BLOCK)).sum(axis=1)
-        if np.count_nonzero(in_flight):  # blocks are taken when the iteration is scheduled
-            self._vis_int[_FREE, rows[f_idx]] = self.free_blocks[rows[f_idx]]
+        if n_flight:  # blocks are taken when the iteration is scheduled
+            self._vis_int[_FREE, f_rows] = self.free_blocks[f_rows]
         clock_before, clock = clock, clock + k_dec
         self._clock[rows] = clock
         self.busy_until_s[rows] = end_s
