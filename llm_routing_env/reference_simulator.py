@@ -395,12 +395,12 @@ class ReferenceSimulator:
 
     def router_requests(self, cluster: int) -> list[dict]:
         """Per instance of ``cluster``, as a router sees it: ``running`` (request id, generated
-        tokens, prefill done) in request id order and ``waiting`` request ids in queue order."""
+        tokens, prefill done) in admission order and ``waiting`` request ids in queue order."""
         now = float(self.now_s[cluster])
         out = []
         for inst in self._instances[cluster]:
             seen = inst.seen_at(now)
-            out.append({"running": sorted((r.request_id, g, done) for r, g, done in seen.running),
+            out.append({"running": [(r.request_id, g, done) for r, g, done in seen.running],
                         "waiting": [r.request_id for r in inst.waiting]})
         return out
 

@@ -173,12 +173,14 @@ class ClusterSimulator:
         self._first_q[:] = -1  # the member with that key (-1: empty set); its GEN0 and predicted output
         # The router's view of rows whose iteration is in flight (see the module docstring): their
         # counters after that iteration's scheduling, its pending prefill tokens, the requests it
-        # completes (the first last_step_completions of each row) and, per request, the end of the
+        # completes (the first last_step_completions of each row, with their ranks among the row's
+        # running requests in admission order) and, per request, the end of the
         # iteration that finished its current prefill (later than now_s: it finishes in flight)
         self._vis_int = np.zeros_like(self._int_counters)
         self._vis_time = np.zeros_like(self._time_counters)
         self._vis_pending = np.zeros(rows, dtype=np.int64)
         self._done_q = np.zeros((rows, self.S), dtype=np.int64)
+        self._done_rank = np.zeros((rows, self.S), dtype=np.int64)  # their places in admission order
         self.decode_start_s = np.full(BR, np.nan)
         self.status = np.zeros(BR, dtype=np.int64)
         self.instance = np.full(BR, -1, dtype=np.int64)
@@ -618,6 +620,8 @@ class ClusterSimulator:
         ``end_s`` produced their last token)."""
         end = self.slots[END, rows]  # whole rows: finding their tails would cost as much
         r_idx, j_idx = (end == clock[:, None]).nonzero()
+        # each one's place among the row's running requests in admission order (holes skipped)
+        rank = ((self.slots[Q, rows] >= 0).cumsum(axis=1) - 1)[r_idx, j_idx]
         slot_rows = rows[r_idx]
         q, prompt, gen0 = self.slots[:END, slot_rows, j_idx]
         context0 = prompt + gen0
@@ -629,7 +633,9 @@ class ClusterSimulator:
         np.add.at(self.free_blocks, slot_rows, _ceil_blocks(prompt + output - 1))
         n_done = np.bincount(r_idx, minlength=rows.size)
         self.last_step_completions[rows] = n_done
-        self._done_q[slot_rows, np.arange(r_idx.size) - np.searchsorted(r_idx, r_idx)] = q  # (r_idx is sorted)
+        k = np.arange(r_idx.size) - np.searchsorted(r_idx, r_idx)  # (r_idx is sorted)
+        self._done_q[slot_rows, k] = q
+        self._done_rank[slot_rows, k] = rank
         self.completed_count[rows] += n_done
         self.completion_time_sum_s[rows] += n_done * end_s
         self._leave(rows, end, r_idx, j_idx, slot_rows, q, context0, decoding=np.ones_like(r_idx))
@@ -803,8 +809,9 @@ class ClusterSimulator:
 
         Rows are instances (``row = cluster * N + instance``). ``running_request`` (rows, S) and
         ``waiting_request`` (rows, W) hold request indices ``cluster * R + request_id`` (running in
-        request id order, those that complete in the iteration in flight included; waiting in queue
-        order) where ``running_valid`` / ``waiting_valid``; ``running_generated`` are their output
+        admission order, those that complete in the iteration in flight in their places: an order
+        that depends only on the past, so that a sum over the list rounds the same whatever comes
+        next; waiting in queue order) where ``running_valid`` / ``waiting_valid``; ``running_generated`` are their output
         tokens so far and ``running_prefill_done`` whether their (current) prefill is complete, as
         of the last iteration finished. Arrays are copies.
         """
@@ -819,8 +826,10 @@ class ClusterSimulator:
         q = slots[Q].copy()
         generated = slots[GEN0] + self._clock[:, None]
         prefill_done = slots[PREFILLED] == slots[TARGET]
-        if np.count_nonzero(flight):
-            f = flight.nonzero()[0]
+        n_flight = np.count_nonzero(flight)
+        if n_flight:
+            # (with every row in flight, as in a vector env that ticks often, slices are cheaper)
+            f = slice(None) if n_flight == flight.size else flight.nonzero()[0]
             now = self.now_s[self._row_cluster[f], None]
             qf = q[f]
             # a request whose prefill finishes in flight is still prefilling; the decode set gains
@@ -829,24 +838,28 @@ class ClusterSimulator:
             stepped = (self._clock[f] > self._vis_int[_CLOCK, f])[:, None]
             generated[f] -= joined | (prefill_done[f] & stepped)
             prefill_done[f] &= ~joined
-            r_i, j_i = (np.arange(self.S) < n_done[f, None]).nonzero()
-            if r_i.size:  # the requests completing in flight are still running
-                done = self._done_q[f[r_i], j_i]
-                rows, col = f[r_i], self.n_running[f[r_i]] + j_i
-                q[rows, col] = done
-                generated[rows, col] = self.output[done] - 1
-                prefill_done[rows, col] = ~(self.decode_start_s[done] > now[r_i, 0])
-        # in request id order: slot order would put the requests completing in flight last, and so
-        # depend on what has not happened yet (a sum over the list would round differently)
-        valid = np.arange(width) < n_visible[:, None]
-        order = np.argsort(np.where(valid, q, np.iinfo(np.int64).max), axis=1, kind="stable")
+            d = (n_done > 0).nonzero()[0]  # (n_done is 0 where no iteration is in flight)
+            if d.size:  # the requests completing in flight still run, in their places in admission order
+                r_i, j_i = (np.arange(self.S) < n_done[d, None]).nonzero()
+                done, rank = self._done_q[d[r_i], j_i], self._done_rank[d[r_i], j_i]
+                cols = np.arange(width)
+                at_done = np.zeros((d.size, width), dtype=bool)
+                at_done[r_i, rank] = True
+                live_to = ~at_done & (cols < n_visible[d, None])
+                live_from = cols < self.n_running[d, None]
+                finished = ~(self.decode_start_s[done] > self.now_s[self._row_cluster[d[r_i]]])
+                for table, values in ((q, done), (generated, self.output[done] - 1), (prefill_done, finished)):
+                    merged = table[d]  # (a copy; past the visible requests: empty slots)
+                    merged[live_to] = table[d][live_from]
+                    merged[r_i, rank] = values
+                    table[d] = merged
         w = max(int(self.w_count.max()), 1)
         pos = (self.w_head[:, None] + np.arange(w)) % self._wcap
         return {
-            "running_request": np.take_along_axis(q, order, axis=1),
-            "running_valid": valid,
-            "running_generated": np.take_along_axis(generated, order, axis=1),
-            "running_prefill_done": np.take_along_axis(prefill_done, order, axis=1),
+            "running_request": q,
+            "running_valid": np.arange(width) < n_visible[:, None],
+            "running_generated": generated,
+            "running_prefill_done": prefill_done,
             "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }

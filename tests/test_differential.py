@@ -213,9 +213,8 @@ def fast_router_requests(fast) -> list[list[dict]]:
         for n in range(fast.N):
             row = b * fast.N + n
             run = ir["running_valid"][row]
-            # (the fast simulator lists the requests completing in flight last: compare in id order)
-            instances.append({
-                "running": sorted((int(q) - b * fast.R, int(g), bool(d)) for q, g, d in
+            instances.append({  # running in admission order, as the reference lists them
+                "running": list((int(q) - b * fast.R, int(g), bool(d)) for q, g, d in
                             zip(ir["running_request"][row][run], ir["running_generated"][row][run],
                                 ir["running_prefill_done"][row][run])),
                 "waiting": [int(q) - b * fast.R for q in ir["waiting_request"][row][ir["waiting_valid"][row]]]})
