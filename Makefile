@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo oracle-lookahead test test-slow test-all bench clean
+.PHONY: setup demo oracle-lookahead results test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,27 @@ LOOKAHEAD_OUT ?= docs/results/oracle-lookahead
 oracle-lookahead: setup
 	$(PY) evaluate.py --scenario paper-v100 --policies rr,lwl,oracle-lwl,oracle-lookahead $(LOOKAHEAD_ARGS) \
 		--json $(LOOKAHEAD_OUT).json --no-progress | tee $(LOOKAHEAD_OUT).txt
+
+# every table under docs/results (and the plots under docs/plots) that the README quotes; each JSON
+# also records the command that made it. Tens of minutes on 2 cores (oracle-lookahead not included).
+EVAL := $(PY) evaluate.py --seed 0 --no-progress
+results: setup
+	$(EVAL) --scenario paper-v100 --policies $(ROSTER),$(AGENTS) --episodes 20 \
+		--json docs/results/paper-v100.json --plot docs/plots/paper-v100 | tee docs/results/paper-v100.txt
+	$(EVAL) --scenario paper-v100-heavy --policies $(ROSTER),$(AGENTS) --episodes 20 \
+		--json docs/results/paper-v100-heavy.json | tee docs/results/paper-v100-heavy.txt
+	$(EVAL) --scenario mixed-fleet --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \
+		--json docs/results/mixed-fleet.json | tee docs/results/mixed-fleet.txt
+	$(EVAL) --scenario azure-conv-v100 --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \
+		--json docs/results/azure-conv-v100.json | tee docs/results/azure-conv-v100.txt
+	$(EVAL) --scenario azure-conv --policies rr,lor,least-kv,lwl,min-min,models/ppo-agnostic.zip --episodes 20 \
+		--json docs/results/azure-conv.json | tee docs/results/azure-conv.txt
+	$(EVAL) --scenario paper-v100 --instances 8 --load 1.0 --policies rr,lor,least-kv,lwl,min-min,models/ppo-agnostic.zip \
+		--episodes 20 --json docs/results/agnostic-8.json | tee docs/results/agnostic-8.txt
+	$(EVAL) --scenario paper-v100 --instances 16 --load 1.0 --policies rr,lor,least-kv,lwl,min-min,models/ppo-agnostic.zip \
+		--episodes 20 --json docs/results/agnostic-16.json | tee docs/results/agnostic-16.txt
+	$(EVAL) --scenario paper-v100 --load 0.6,0.8,1.0,1.2,1.5 --policies rr,lor,p2c,least-kv,lwl,min-min,impact,models/dqn-guided.zip \
+		--episodes 10 --json docs/results/load-sweep.json --plot docs/plots/load-sweep | tee docs/results/load-sweep.txt
 
 test: setup
 	$(PY) -m pytest -q

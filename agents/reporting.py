@@ -48,10 +48,14 @@ def _cell(value, half) -> str:
 
 
 def _overlong_line(r: dict) -> str:
-    """The requests beyond the context of a block (the same for every policy)."""
-    return (f"requests beyond the context (max_model_len {r['max_model_len']}, overlong={r['overlong']}), over "
+    """The requests beyond the context of a block (the same for every policy), and the data the
+    fitted length predictors were trained on."""
+    line = (f"requests beyond the context (max_model_len {r['max_model_len']}, overlong={r['overlong']}), over "
             f"{r['episodes']} episodes: {r['rejected_overlong']} rejected (never served, not in the latencies), "
             f"{r['clipped_at_context']} clipped at the context")
+    if r.get("predictor_training_data"):
+        line += f"\nlength predictors (task-prior, learned) trained on: {r['predictor_training_data']}"
+    return line
 
 
 def format_table(results: list[dict]) -> str:

@@ -262,17 +262,21 @@ def _components(env, policy, steps: int) -> dict:
         setattr(sim, name, timer.wrap(f"sim.{name}", getattr(sim, name)))
     # the router view (its fields are computed where first read: in the encoder, in core.step or
     # in the env's info) and the single env's counters
-    for name in ("step", "step_one", "view", "counters_one"):
+    for name in ("step", "view"):
         setattr(core, name, timer.wrap(f"core.{name}", getattr(core, name)))
     base.step = timer.wrap("env.step", base.step)
     import llm_routing_env.env as env_module
-    original_encode, original_one = env_module.encode, env_module.paper_observation_one
+    import llm_routing_env.single_env as single_module
+    # the single env's fast path (single_env.py), under the names of the batched code it mirrors
+    originals = (env_module.encode, env_module.paper_observation_one, env_module.step_one, single_module.counters_one)
     env_module.encode = timer.wrap("encode", _encode)
-    env_module.paper_observation_one = timer.wrap("paper_observation_one", original_one)
+    env_module.paper_observation_one = timer.wrap("paper_observation_one", originals[1])
+    env_module.step_one = timer.wrap("core.step_one", originals[2])
+    single_module.counters_one = timer.wrap("core.counters_one", originals[3])
     try:
         _run_single(env, policy, steps, step=timer.wrap("wrappers.step", env.step), reset_seed=None)
     finally:
-        env_module.encode, env_module.paper_observation_one = original_encode, original_one
+        env_module.encode, env_module.paper_observation_one, env_module.step_one, single_module.counters_one = originals
     return {label: 1e6 * sum(timer.own[k] for k in names) / timer.calls["wrappers.step"]
             for label, names in COMPONENTS}
 
@@ -318,7 +322,7 @@ def show_breakdown(rows: list[dict]) -> None:
         print(f"{r['mode']:<8} " + " ".join(f"{r[c]:>14.1f}" for c in labels))
     print("sim queries: the simulator's state queries (instance_state, instance_requests, completions, "
           "decode_totals, predicted_decode_sets, and for one env cluster_counters); core step: "
-          "RoutingCore.step / step_one (bookkeeping, reward); view+obs: the router view, counters_one and the "
+          "RoutingCore.step / single_env.step_one (bookkeeping, reward); view+obs: the router view, counters_one and the "
           "observation encoders; env step+info: LLMRoutingEnv.step (info dict, metrics at episode end); gym "
           "wrappers: gym.make's PassiveEnvChecker + OrderEnforcing.")
 

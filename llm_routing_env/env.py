@@ -8,8 +8,10 @@ recomputes requests. The router's job is to send each request where it hurts lea
 **Arguments** (all given to ``gym.make`` / ``gym.make_vec``, validated, errors name the setting)
 
 * ``scenario`` (``"paper-v100"``): a shipped scenario name or a TOML/YAML file
-  (``python -m llm_routing_env.scenarios`` lists them); ``rate_per_s``, ``load``,
-  ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests`` override its fields.
+  (``python -m llm_routing_env.scenarios`` lists them), or a ``Scenario`` (e.g.
+  ``load_scenario(...).with_overrides(trace=PATH)`` to replay a trace file); ``rate_per_s``,
+  ``load``, ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``, ``overlong``
+  (requests beyond the context: ``"reject"``, ``"clip"`` or ``"error"``) override its fields.
 * ``mode`` (``"tick"``): ``"tick"``, a decision every ``decision_interval_s`` (0.02 s) with a hold
   action, the paper's; or ``"arrival"``, one decision per arriving request.
 * ``obs`` (``"paper"``): ``"paper"`` (the paper's 3 + 6N numbers) or ``"rich"`` (request features
@@ -28,8 +30,11 @@ sb3-contrib contract) and ``info["action_mask"]`` mark the valid ones: in tick m
 the router queue is empty. A masked action (sending with an empty queue) does nothing, like hold.
 An action outside the space raises ValueError.
 
-**Observation**: ``Box(float32)`` of the chosen encoding; only what a real router knows: queues,
-KV usage, tokens generated so far and the predictor's outputs, never true output lengths.
+**Observation**: ``Box(float32)`` of the chosen encoding; only what a real router knows at the
+decision time: the router queue and the head request's prompt, each instance as of its last
+iteration finished by then (an iteration in flight has generated, freed and completed nothing yet;
+``docs/simulator.md``), and the predictor's outputs; never a true output length or a later arrival.
+The same holds for the reward, ``info`` and ``router_view()`` (``llm_routing_env/view.py``).
 
 **Reward**: ``"latency"``: minus the number of requests in the system (router queue and instances)
 times the simulated time the step covers, times ``reward_scale``; an episode's return is exactly
@@ -45,8 +50,10 @@ request runs the cluster to completion); ``truncated`` at ``max_sim_time_s`` or
 ``max_episode_steps`` (given to ``gym.make_vec`` or the env class; ``gym.make(...,
 max_episode_steps=k)`` instead wraps the env in Gymnasium's ``TimeLimit``, which the env does not
 see). The final ``info["metrics"]`` has mean, p50, p90, p99 E2E, TTFT, TPOT, router and instance
-waits, preemptions, throughput, completed and arrived counts (metrics.py); after a ``TimeLimit``
-truncation, ``env.unwrapped.episode_metrics()`` gives the same.
+waits, preemptions, throughput, completed and arrived counts (metrics.py; after a truncation, of
+the requests completed by then), and the requests beyond the model's context (``rejected_overlong``:
+refused, never served nor counted as arrived; ``clipped_at_context``: served, cut at the context);
+after a ``TimeLimit`` truncation, ``env.unwrapped.episode_metrics()`` gives the same.
 """
 
 from __future__ import annotations
@@ -122,7 +129,7 @@ class LLMRoutingEnv(gym.Env):
         return self.core.episode_metrics(0)
 
     def router_view(self):
-        """What a router sees now (core.RouterView with B = 1), for heuristic routers."""
+        """What a router sees now (view.RouterView with B = 1), for heuristic routers."""
         return self.core.view()
 
     def _obs(self) -> np.ndarray:

@@ -229,7 +229,7 @@ def check_unseen_future_changes_nothing(world: dict, tmp_path, max_steps: int = 
             _same(a[i][name], b[i][name], f"{changed}: step {i} (t={a[i]['t']:.4f}): {name}")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(world=worlds())
 def test_nothing_a_router_sees_depends_on_the_unseen_future(world, tmp_path):

@@ -38,7 +38,7 @@ def assert_sub_info_equal(vinfo: dict, i: int, info: dict) -> None:
 @pytest.mark.parametrize("mode,obs,reward,scenario", [
     ("tick", "paper", "latency", {}), ("arrival", "rich", "paper", {}), ("tick", "rich", "paper", {}),
     ("arrival", "paper", "latency", {}),
-    # single envs step in Python numbers (RoutingCore.step_one): other fleets, chunked prefill, other
+    # single envs step in Python numbers (single_env.py): other fleets, chunked prefill, other
     # predictors, more instances (NumPy sums 8 or more numbers pairwise), truncation
     ("tick", "paper", "latency", {"scenario": "mixed-fleet"}),
     ("arrival", "paper", "latency", {"scenario": "paper-a100-chunked", "predictor": "noisy"}),
