@@ -506,9 +506,10 @@ class ClusterSimulator:
         # The decode set runs k_dec iterations: it takes the KV blocks for the contexts it reaches
         # (those needed now included) and gains k_dec tokens, its clock moves.
         k_dec = k_iter * (n_dec > 0)
-        n_flight = np.count_nonzero(end_s > target)
+        crossing = end_s > target
+        n_flight = np.count_nonzero(crossing)
         if n_flight:  # the router's view of these rows until their iteration ends
-            f_idx = slice(None) if n_flight == k_rows else (end_s > target).nonzero()[0]
+            f_idx = slice(None) if n_flight == k_rows else crossing.nonzero()[0]
             f_rows = rows[f_idx]
             # the clock of the decode iterations finished: those of a decode run but the last
             self._keep_visible(f_rows, f_idx, (clock + k_dec - (k_dec > 0))[f_idx], adm, k_rows)
@@ -540,15 +541,22 @@ class ClusterSimulator:
         self._vis_int[:, rows] = self._int_counters[:, rows]
         self._vis_int[_CLOCK, rows] = clock
         self._vis_time[:, rows] = self._time_counters[:, rows]
-        pending = self.w_pending_tokens[rows]
-        if self.chunked:  # the running prefills' remaining tokens, before this iteration's chunks
-            width = int(self._tail[rows].max())
-            pending = pending + (self.slots[TARGET, rows, :width] - self.slots[PREFILLED, rows, :width]).sum(axis=1)
-        self._vis_pending[rows] = pending
+        # (the running prefills' remaining tokens are those before this iteration's chunks)
+        self._vis_pending[rows] = self._pending_prefill_tokens(rows)
         if adm is not None:  # admitted requests are running (their prefill still pending)
             k_adm = np.bincount(adm["step"], minlength=k_rows)[step_idx]
             self._vis_int[_RUNNING, rows] += k_adm
             self._vis_int[_WAITING, rows] -= k_adm
+
+    def _pending_prefill_tokens(self, rows):
+        """Prefill tokens not processed yet on ``rows`` (indices or a slice): the waiting requests'
+        prefill targets plus, with chunked prefill, the unprocessed part of the running prefills
+        (without it a prefill is done in the iteration that admits it)."""
+        pending = self.w_pending_tokens[rows]
+        if self.chunked:
+            width = int(self._tail[rows].max())  # (holes and free slots have TARGET = PREFILLED = 0)
+            pending = pending + (self.slots[TARGET, rows, :width] - self.slots[PREFILLED, rows, :width]).sum(axis=1)
+        return pending
 
     def _admission_candidates(self, rows, limit) -> dict:
         """The first waiting requests of each of ``rows``, of which the first ``limit`` may be admitted."""
@@ -850,7 +858,7 @@ class ClusterSimulator:
                 finished = ~(self.decode_start_s[done] > self.now_s[self._row_cluster[d[r_i]]])
                 for table, values in ((q, done), (generated, self.output[done] - 1), (prefill_done, finished)):
                     merged = table[d]  # (a copy; past the visible requests: empty slots)
-                    merged[live_to] = table[d][live_from]
+                    merged[live_to] = merged[live_from]
                     merged[r_i, rank] = values
                     table[d] = merged
         w = max(int(self.w_count.max()), 1)
@@ -952,11 +960,7 @@ class ClusterSimulator:
         end of the iteration in flight (or of the last one): the profile's time for the batch
         scheduled, which a router with the profile can compute from what it sees."""
         ints, _, flight = self._visible_counters()
-        pending = self.w_pending_tokens
-        if self.chunked:  # without chunked prefill a prefill is done in the iteration that admits it
-            width = int(self._tail.max())  # (holes and free slots have TARGET = PREFILLED = 0)
-            pending = pending + (self.slots[TARGET, :, :width] - self.slots[PREFILLED, :, :width]).sum(axis=1)
-        pending = np.where(flight, self._vis_pending, pending)
+        pending = np.where(flight, self._vis_pending, self._pending_prefill_tokens(slice(None)))
         shape = (self.B, self.N)
         return InstanceState(
             num_running=ints[_RUNNING].reshape(shape).copy(),

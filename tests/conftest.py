@@ -40,3 +40,17 @@ def load_example():
         return module
 
     return load
+
+
+@pytest.fixture
+def write_trace():
+    """Write a CSV trace (``arrival_s,prompt_tokens,output_tokens``, exact floats) and return its path."""
+
+    def write(path, arrival_s, prompt_tokens, output_tokens) -> str:
+        with open(path, "w") as f:
+            f.write("arrival_s,prompt_tokens,output_tokens\n")
+            for t, p, o in zip(arrival_s, prompt_tokens, output_tokens):
+                f.write(f"{float(t)!r},{int(p)},{int(o)}\n")
+        return str(path)
+
+    return write

@@ -63,17 +63,9 @@ def test_fitted_trace_scenario_needs_no_file_and_is_seeded():
         "paper-mix, seed 1000003, 2,000 requests (episodes use other seeds)"
 
 
-def _write_trace(path, arrival_s, prompt_tokens, output_tokens):
-    with open(path, "w") as f:
-        f.write("arrival_s,prompt_tokens,output_tokens\n")
-        for t, p, o in zip(arrival_s, prompt_tokens, output_tokens):
-            f.write(f"{float(t)!r},{int(p)},{int(o)}\n")
-    return str(path)
-
-
-def test_trace_file_training_part_and_episodes_are_disjoint(tmp_path):
+def test_trace_file_training_part_and_episodes_are_disjoint(tmp_path, write_trace):
     n = 50
-    trace = _write_trace(tmp_path / "t.csv", np.arange(n) * 0.5, 100 + np.arange(n), np.full(n, 7))
+    trace = write_trace(tmp_path / "t.csv", np.arange(n) * 0.5, 100 + np.arange(n), np.full(n, 7))
     s = S.Scenario("t", rate_per_s=4.0, mix=None, trace=trace, num_requests=12)
     train = s.predictor_training_workload()
     assert train.prompt_tokens.tolist() == list(range(100, 110))  # the first 20% by arrival
@@ -90,15 +82,15 @@ def test_trace_file_training_part_and_episodes_are_disjoint(tmp_path):
     assert len(half.predictor_training_workload()) == 25 and half.make_workload(1).prompt_tokens.min() >= 125
     own = S.Scenario("t", mix=None, trace=trace, num_requests=5)  # no rate: the trace's own times
     assert own.offered_rate() == pytest.approx(2.0) and own.make_workload(2).arrival_s.tolist() == [0, .5, 1, 1.5, 2]
-    other = _write_trace(tmp_path / "train.csv", [0.0, 1.0], [900, 901], [5, 6])
+    other = write_trace(tmp_path / "train.csv", [0.0, 1.0], [900, 901], [5, 6])
     sep = S.Scenario("t", rate_per_s=4.0, mix=None, trace=trace, num_requests=50, predictor_train_trace=other)
     assert sep.predictor_training_workload().prompt_tokens.tolist() == [900, 901]
     assert sep.make_workload(0).prompt_tokens.tolist() == list(range(100, 150))  # all of the trace is episodes
     assert sep.predictor_training_data == "train.csv, all 2 requests (a separate file)"
 
 
-def test_a_trace_scenario_cannot_train_its_predictor_on_its_episodes(tmp_path):
-    trace = _write_trace(tmp_path / "t.csv", [0.0, 1.0, 2.0], [10, 20, 30], [1, 2, 3])
+def test_a_trace_scenario_cannot_train_its_predictor_on_its_episodes(tmp_path, write_trace):
+    trace = write_trace(tmp_path / "t.csv", [0.0, 1.0, 2.0], [10, 20, 30], [1, 2, 3])
     copy = tmp_path / "copy.csv"
     copy.write_bytes(Path(trace).read_bytes())
     for train in (trace, str(copy)):
@@ -121,11 +113,11 @@ def test_a_trace_scenario_cannot_train_its_predictor_on_its_episodes(tmp_path):
         S.Scenario("t", rate_per_s=1.0, mix=None, trace=str(tmp_path / "no_such.csv"))
 
 
-def test_a_one_request_trace_is_a_valid_trace(tmp_path):
+def test_a_one_request_trace_is_a_valid_trace(tmp_path, write_trace):
     from agents import evaluation as E
 
-    one = _write_trace(tmp_path / "one.csv", [3.25], [200], [40])
-    train = _write_trace(tmp_path / "train.csv", [0.0, 1.0, 2.0], [100, 300, 50], [20, 80, 5])
+    one = write_trace(tmp_path / "one.csv", [3.25], [200], [40])
+    train = write_trace(tmp_path / "train.csv", [0.0, 1.0, 2.0], [100, 300, 50], [20, 80, 5])
     s = S.Scenario("one", mix=None, trace=one, num_requests=10, predictor_train_trace=train)
     w = s.make_workload(0)
     assert w.arrival_s.tolist() == [0.0] and w.prompt_tokens.tolist() == [200] and w.output_tokens.tolist() == [40]
