@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
+import dataclasses
+import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from llm_routing_env.memory import A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, kv_cache_plan
 from llm_routing_env.profiles import (
     LatencyProfile,
     get_profile,
@@ -72,8 +75,8 @@ def _ape_pct(profile, rows):
     return 100 * np.abs(predicted - ms) / ms
 
 
-# (profile, rows, MAPE bound in %). llama2-7b-a100: the target of the fit (Vidur's own reference
-# fit reaches 7.8%; ours 6.49%). The 70B profiles: the measured MAPE (4.61%, 3.38%) plus one point,
+# (profile, rows, MAPE bound in %). llama2-7b-a100: Vidur's own reference fit reaches 7.8%; ours
+# 6.49% (issue #14's target of 4% is not reachable with one decode-attention slope: docs/profiles.md). The 70B profiles: the measured MAPE (4.61%, 3.38%) plus one point,
 # so that a refit may move a little but a wrong row mapping (which costs several points) fails.
 TABLE_FITS = [
     ("llama2-7b-a100", _vidur_rows, 8.0),
@@ -110,29 +113,67 @@ def test_splitwise_table_is_the_documented_file():
     assert (DATA / "splitwise_perf_model" / "LICENSE-MIT.txt").read_text().startswith("MIT License")
 
 
-def test_memory_derivations():
-    # 70B on 4 GPUs: 4 x 80 GB x 0.9 - 2 B x 70e9, at 320 KiB per token (80 layers x 8 KV heads x 128 x 2 x 2 B)
-    assert 80 * 8 * 128 * 2 * 2 == 320 * 1024
-    blocks_70b = math.floor((4 * 80e9 * 0.9 - 2 * 70e9) / (320 * 1024)) // 16
-    assert get_profile("llama2-70b-a100-tp4").kv_capacity_blocks == blocks_70b == 28228
-    assert get_profile("llama2-70b-h100-tp4").kv_capacity_blocks == blocks_70b
-    # Llama-3.1-8B: 80 GB x 0.9 - 16.06 GB, at 128 KiB per token (32 layers x 8 KV heads x 128 x 2 x 2 B)
-    p8 = get_profile("llama3.1-8b-a100")
-    assert p8.kv_capacity_blocks == math.floor((80e9 * 0.9 - 16.06e9) / (128 * 1024)) // 16
-    assert p8.max_model_len == 8192 <= p8.max_num_batched_tokens
+def test_kv_capacity_is_vllms_arithmetic():
+    # every A100/H100 profile but llama2-7b-a100 (Vidur's own planner figure, 7,424 blocks, which the
+    # cross-check against Vidur shares) takes its KV blocks from memory.py, with vLLM v0's default
+    # token budget without chunked prefill, max(max_model_len, 2048), and the profiles' 128 sequences
+    llama31_8b = dataclasses.replace(LLAMA3_8B, max_position_embeddings=131072)
+    for name, model, gpu, tp in (
+        ("llama2-70b-a100-tp4", LLAMA2_70B, A100_80GB, 4), ("llama2-70b-h100-tp4", LLAMA2_70B, H100_80GB, 4),
+        ("llama2-7b-h100", LLAMA2_7B, H100_80GB, 1),
+        ("llama3.1-8b-a100", llama31_8b, A100_80GB, 1), ("llama3.1-8b-h100", llama31_8b, H100_80GB, 1),
+    ):
+        p = get_profile(name)
+        plan = kv_cache_plan(model, gpu, tensor_parallel=tp, max_num_batched_tokens=max(p.max_model_len, 2048),
+                             max_num_seqs=p.max_num_seqs)
+        assert p.kv_capacity_blocks == plan.num_kv_blocks, name
+        assert p.max_model_len == model.max_position_embeddings <= plan.kv_tokens, name  # memory allows it
+        assert p.max_num_batched_tokens >= p.max_model_len, name  # v0 without chunking must fit a prompt
+    assert get_profile("llama3.1-8b-a100").max_model_len == 131072
 
 
-def test_llama31_8b_is_scaled_from_llama2_7b():
-    p7, p8 = get_profile("llama2-7b-a100"), get_profile("llama3.1-8b-a100")
-    ratio = 7_504_658_432 / 6_607_077_376  # matmul parameters incl. LM head, from the architectures
-    assert p8.c1_ms_per_token == pytest.approx(p7.c1_ms_per_token * ratio, rel=1e-3)
-    assert p8.c2_ms_per_token_above_knee == pytest.approx(p7.c2_ms_per_token_above_knee * ratio, rel=1e-3)
-    assert p8.c5_ms_per_decode_context_token == pytest.approx(p7.c5_ms_per_decode_context_token / 4, rel=1e-3)
-    weights = 8_030_261_248 / 6_738_415_616  # all parameters (weight bytes), from the architectures
-    assert p8.c0_ms == pytest.approx(p7.c0_ms * weights, rel=1e-3)
-    same = ("knee_tokens", "c3_ms_per_chunk_token_sq", "c4_ms_per_chunk_prior_token")
-    assert all(getattr(p8, a) == getattr(p7, a) for a in same)
-    assert math.isnan(p8.fit_mape_pct)
+# Vidur's per-operation profiles (data/profiling/compute/*/mlp.csv of github.com/microsoft/vidur) are
+# not shipped: a checkout at ../shared/data/vidur, or the path in $VIDUR_REPO
+VIDUR_REPO = Path(os.environ.get("VIDUR_REPO", DATA / "vidur"))
+needs_vidur_repo = pytest.mark.skipif(
+    not (VIDUR_REPO / "data" / "profiling" / "compute").is_dir() or not (DATA / "vidur_batch_times").is_dir(),
+    reason=f"no Vidur checkout at {VIDUR_REPO} (set VIDUR_REPO) or no Vidur batch table")
+
+
+@needs_vidur_repo
+def test_composed_profiles_reproduce_their_composition():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import fit_profiles
+
+    tables, batches, ops_7b_a100 = fit_profiles.composed_tables(DATA / "vidur_batch_times" / "vidur_batch_times.csv",
+                                                                 VIDUR_REPO)
+    assert set(tables) == {"llama3.1-8b-a100", "llama2-7b-h100", "llama3.1-8b-h100"}
+    # the composition itself: Llama-2-7B/A100's measured token ops plus the table's attention give
+    # back Vidur's own predictions (its random forest smooths the same profiles)
+    check = fit_profiles.compose_vidur(batches, ops_7b_a100, 1.0, 1.0, gqa=False)
+    ape = 100 * np.abs(check.measured_ms - batches.table.measured_ms) / batches.table.measured_ms
+    assert ape.mean() < 1.0 and ape.max() < 8.0, (ape.mean(), ape.max())
+    for name, (table, _) in tables.items():
+        p = get_profile(name)
+        err = 100 * np.abs(fit_profiles.predict_ms(table, p.coefficients) - table.measured_ms) / table.measured_ms
+        assert abs(err.mean() - p.fit_mape_pct) <= 0.05, (name, err.mean(), p.fit_mape_pct)
+        assert abs(err.max() - p.fit_max_ape_pct) <= 0.05, (name, err.max(), p.fit_max_ape_pct)
+
+
+def test_composed_profiles_are_physically_ordered():
+    # the same model is faster on the H100 at every batch we show; Llama-3.1-8B's GQA cache makes a
+    # big long-context decode batch cheaper than Llama-2-7B's on the same GPU, its larger MLP and
+    # vocabulary make a lone decode and a long prefill dearer
+    batches = {"lone decode": (1, 0, 0, 1024), "64 decodes at 4096": (64, 0, 0, 64 * 4096),
+               "2048-token prefill": (2048, 2048**2, 0, 0)}
+    t = {n: {k: iteration_time_ms(get_profile(n).coefficients, *b) for k, b in batches.items()}
+         for n in ("llama2-7b-a100", "llama2-7b-h100", "llama3.1-8b-a100", "llama3.1-8b-h100")}
+    for k in batches:
+        assert t["llama2-7b-h100"][k] < t["llama2-7b-a100"][k], k
+        assert t["llama3.1-8b-h100"][k] < t["llama3.1-8b-a100"][k], k
+    assert t["llama3.1-8b-a100"]["64 decodes at 4096"] < t["llama2-7b-a100"]["64 decodes at 4096"]
+    assert t["llama3.1-8b-a100"]["lone decode"] > t["llama2-7b-a100"]["lone decode"]
+    assert t["llama3.1-8b-a100"]["2048-token prefill"] > t["llama2-7b-a100"]["2048-token prefill"]
 
 
 def test_every_profile_has_a_source():

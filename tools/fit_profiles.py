@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python tools/fit_profiles.py [--vidur PATH] [--splitwise PATH]
+    .venv/bin/python tools/fit_profiles.py [--vidur PATH] [--splitwise PATH] [--vidur-repo PATH]
 
 It reads the two tables (not shipped: other projects' data) from the given paths, by default
 ``../shared/data/vidur_batch_times/vidur_batch_times.csv`` and
@@ -41,11 +41,13 @@ Profiles
   ``batch_size`` requests; the context of a request changes during its generation (from
   prompt_size to prompt_size + token_size), so we give each request the average over the
   generation, ``prompt_size + token_size / 2``. Both row types are fitted together with one set of
-  coefficients. KV capacity from memory (see ``kv_capacity_blocks``). Caveat: in this table a
+  coefficients. KV capacity from ``llm_routing_env/memory.py`` (``kv_plan``). Caveat: in this table a
   decode's time does not vary with its context, only with the batch size, and the batch-size rows
   all have short contexts; so c5 ends up standing for batch-size growth rather than KV reads.
-* ``llama3.1-8b-a100``: no table; derived from the fitted ``llama2-7b-a100`` by architecture
-  scaling (see ``derive_llama31_8b``).
+* ``llama3.1-8b-a100``, ``llama2-7b-h100``, ``llama3.1-8b-h100`` (with ``--vidur-repo PATH``, a
+  checkout of github.com/microsoft/vidur): iteration times composed the way Vidur's execution-time
+  predictor sums its per-operation profiles, on the 163 batch compositions of the Vidur table, then
+  fitted like the tables (see ``compose_vidur``, ``attention_scales``, ``composed_tables``).
 * ``llama2-7b-v100`` (the paper's setup) is not fitted here: its coefficients are set by the
   simulator maintainer from the paper's figures.
 """
@@ -53,6 +55,7 @@ Profiles
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -67,14 +70,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llm_routing_env.profiles import KV_BLOCK_TOKENS, LatencyProfile, get_profile, iteration_time_ms  # noqa: E402
+from llm_routing_env.memory import (  # noqa: E402
+    A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, ModelSpec, kv_cache_plan)
+from llm_routing_env.profiles import LatencyProfile, get_profile, iteration_time_ms  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 VIDUR_CSV = DATA / "vidur_batch_times" / "vidur_batch_times.csv"
 SPLITWISE_CSV = DATA / "splitwise_perf_model" / "perf_model.csv"
 
 SIG_DIGITS = 4  # coefficients are shipped rounded to this many significant digits
-GB = 1e9  # "80 GB" etc. are read as decimal gigabytes (see kv_capacity_blocks)
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,65 +206,131 @@ def fit(t: Table, knee_grid) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------
-# Memory
+# Iteration times composed from Vidur's per-operation profiles
 # ------------------------------------------------------------------------------------------
 
+# Per-layer operations Vidur sums for one iteration (vidur/entities/execution_time.py @ 7d47513:
+# attention layer = pre_proj + post_proj + rope + kv_cache_save + decode + prefill attention + attn
+# norm; MLP layer = up_proj + down_proj + act + mlp norm; block = both + add; model time = block x
+# num_layers; no embedding or LM head; CPU overheads off by default, skip_cpu_overhead_modeling=True).
+# These are the ones profiled in mlp.csv, as a function of the batch's token count.
+VIDUR_TOKEN_OPS = ("attn_pre_proj", "attn_post_proj", "attn_rope", "input_layernorm", "mlp_up_proj",
+                   "mlp_down_proj", "mlp_act", "post_attention_layernorm", "add")
+VIDUR_MODELS = {  # our architecture name -> Vidur's model directory
+    "llama2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama2-70b": "meta-llama/Llama-2-70b-hf",
+}
+GQA_BATCHING_OVERHEAD = 0.1  # Vidur's attention_{decode,prefill}_batching_overhead_fraction (GQA models only)
 
-def kv_capacity_blocks(hbm_bytes: float, weight_bytes: float, kv_bytes_per_token: int, utilization: float = 0.9) -> int:
-    """vLLM's KV pool: utilization x HBM, less the weights, in 16-token blocks (rounded down).
 
-    HBM is read as decimal gigabytes (80 GB = 80e9 bytes): a conservative figure. The physical
-    80 GiB would give ~7% more room, roughly what vLLM also reserves for activations and the CUDA
-    context, which this formula does not subtract. (For Llama-2-7B on one A100 the decimal reading
-    gives 6,976 blocks, the binary one 7,609; Vidur's planner, which measures activations, says
-    7,424.)
+@dataclass
+class TokenOps:
+    """Measured time of all token-count-dependent ops of one layer, summed, per profiled token count."""
+
+    num_tokens: np.ndarray
+    layer_ms: np.ndarray
+    num_layers: int
+
+    def iteration_ms(self, ntok) -> np.ndarray:
+        """All layers at ``ntok`` tokens: Vidur rounds the batch's tokens up to a multiple of 8 and
+        predicts from the profile (a random forest); we interpolate the profile linearly instead."""
+        rounded = (np.asarray(ntok, dtype=float) + 7) // 8 * 8
+        if np.any(rounded > self.num_tokens[-1]):
+            raise ValueError(f"{rounded.max():.0f} tokens is beyond the profiled {self.num_tokens[-1]:.0f}")
+        return self.num_layers * np.interp(rounded, self.num_tokens, self.layer_ms)
+
+
+def load_vidur_token_ops(vidur_repo: Path, device: str, model: str, num_layers: int,
+                         tensor_parallel: int = 1) -> TokenOps:
+    """Vidur's ``data/profiling/compute/{device}/{model}/mlp.csv``: median time of each op per
+    num_tokens (duplicates of a token count averaged)."""
+    path = Path(vidur_repo) / "data" / "profiling" / "compute" / device / VIDUR_MODELS[model] / "mlp.csv"
+    if not path.is_file():
+        raise SystemExit(f"no Vidur profile at {path}: pass --vidur-repo, a checkout of github.com/microsoft/vidur")
+    per_count = defaultdict(list)
+    for r in csv.DictReader(path.open()):
+        if int(r["num_tensor_parallel_workers"]) != tensor_parallel:
+            continue
+        per_count[int(r["num_tokens"])].append(sum(float(r[f"time_stats.{op}.median"] or 0) for op in VIDUR_TOKEN_OPS))
+    counts = np.array(sorted(per_count), dtype=float)
+    return TokenOps(counts, np.array([np.mean(per_count[int(n)]) for n in counts]), num_layers)
+
+
+@dataclass
+class VidurBatches:
+    """The 163 batch compositions of the Vidur table, with its attention columns (Llama-2-7B, A100)."""
+
+    table: Table
+    n_prefills: np.ndarray
+    n_decodes: np.ndarray
+    attn_prefill_ms: np.ndarray
+    attn_decode_ms: np.ndarray
+    token_ops_ms: np.ndarray  # the table's linear_ops_ms + other_ops_ms
+
+
+def load_vidur_batches(path: Path = VIDUR_CSV) -> VidurBatches:
+    rows = list(csv.DictReader(path.open()))
+    col = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
+    return VidurBatches(load_vidur(path), col("num_prefill_requests"), col("num_decode_tokens"),
+                        col("attn_prefill_ms"), col("attn_decode_ms"), col("linear_ops_ms") + col("other_ops_ms"))
+
+
+def compose_vidur(batches: VidurBatches, ops: TokenOps, decode_attention_scale: float,
+                  prefill_attention_scale: float, gqa: bool) -> Table:
+    """Iteration times of the same batches for another (model, GPU): the token-count ops measured for
+    that pair, plus the Llama-2-7B/A100 attention times scaled (see ``attention_scales``), with
+    Vidur's 10% batching overhead for GQA models (decode batches of >1, prefills of >1 chunk)."""
+    t = batches.table
+    decode = batches.attn_decode_ms * decode_attention_scale
+    prefill = batches.attn_prefill_ms * prefill_attention_scale
+    if gqa:
+        decode = decode * np.where(batches.n_decodes > 1, 1 + GQA_BATCHING_OVERHEAD, 1.0)
+        prefill = prefill * np.where(batches.n_prefills > 1, 1 + GQA_BATCHING_OVERHEAD, 1.0)
+    ms = ops.iteration_ms(t.ntok) + decode + prefill
+    return Table(t.ntok, t.sum_chunk_sq, t.sum_chunk_prior, t.sum_decode_context, ms, t.kind)
+
+
+def attention_scales(arch, ops_7b_a100: TokenOps, ops_7b_gpu: TokenOps) -> tuple[float, float, dict]:
+    """How Llama-2-7B/A100 attention times carry over to ``arch`` on another GPU.
+
+    * decode attention reads the KV cache (memory bound): x the ratio of KV bytes per token (GQA) x
+      the GPU's memory-bound speed-up, measured as the ratio of Llama-2-7B's token ops at 8 tokens
+      (streaming the weights; 1.0 on the A100 itself);
+    * prefill attention is compute bound: x the ratio of query heads x head_dim x layers (the score
+      and value FLOPs per (query, key) pair) x the GPU's compute-bound speed-up, measured as the ratio
+      of Llama-2-7B's token ops at 4,096 tokens (large GEMMs).
     """
-    tokens = math.floor((utilization * hbm_bytes - weight_bytes) / kv_bytes_per_token)
-    return tokens // KV_BLOCK_TOKENS
+    memory_speedup = float(ops_7b_a100.iteration_ms(8) / ops_7b_gpu.iteration_ms(8))
+    compute_speedup = float(ops_7b_a100.iteration_ms(4096) / ops_7b_gpu.iteration_ms(4096))
+    kv_ratio = arch.kv_bytes_per_token() / LLAMA2_7B.kv_bytes_per_token()
+    flop_ratio = (arch.num_attention_heads * arch.head_dim * arch.num_layers) / (
+        LLAMA2_7B.num_attention_heads * LLAMA2_7B.head_dim * LLAMA2_7B.num_layers)
+    info = {"memory_speedup": memory_speedup, "compute_speedup": compute_speedup, "kv_ratio": kv_ratio,
+            "flop_ratio": flop_ratio}
+    return kv_ratio / memory_speedup, flop_ratio / compute_speedup, info
 
 
-def matmul_params(layers, hidden, ffn, vocab, heads, kv_heads, head_dim) -> int:
-    """Parameters of the matmuls a token goes through: q, k, v, o, gate/up/down, and the LM head."""
-    attention = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden
-    mlp = 3 * hidden * ffn
-    return layers * (attention + mlp) + hidden * vocab
+# ------------------------------------------------------------------------------------------
+# Memory: vLLM's arithmetic, llm_routing_env/memory.py
+# ------------------------------------------------------------------------------------------
+
+# Llama-3.1-8B has Llama-3-8B's layers (Vidur profiles the latter) and a 128K context.
+LLAMA31_8B = dataclasses.replace(LLAMA3_8B, name="Llama-3.1-8B", max_position_embeddings=131072)
 
 
-LLAMA2_7B = dict(layers=32, hidden=4096, ffn=11008, vocab=32000, heads=32, kv_heads=32, head_dim=128)
-LLAMA31_8B = dict(layers=32, hidden=4096, ffn=14336, vocab=128256, heads=32, kv_heads=8, head_dim=128)
-LLAMA2_70B = dict(layers=80, hidden=8192, ffn=28672, vocab=32000, heads=64, kv_heads=8, head_dim=128)
-
-
-def total_params(arch) -> int:
-    """matmul params + input embedding + RMSNorm weights (2 per layer + final)."""
-    return matmul_params(**arch) + arch["vocab"] * arch["hidden"] + (2 * arch["layers"] + 1) * arch["hidden"]
-
-
-def kv_bytes_per_token(arch, dtype_bytes: int = 2) -> int:
-    return arch["layers"] * arch["kv_heads"] * arch["head_dim"] * 2 * dtype_bytes  # K and V
-
-
-def derive_llama31_8b(c7b: tuple) -> tuple[tuple, dict]:
-    """Llama-3.1-8B on an A100-80GB from the fitted Llama-2-7B on the same GPU.
-
-    * c1, c2 (per-token cost of the linear layers) x the ratio of matmul parameters, LM head
-      included: 7.505e9 / 6.607e9 = 1.136 (a token's matmul FLOPs are 2 x these parameters).
-    * c3, c4 (prefill attention) unchanged: same 32 query heads of dimension 128, so the same
-      score/value FLOPs per (query, key) pair.
-    * c5 (decode attention, bound by reading the KV cache) / 4: 8 KV heads instead of 32, so a
-      4x smaller cache per token (128 KiB vs 512 KiB).
-    * c0 (fixed per-iteration cost) x the ratio of weight bytes (x 1.19): at small batches it is
-      mostly the time to stream the weights (8.6 of the 9.5 ms of a lone Llama-2-7B decode in
-      Vidur's table are linear layers), so a lone 8B decode is slower than a 7B one, as measured
-      in practice. The knee is unchanged (same GPU). See docs/profiles.md.
-    """
-    c0, c1, c2, knee, c3, c4, c5 = c7b
-    ratio = matmul_params(**LLAMA31_8B) / matmul_params(**LLAMA2_7B)
-    weight_ratio = total_params(LLAMA31_8B) / total_params(LLAMA2_7B)
-    kv_ratio = kv_bytes_per_token(LLAMA31_8B) / kv_bytes_per_token(LLAMA2_7B)
-    coefficients = (round_sig(c0 * weight_ratio), round_sig(c1 * ratio), round_sig(c2 * ratio), knee, c3, c4,
-                    round_sig(c5 * kv_ratio))
-    return coefficients, {"matmul_param_ratio": ratio, "weight_ratio": weight_ratio, "kv_ratio": kv_ratio}
+def kv_plan(model: ModelSpec, gpu: GpuSpec, tensor_parallel: int = 1, max_num_seqs: int = 128):
+    """KV blocks of one instance and the longest context it allows, with vLLM v0's default token
+    budget without chunked prefill (max(max_model_len, 2048)): max_model_len is first the model's
+    context, lowered to what the KV cache holds if memory does not allow it."""
+    max_len = model.max_position_embeddings
+    plan = kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel, max_num_batched_tokens=max(max_len, 2048),
+                         max_num_seqs=max_num_seqs)
+    if plan.max_model_len_tokens < max_len:  # memory, not the context, is the limit
+        max_len = plan.max_model_len_tokens
+        plan = kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel,
+                             max_num_batched_tokens=max(max_len, 2048), max_num_seqs=max_num_seqs)
+    return plan, min(max_len, plan.max_model_len_tokens)
 
 
 # ------------------------------------------------------------------------------------------
@@ -358,7 +428,7 @@ def fit_paper_v100() -> tuple[float, float]:
     return best.c0_ms, best.c5_ms_per_decode_context_token
 
 
-def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> None:
+def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV, vidur_repo: Path | None = None) -> None:
     for path in (vidur_csv, splitwise_csv):
         if not Path(path).is_file():
             raise SystemExit(f"no table at {path}: pass --vidur / --splitwise (see the module docstring)")
@@ -387,17 +457,18 @@ def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> No
             notes=f"NNLS on relative error over all 163 rows, knee {c7b[3]} picked by grid search (MAPE).",
         )
     )
+    print("llama2-7b-a100 residuals by batch class (APE; signed = fit - table):")
+    print("\n".join(residuals_by_class(vidur_csv, c7b)))
+    print("Other forms on the same table (unrounded NNLS on relative error):")
+    print("\n".join(form_study(vidur_csv)))
 
     # --- llama2-70b on 4 GPUs -------------------------------------------------------------------
-    weights_70b = 2 * 70e9  # fp16, the nominal 70e9 parameters (the architecture has 68.98e9)
-    kv_70b = kv_capacity_blocks(4 * 80 * GB, weights_70b, kv_bytes_per_token(LLAMA2_70B))
-    print("=" * 100)
-    print(
-        f"llama2-70b TP4 KV: 4 x 80 GB x 0.9 - {weights_70b / GB:.0f} GB weights "
-        f"= {(4 * 80 * GB * 0.9 - weights_70b) / GB:.0f} GB; {kv_bytes_per_token(LLAMA2_70B) // 1024} KiB/token "
-        f"-> {kv_70b} blocks ({kv_70b * KV_BLOCK_TOKENS:,} tokens)"
-    )
-    for hardware, name in (("a100-80gb", "llama2-70b-a100-tp4"), ("h100-80gb", "llama2-70b-h100-tp4")):
+    for hardware, name, gpu in (("a100-80gb", "llama2-70b-a100-tp4", A100_80GB),
+                                ("h100-80gb", "llama2-70b-h100-tp4", H100_80GB)):
+        plan, max_len_70b = kv_plan(LLAMA2_70B, gpu, tensor_parallel=4)
+        kv_70b = plan.num_kv_blocks
+        print("=" * 100)
+        print(plan.explain())
         table = load_splitwise(hardware, path=splitwise_csv)
         c = fit(table, range(0, 8193, 16))
         mape, max_ape, lines = error_lines(table, c)
@@ -413,7 +484,7 @@ def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> No
                 name,
                 c,
                 kv_blocks=kv_70b,
-                max_model_len=4096,
+                max_model_len=max_len_70b,
                 source="SplitwiseSim perf model (github.com/Mutinifni/splitwise-sim data/perf_model.csv @ 8f99e7d, "
                 f"MIT), llama2-70b {hardware} tensor_parallel=4",
                 mape=mape,
@@ -423,39 +494,126 @@ def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> No
             )
         )
 
-    # --- llama3.1-8b-a100 (derived) --------------------------------------------------------------
-    c8b, info = derive_llama31_8b(c7b)
-    weights_8b = 2 * total_params(LLAMA31_8B)
-    kv_8b = kv_capacity_blocks(80 * GB, weights_8b, kv_bytes_per_token(LLAMA31_8B))
-    print("=" * 100)
-    print(
-        f"llama3.1-8b-a100: derived from llama2-7b-a100. matmul params {matmul_params(**LLAMA31_8B):.4g} vs "
-        f"{matmul_params(**LLAMA2_7B):.4g} (ratio {info['matmul_param_ratio']:.4f}) scales c1, c2; "
-        f"c5 x {info['kv_ratio']:.2f}; c0 x {info['weight_ratio']:.3f}; knee, c3, c4 unchanged."
-    )
-    print(
-        f"  KV: 80 GB x 0.9 - {weights_8b / GB:.2f} GB bf16 weights ({total_params(LLAMA31_8B):.4g} params); "
-        f"{kv_bytes_per_token(LLAMA31_8B) // 1024} KiB/token -> {kv_8b} blocks ({kv_8b * KV_BLOCK_TOKENS:,} tokens)"
-    )
-    for what, batch in SANITY_BATCHES.items():
-        t7, t8 = iteration_time_ms(c7b, *batch), iteration_time_ms(c8b, *batch)
-        print(f"  {what}: llama2-7b-a100 {t7:.2f} ms, llama3.1-8b-a100 {t8:.2f} ms")
-    print(
-        profile_block(
-            "llama3.1-8b-a100",
-            c8b,
-            kv_blocks=kv_8b,
-            max_model_len=8192,
-            extra="\n        max_num_batched_tokens=8192,",
-            source="derived from llama2-7b-a100 by architecture scaling (tools/fit_profiles.py, docs/profiles.md); "
-            "no table",
-            mape=float("nan"),
-            max_ape=float("nan"),
-            notes=f"Not fitted: llama2-7b-a100 with c1, c2 x {info['matmul_param_ratio']:.3f} (matmul parameters) "
-            f"and c5 x {info['kv_ratio']:.2f} (GQA KV cache).",
-        )
-    )
+    # --- profiles composed from Vidur's per-operation measurements ---------------------------------
+    if vidur_repo is None:
+        print("=" * 100)
+        print("(no --vidur-repo: the llama3.1-8b-*, llama2-7b-h100 profiles are not refitted)")
+        return
+    fit_composed(vidur_csv, Path(vidur_repo))
 
+
+def composed_tables(vidur_csv: Path, vidur_repo: Path) -> dict:
+    """name -> (Table, how it was composed) for every profile fitted to Vidur's per-op profiles."""
+    batches = load_vidur_batches(vidur_csv)
+    ops = {(gpu, model): load_vidur_token_ops(vidur_repo, gpu, model, 32)
+           for gpu, model in (("a100", "llama2-7b"), ("h100", "llama2-7b"), ("a100", "llama3-8b"))}
+    # Llama-3-8B on the H100 is not profiled: its token ops are the A100 ones x the H100/A100 ratio
+    # of Llama-2-7B's at the same token count (same GPU pair, same kinds of GEMMs).
+    a7, h7, a8 = ops["a100", "llama2-7b"], ops["h100", "llama2-7b"], ops["a100", "llama3-8b"]
+    counts = a8.num_tokens[a8.num_tokens <= h7.num_tokens[-1]]
+    h100_ratio = np.interp(counts, h7.num_tokens, h7.layer_ms) / np.interp(counts, a7.num_tokens, a7.layer_ms)
+    h8 = TokenOps(counts, np.interp(counts, a8.num_tokens, a8.layer_ms) * h100_ratio, 32)
+    out = {}
+    for name, arch, gpu_ops, token_ops, how in (
+        ("llama3.1-8b-a100", LLAMA31_8B, a7, a8, "Meta-Llama-3-8B A100 token ops (measured)"),
+        ("llama2-7b-h100", LLAMA2_7B, h7, h7, "Llama-2-7b-hf H100 token ops (measured)"),
+        ("llama3.1-8b-h100", LLAMA31_8B, h7, h8,
+         "Meta-Llama-3-8B A100 token ops x Llama-2-7B's H100/A100 ratio per token count (derived)"),
+    ):
+        dec, pre, info = attention_scales(arch, a7, gpu_ops)
+        table = compose_vidur(batches, token_ops, dec, pre, gqa=arch.num_kv_heads < arch.num_attention_heads)
+        how += (f"; attention = Llama-2-7B/A100's x {dec:.4f} (decode: KV bytes x {info['kv_ratio']:.2f}, "
+                f"memory-bound speed-up {info['memory_speedup']:.3f}) and x {pre:.4f} (prefill: FLOPs x "
+                f"{info['flop_ratio']:.2f}, compute-bound speed-up {info['compute_speedup']:.3f})")
+        out[name] = (table, how)
+    return out, batches, a7
+
+
+def fit_composed(vidur_csv: Path, vidur_repo: Path) -> None:
+    tables, batches, a7 = composed_tables(vidur_csv, vidur_repo)
+    # How well the composition reproduces Vidur's own prediction for the pair it has (Llama-2-7B/A100)
+    check = compose_vidur(batches, a7, 1.0, 1.0, gqa=False)
+    ape = 100 * np.abs(check.measured_ms - batches.table.measured_ms) / batches.table.measured_ms
+    print("=" * 100)
+    print(f"Composition check, Llama-2-7B/A100: token ops from mlp.csv + the table's attention vs the table's "
+          f"model_time_ms: MAPE {ape.mean():.2f}%, max {ape.max():.2f}% (163 batches)")
+    commit = _git_head(vidur_repo)
+    for name, (table, how) in tables.items():
+        arch = LLAMA31_8B if name.startswith("llama3.1-8b") else LLAMA2_7B
+        c = fit(table, range(0, 2049, 16))
+        mape, max_ape, lines = error_lines(table, c)
+        plan, max_len = kv_plan(arch, H100_80GB if name.endswith("h100") else A100_80GB)
+        kv = plan.num_kv_blocks
+        print("-" * 100)
+        print(f"{name}: {how}")
+        print("\n".join(lines))
+        print(textwrap.indent(plan.explain(), "  "))
+        for what, batch in SANITY_BATCHES.items():
+            print(f"    predicts {what}: {iteration_time_ms(c, *batch):.2f} ms")
+        extra = f"\n        max_num_batched_tokens={max_len}," if max_len > 4096 else ""
+        print(profile_block(
+            name, c, kv_blocks=kv, max_model_len=max_len, extra=extra,
+            source=f"composed from Vidur's per-operation profiles (github.com/microsoft/vidur @ {commit}, MIT) the "
+                   f"way its execution-time predictor sums them, on the 163 batches of vidur_batch_times.csv: {how}",
+            mape=mape, max_ape=max_ape,
+            notes=f"NNLS on relative error over the 163 composed batches, knee {c[3]} by grid search (MAPE); "
+                  f"error is against the composition, not against hardware."))
+
+
+def residuals_by_class(vidur_csv: Path, coefficients) -> list[str]:
+    """llama2-7b-a100's error per batch class: decode-only by batch size and context, then the rest."""
+    b = load_vidur_batches(vidur_csv)
+    t, ape = b.table, ape_pct(b.table, coefficients)
+    signed = 100 * (predict_ms(t, coefficients) - t.measured_ms) / t.measured_ms
+    avg_ctx = np.where(b.n_decodes > 0, t.sum_decode_context / np.maximum(b.n_decodes, 1), 0)
+    classes = []
+    for lo, hi in ((1, 4), (8, 32), (48, 128)):
+        for clo, chi in ((0, 1024), (2048, 4096)):
+            m = (t.kind == "decode_only") & (b.n_decodes >= lo) & (b.n_decodes <= hi) & (avg_ctx > clo) & (avg_ctx <= chi)
+            classes.append((f"decode-only, batch {lo}-{hi}, context {clo + 1 if clo else 128}-{min(chi, 4032)}", m))
+    for kind in ("prefill_only_1req", "prefill_only_multi", "chunked_prefill_with_prior_ctx", "mixed_prefill_plus_decode"):
+        classes.append((kind, t.kind == kind))
+    lines = ["| batch class | rows | MAPE | max APE | mean signed error |", "|---|---|---|---|---|"]
+    for label, m in classes:
+        lines.append(f"| {label} | {m.sum()} | {ape[m].mean():.2f}% | {ape[m].max():.2f}% | {signed[m].mean():+.2f}% |")
+    return lines
+
+
+def form_study(vidur_csv: Path) -> list[str]:
+    """MAPE / max APE of richer forms on the Vidur table (relative least squares, NNLS), to show which
+    terms carry llama2-7b-a100's error. The last form needs the number of decodes and their mean
+    context, which the simulator's four aggregates do not carry."""
+    b = load_vidur_batches(vidur_csv)
+    t = b.table
+    avg_ctx = np.where(b.n_decodes > 0, t.sum_decode_context / np.maximum(b.n_decodes, 1), 0)
+    attention = [t.sum_chunk_sq, t.sum_chunk_prior, t.sum_decode_context]
+    forms = {
+        "shipped form (knee 256)": [np.ones_like(t.ntok), t.ntok, np.maximum(t.ntok - 256, 0)] + attention,
+        "piecewise-linear in Ntok, knots 16/64/256": [np.ones_like(t.ntok), t.ntok] + [
+            np.maximum(t.ntok - k, 0) for k in (16, 64, 256)] + attention,
+        "piecewise-linear in Ntok, knots 4/16/64/128/256/1024/2048": [np.ones_like(t.ntok), t.ntok] + [
+            np.maximum(t.ntok - k, 0) for k in (4, 16, 64, 128, 256, 1024, 2048)] + attention,
+        "shipped form + decode slope per request (mean context) + decodes": [
+            np.ones_like(t.ntok), t.ntok, np.maximum(t.ntok - 256, 0)] + attention + [avg_ctx, b.n_decodes],
+    }
+    lines = ["| form | MAPE | max APE |", "|---|---|---|"]
+    for label, cols in forms.items():
+        x = np.column_stack(cols)
+        c = nnls(x / t.measured_ms[:, None], np.ones_like(t.measured_ms))  # unrounded: forms, not profiles
+        ape = 100 * np.abs(x @ c - t.measured_ms) / t.measured_ms
+        lines.append(f"| {label} | {ape.mean():.2f}% | {ape.max():.2f}% |")
+    return lines
+
+
+def _git_head(repo: Path) -> str:
+    """Short commit of a checkout (or a bare mirror), for the profile's source line."""
+    import subprocess
+
+    for args in (["git", "-C", str(repo), "rev-parse", "--short=7", "HEAD"],):
+        out = subprocess.run(args, capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return "unknown commit"
 
 if __name__ == "__main__":
     import argparse
@@ -464,6 +622,8 @@ if __name__ == "__main__":
     ap.add_argument("--vidur", type=Path, default=VIDUR_CSV, help=f"Vidur batch-time table (default {VIDUR_CSV})")
     ap.add_argument("--splitwise", type=Path, default=SPLITWISE_CSV,
                     help=f"SplitwiseSim perf_model.csv (default {SPLITWISE_CSV})")
+    ap.add_argument("--vidur-repo", type=Path, default=None,
+                    help="a checkout of github.com/microsoft/vidur (its data/profiling/compute/*/mlp.csv are read)")
     args = ap.parse_args()
-    main(args.vidur, args.splitwise)
+    main(args.vidur, args.splitwise, args.vidur_repo)
     fit_paper_v100()
