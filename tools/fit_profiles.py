@@ -221,6 +221,7 @@ VIDUR_MODELS = {  # our architecture name -> Vidur's model directory
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
     "llama2-70b": "meta-llama/Llama-2-70b-hf",
 }
+NCCL_LAUNCH_MS = 0.02  # Vidur's nccl_cpu_launch_overhead_ms, added to every all-reduce
 GQA_BATCHING_OVERHEAD = 0.1  # Vidur's attention_{decode,prefill}_batching_overhead_fraction (GQA models only)
 
 
@@ -240,6 +241,12 @@ class TokenOps:
             raise ValueError(f"{rounded.max():.0f} tokens is beyond the profiled {self.num_tokens[-1]:.0f}")
         return self.num_layers * np.interp(rounded, self.num_tokens, self.layer_ms)
 
+    def plus(self, other: "TokenOps") -> "TokenOps":
+        """Both ops per layer, on this one's token counts (``other`` interpolated)."""
+        assert other.num_layers == self.num_layers and other.num_tokens[-1] >= self.num_tokens[-1]
+        return TokenOps(self.num_tokens, self.layer_ms + np.interp(self.num_tokens, other.num_tokens, other.layer_ms),
+                        self.num_layers)
+
 
 def load_vidur_token_ops(vidur_repo: Path, device: str, model: str, num_layers: int,
                          tensor_parallel: int = 1) -> TokenOps:
@@ -255,6 +262,23 @@ def load_vidur_token_ops(vidur_repo: Path, device: str, model: str, num_layers: 
         per_count[int(r["num_tokens"])].append(sum(float(r[f"time_stats.{op}.median"] or 0) for op in VIDUR_TOKEN_OPS))
     counts = np.array(sorted(per_count), dtype=float)
     return TokenOps(counts, np.array([np.mean(per_count[int(n)]) for n in counts]), num_layers)
+
+
+def load_vidur_all_reduce(vidur_repo: Path, network_device: str, tensor_parallel: int, hidden_size: int,
+                          num_layers: int) -> TokenOps:
+    """Tensor-parallel all-reduce as Vidur adds it: two per layer (after attention, after the MLP),
+    each the profiled median for ``tokens x hidden x 2`` bytes among ``tensor_parallel`` GPUs of one
+    node (``data/profiling/network/{network_device}/all_reduce.csv``) plus its 0.02 ms NCCL launch
+    overhead (``nccl_cpu_launch_overhead_ms``; the skew term defaults to 0)."""
+    path = Path(vidur_repo) / "data" / "profiling" / "network" / network_device / "all_reduce.csv"
+    if not path.is_file():
+        raise SystemExit(f"no Vidur network profile at {path}: pass --vidur-repo, a checkout of github.com/microsoft/vidur")
+    per_size = defaultdict(list)
+    for r in csv.DictReader(path.open()):
+        if (r["collective"], int(r["num_workers"]), int(r["devices_per_node"])) == ("all_reduce", tensor_parallel, tensor_parallel):
+            per_size[int(r["size"]) / hidden_size / 2].append(float(r["time_stats.all_reduce.median"]))
+    counts = np.array(sorted(per_size))
+    return TokenOps(counts, np.array([2 * (np.mean(per_size[n]) + NCCL_LAUNCH_MS) for n in counts]), num_layers)
 
 
 @dataclass
@@ -537,6 +561,15 @@ def fit_composed(vidur_csv: Path, vidur_repo: Path) -> None:
     print("=" * 100)
     print(f"Composition check, Llama-2-7B/A100: token ops from mlp.csv + the table's attention vs the table's "
           f"model_time_ms: MAPE {ape.mean():.2f}%, max {ape.max():.2f}% (163 batches)")
+    # Llama-2-70B on 4 H100s as Vidur composes it (token ops at TP4 + two all-reduces per layer), for
+    # comparison with the SplitwiseSim-fitted profile; not shipped (its attention is not measured)
+    ops_70b = load_vidur_token_ops(vidur_repo, "h100", "llama2-70b", 80, tensor_parallel=4).plus(
+        load_vidur_all_reduce(vidur_repo, "h100_dgx", 4, LLAMA2_70B.hidden_size, 80))
+    splitwise = get_profile("llama2-70b-h100-tp4").coefficients
+    print("Llama-2-70B/H100/TP4 without attention, Vidur's token ops + all-reduce vs the shipped SplitwiseSim fit "
+          "(which includes attention at context 0 here): "
+          + ", ".join(f"{n} tokens {float(ops_70b.iteration_ms(n)):.1f} vs {iteration_time_ms(splitwise, n, 0, 0, 0):.1f} ms"
+                      for n in (1, 32, 128, 512, 2048)))
     commit = _git_head(vidur_repo)
     for name, (table, how) in tables.items():
         arch = LLAMA31_8B if name.startswith("llama3.1-8b") else LLAMA2_7B
