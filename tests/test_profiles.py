@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_routing_env.memory import A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, kv_cache_plan
+from llm_routing_env.memory import A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, kv_cache_plan
 from llm_routing_env.profiles import (
     LatencyProfile,
     get_profile,
@@ -122,14 +122,23 @@ def test_kv_capacity_is_vllms_arithmetic():
         ("llama2-70b-a100-tp4", LLAMA2_70B, A100_80GB, 4), ("llama2-70b-h100-tp4", LLAMA2_70B, H100_80GB, 4),
         ("llama2-7b-h100", LLAMA2_7B, H100_80GB, 1),
         ("llama3.1-8b-a100", llama31_8b, A100_80GB, 1), ("llama3.1-8b-h100", llama31_8b, H100_80GB, 1),
+        ("llama3.1-8b-rtx4090", llama31_8b, GpuSpec("RTX4090", 25_250_627_584), 1),
     ):
         p = get_profile(name)
         plan = kv_cache_plan(model, gpu, tensor_parallel=tp, max_num_batched_tokens=max(p.max_model_len, 2048),
                              max_num_seqs=p.max_num_seqs)
         assert p.kv_capacity_blocks == plan.num_kv_blocks, name
-        assert p.max_model_len == model.max_position_embeddings <= plan.kv_tokens, name  # memory allows it
+        assert p.max_model_len <= plan.kv_tokens, name  # one request of max_model_len fits
         assert p.max_num_batched_tokens >= p.max_model_len, name  # v0 without chunking must fit a prompt
+        if name != "llama3.1-8b-rtx4090":
+            assert p.max_model_len == model.max_position_embeddings, name  # memory allows the full context
     assert get_profile("llama3.1-8b-a100").max_model_len == 131072
+    # on 24 GB the KV cache is the limit: the largest multiple of 1,024 whose profile run still
+    # leaves room for one request of that length
+    p = get_profile("llama3.1-8b-rtx4090")
+    longer = kv_cache_plan(llama31_8b, GpuSpec("RTX4090", 25_250_627_584), max_num_batched_tokens=p.max_model_len + 1024,
+                           max_num_seqs=p.max_num_seqs)
+    assert p.max_model_len == 27648 and longer.kv_tokens < p.max_model_len + 1024
 
 
 # Vidur's per-operation profiles (data/profiling/compute/*/mlp.csv of github.com/microsoft/vidur) are
@@ -158,6 +167,23 @@ def test_composed_profiles_reproduce_their_composition():
         err = 100 * np.abs(fit_profiles.predict_ms(table, p.coefficients) - table.measured_ms) / table.measured_ms
         assert abs(err.mean() - p.fit_mape_pct) <= 0.05, (name, err.mean(), p.fit_mape_pct)
         assert abs(err.max() - p.fit_max_ape_pct) <= 0.05, (name, err.max(), p.fit_max_ape_pct)
+
+
+LLMSERVINGSIM_REPO = Path(os.environ.get("LLMSERVINGSIM_REPO", DATA / "LLMServingSim"))
+
+
+@pytest.mark.skipif(not (LLMSERVINGSIM_REPO / "profiler" / "perf" / "RTX4090").is_dir(),
+                    reason=f"no LLMServingSim checkout at {LLMSERVINGSIM_REPO} (set LLMSERVINGSIM_REPO)")
+def test_rtx4090_profile_reproduces_its_composition():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import fit_profiles
+
+    p = get_profile("llama3.1-8b-rtx4090")
+    table = fit_profiles.load_llmservingsim(LLMSERVINGSIM_REPO, "RTX4090", p.kv_capacity_blocks * 16)
+    assert set(table.kind) == {"decode_only", "prefill_only", "mixed"} and len(table.ntok) > 5000
+    err = 100 * np.abs(fit_profiles.predict_ms(table, p.coefficients) - table.measured_ms) / table.measured_ms
+    assert abs(err.mean() - p.fit_mape_pct) <= 0.05 and abs(err.max() - p.fit_max_ape_pct) <= 0.05
+    assert err[table.kind == "decode_only"].mean() < 4.0  # the class a serving run spends most iterations in
 
 
 def test_composed_profiles_are_physically_ordered():

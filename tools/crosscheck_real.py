@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    PYTHONPATH=. .venv/bin/python tools/crosscheck_real.py --data PATH [--out docs/results/fidelity-real.txt]
+    PYTHONPATH=. .venv/bin/python tools/crosscheck_real.py --data PATH [--llmservingsim PATH] [--out FILE]
 
 ``PATH`` is a checkout of github.com/inference-sim/training at its first commit c4f03409 (it carries
 no license: read it where you have it, ship none of it). Its ``replay_data/<experiment>.json`` hold
@@ -23,6 +23,12 @@ recount (``output_tokens``) is far shorter, yet their E2E equals the full-length
 count below half the run's median is replaced by the median (how many is printed). Runs where
 more than 10% of the requests failed (the ``reasoning`` runs: overloaded, most requests time out)
 are skipped.
+
+``--llmservingsim PATH`` (a checkout of github.com/casys-kaist/LLMServingSim, MIT) adds its
+validation run ``bench/examples/RTX4090/Llama-3.1-8B/vllm``: 300 ShareGPT requests at 10 req/s
+against real vLLM 0.19 on one RTX 4090 (``max_num_seqs`` 256, ``max_num_batched_tokens`` 2048, the
+KV blocks in ``meta.json``), TTFT and E2E measured from the engine's queueing time; replayed on
+``llama3.1-8b-rtx4090`` (fitted to LLMServingSim's own profiles of that GPU) the same way.
 
 Not modelled, so expected gaps: prefix caching (the workloads share system prompts; the README
 says caching was likely on, which shortens real prefills), CPU KV offload (configured), the HTTP /
@@ -48,7 +54,8 @@ from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  #
 from llm_routing_env.profiles import get_profile  # noqa: E402
 from llm_routing_env.simulator import ClusterSimulator  # noqa: E402
 
-PROFILE_FOR_MODEL = {"llama-2-7b": "llama2-7b-h100", "llama-2-70b": "llama2-70b-h100-tp4"}
+PROFILE_FOR_MODEL = {"llama-2-7b": "llama2-7b-h100", "llama-2-70b": "llama2-70b-h100-tp4",
+                     "llama-3.1-8b-rtx4090": "llama3.1-8b-rtx4090"}
 MAX_ERROR_FRACTION = 0.10
 
 
@@ -69,6 +76,26 @@ def load_run(data: Path, experiment: str) -> dict:
         "short_outputs_replaced": int(short.sum()),
         "e2e_s": np.array([truth[r["index"]]["e2e_s"] for r in ok]),
         "ttft_s": np.array([truth[r["index"]]["ttft_s"] for r in ok]),
+    }
+
+
+def load_llmservingsim_run(repo: Path) -> dict:
+    """LLMServingSim's RTX 4090 validation run: times from the engine's queueing of each request."""
+    base = repo / "bench" / "examples" / "RTX4090" / "Llama-3.1-8B" / "vllm"
+    if not (base / "requests.jsonl").is_file():
+        raise SystemExit(f"no {base / 'requests.jsonl'}: pass --llmservingsim, a checkout of casys-kaist/LLMServingSim")
+    meta = json.loads((base / "meta.json").read_text())
+    rows = [json.loads(line) for line in (base / "requests.jsonl").read_text().splitlines() if line.strip()]
+    queued = np.array([r["queued_ts"] for r in rows])
+    first, last = np.array([r["first_token_ts"] for r in rows]), np.array([r["last_token_ts"] for r in rows])
+    kw = meta["engine_kwargs"]
+    return {
+        "experiment": f"LLMServingSim RTX4090/Llama-3.1-8B (vLLM {meta['vllm_version']})", "model": "llama-3.1-8b-rtx4090",
+        "config": {"kv_blocks_total_gpu": meta["kv_cache"]["num_gpu_blocks"], "max_num_seqs": kw["max_num_seqs"],
+                   "max_num_batched_tokens": kw["max_num_batched_tokens"]},
+        "error_fraction": 0.0, "num_requests": len(rows), "arrival_s": queued - queued.min(),
+        "prompt_tokens": np.array([r["input_toks"] for r in rows]), "output_tokens": np.array([r["output_toks"] for r in rows]),
+        "short_outputs_replaced": 0, "e2e_s": last - queued, "ttft_s": first - queued,
     }
 
 
@@ -134,6 +161,8 @@ def compare(run: dict, stages) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="checkout of github.com/inference-sim/training @ c4f03409")
+    ap.add_argument("--llmservingsim", type=Path, default=None,
+                    help="checkout of github.com/casys-kaist/LLMServingSim (its RTX 4090 validation run)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = ap.parse_args()
     replay = args.data / "replay_data"
@@ -141,7 +170,7 @@ def main() -> None:
         raise SystemExit(f"no replay_data/ under {args.data}: pass --data, a checkout of inference-sim/training")
     experiments = sorted(p.stem for p in replay.glob("*.json") if not p.stem.endswith("_ground_truth"))
     lines = ["Simulator vs real vLLM V1 runs (inference-sim/training @ c4f03409); command:",
-             "  PYTHONPATH=. python tools/crosscheck_real.py --data PATH", ""]
+             "  PYTHONPATH=. python tools/crosscheck_real.py --data PATH [--llmservingsim PATH]", ""]
     for experiment in experiments:
         spec_model = json.loads((replay / f"{experiment}.json").read_text())["model_short"]
         if spec_model not in PROFILE_FOR_MODEL:
@@ -153,6 +182,9 @@ def main() -> None:
             continue
         lines += compare(run, stage_bounds(args.data, experiment))
         lines.append("")
+    if args.llmservingsim is not None:
+        run = load_llmservingsim_run(args.llmservingsim)
+        lines += compare(run, [(0.0, float(run["arrival_s"].max()) + 1e-9, len(run["arrival_s"]) / run["arrival_s"].max())])
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -191,17 +191,28 @@ def ape_pct(t: Table, coefficients) -> np.ndarray:
     return 100 * np.abs(predict_ms(t, coefficients) - t.measured_ms) / t.measured_ms
 
 
-def fit(t: Table, knee_grid) -> tuple:
-    """Best (by MAPE) rounded coefficients (c0, c1, c2, knee, c3, c4, c5) over the knee grid."""
+def fit(t: Table, knee_grid, balance_kinds: bool = False) -> tuple:
+    """Best (by MAPE) rounded coefficients (c0, c1, c2, knee, c3, c4, c5) over the knee grid.
+
+    ``balance_kinds``: give every row type (``t.kind``) the same total weight in the least squares
+    and pick the knee by the mean of the per-type MAPEs -- for a grid where one type has most rows.
+    """
+    kinds = list(dict.fromkeys(t.kind))
+    w = np.ones_like(t.measured_ms)
+    if balance_kinds:
+        counts = {k: int(np.sum(t.kind == k)) for k in kinds}
+        w = np.array([len(t.kind) / (len(kinds) * counts[k]) for k in t.kind])
     best = None
     for knee in knee_grid:
         x = design_matrix(t, knee)
-        c = nnls(x / t.measured_ms[:, None], np.ones_like(t.measured_ms))  # relative residuals
+        root_w = np.sqrt(w)
+        c = nnls(x / t.measured_ms[:, None] * root_w[:, None], root_w)  # relative residuals
         c0, c1, c2, c3, c4, c5 = (round_sig(v) for v in c)
         coefficients = (c0, c1, c2, int(knee), c3, c4, c5)
-        mape = float(ape_pct(t, coefficients).mean())
-        if best is None or mape < best[0]:
-            best = (mape, coefficients)
+        ape = ape_pct(t, coefficients)
+        score = float(np.mean([ape[t.kind == k].mean() for k in kinds])) if balance_kinds else float(ape.mean())
+        if best is None or score < best[0]:
+            best = (score, coefficients)
     return best[1]
 
 
@@ -336,6 +347,80 @@ def attention_scales(arch, ops_7b_a100: TokenOps, ops_7b_gpu: TokenOps) -> tuple
 
 
 # ------------------------------------------------------------------------------------------
+# Iteration times composed from LLMServingSim's per-layer profiles (real vLLM 0.19 kernels)
+# ------------------------------------------------------------------------------------------
+
+# How LLMServingSim walks one iteration of a Llama (profiler/models/llama.yaml ``sequence``, commit
+# 5daddb2): embedding; per layer layernorm, qkv_proj, rotary_emb, attention, o_proj, layernorm,
+# gate_up_proj, act_fn, down_proj; then final_layernorm, lm_head and sampler. Dense ops are profiled
+# per token count, lm_head and sampler per number of sequences, attention per (prefill chunk, its
+# prior KV, number of decodes, their KV).
+LSS_LAYER_OPS = {"layernorm": 2, "qkv_proj": 1, "rotary_emb": 1, "o_proj": 1, "gate_up_proj": 1, "act_fn": 1,
+                 "down_proj": 1}
+LSS_MODEL_OPS = ("embedding", "final_layernorm")
+LSS_SEQUENCE_OPS = ("lm_head", "sampler")
+
+
+def _curves(path: Path, key: str) -> dict:
+    """op -> (sorted x, mean time in us per x) of one LLMServingSim profile CSV."""
+    raw = defaultdict(lambda: defaultdict(list))
+    for r in csv.DictReader(path.open()):
+        raw[r["layer"]][int(r[key])].append(float(r["time_us"]))
+    return {op: (np.array(sorted(v), dtype=float), np.array([np.mean(v[x]) for x in sorted(v)])) for op, v in raw.items()}
+
+
+def load_llmservingsim(repo: Path, hardware: str, kv_tokens: int, model: str = "meta-llama/Llama-3.1-8B",
+                       num_layers: int = 32) -> Table:
+    """Iteration times of every profiled attention batch that fits the token budget of the dense
+    profile (<= 2,048 tokens) and the instance's KV cache, composed as LLMServingSim walks a
+    Llama iteration (dense ops interpolated linearly at the batch's token count, per-sequence ops at
+    its number of sequences). The profiles were taken with real vLLM 0.19 kernels, eager mode."""
+    base = Path(repo) / "profiler" / "perf" / hardware / model / "bf16" / "tp1"
+    if not (base / "attention.csv").is_file():
+        raise SystemExit(f"no LLMServingSim profile at {base}: pass --llmservingsim-repo, a checkout of "
+                         "github.com/casys-kaist/LLMServingSim")
+    dense, per_seq = _curves(base / "dense.csv", "tokens"), _curves(base / "per_sequence.csv", "sequences")
+    feats = []
+    for r in csv.DictReader((base / "attention.csv").open()):
+        pc, kp, nd, kvd = (int(r[k]) for k in ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode"))
+        ntok, seqs = pc + nd, nd + (pc > 0)
+        if ntok == 0 or ntok > dense["qkv_proj"][0][-1] or pc + kp + nd * kvd > kv_tokens:
+            continue
+        layer_us = sum(m * np.interp(ntok, *dense[op]) for op, m in LSS_LAYER_OPS.items()) + float(r["time_us"])
+        us = (num_layers * layer_us + sum(np.interp(ntok, *dense[op]) for op in LSS_MODEL_OPS)
+              + sum(np.interp(seqs, *per_seq[op]) for op in LSS_SEQUENCE_OPS))
+        kind = "mixed" if pc and nd else ("prefill_only" if pc else "decode_only")
+        feats.append((ntok, pc * pc, pc * kp, nd * kvd, us / 1000.0, kind))
+    cols = list(zip(*feats))
+    return Table(*(np.array(c, dtype=float) for c in cols[:5]), kind=np.array(cols[5]))
+
+
+RTX4090 = GpuSpec("RTX4090", 25_250_627_584)  # torch's total for the GPU of LLMServingSim's run (its meta.json)
+
+
+def fit_llmservingsim(repo: Path) -> None:
+    plan, max_len = kv_plan(LLAMA31_8B, RTX4090)
+    table = load_llmservingsim(repo, "RTX4090", plan.kv_tokens)
+    c = fit(table, range(0, 2049, 16), balance_kinds=True)  # 97% of the grid's batches are mixed
+    mape, max_ape, lines = error_lines(table, c)
+    print("=" * 100)
+    print(f"llama3.1-8b-rtx4090: LLMServingSim's RTX 4090 profiles (vLLM 0.19), {len(table.ntok)} profiled batches "
+          f"within 2,048 tokens and the KV cache")
+    print("\n".join(lines))
+    print(textwrap.indent(plan.explain(), "  "))
+    print(profile_block(
+        "llama3.1-8b-rtx4090", c, kv_blocks=plan.num_kv_blocks, max_model_len=max_len,
+        extra=f"\n        max_num_batched_tokens={max(max_len, 2048)},",
+        source=f"composed from LLMServingSim's per-layer profiles of Llama-3.1-8B on an RTX 4090 with vLLM 0.19 "
+               f"(github.com/casys-kaist/LLMServingSim @ {_git_head(repo)}, MIT, profiler/perf/RTX4090), "
+               f"as its trace generator walks an iteration",
+        mape=mape, max_ape=max_ape,
+        notes=f"NNLS on relative error over {len(table.ntok)} profiled batches, each batch type (decode-only, "
+              f"prefill-only, mixed) weighted equally, knee {c[3]} by grid search (mean of the types' MAPEs); "
+              "profiles taken in eager mode (no CUDA graphs)."))
+
+
+# ------------------------------------------------------------------------------------------
 # Memory: vLLM's arithmetic, llm_routing_env/memory.py
 # ------------------------------------------------------------------------------------------
 
@@ -345,16 +430,23 @@ LLAMA31_8B = dataclasses.replace(LLAMA3_8B, name="Llama-3.1-8B", max_position_em
 
 def kv_plan(model: ModelSpec, gpu: GpuSpec, tensor_parallel: int = 1, max_num_seqs: int = 128):
     """KV blocks of one instance and the longest context it allows, with vLLM v0's default token
-    budget without chunked prefill (max(max_model_len, 2048)): max_model_len is first the model's
-    context, lowered to what the KV cache holds if memory does not allow it."""
-    max_len = model.max_position_embeddings
-    plan = kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel, max_num_batched_tokens=max(max_len, 2048),
-                         max_num_seqs=max_num_seqs)
-    if plan.max_model_len_tokens < max_len:  # memory, not the context, is the limit
-        max_len = plan.max_model_len_tokens
-        plan = kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel,
-                             max_num_batched_tokens=max(max_len, 2048), max_num_seqs=max_num_seqs)
-    return plan, min(max_len, plan.max_model_len_tokens)
+    budget without chunked prefill, max(max_model_len, 2048) (so the profile run's activations grow
+    with max_model_len): max_model_len is the model's context if memory allows it, else the largest
+    multiple of 1,024 tokens whose KV cache still holds one request of that length."""
+    def plan_for(max_len):
+        return kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel, max_num_batched_tokens=max(max_len, 2048),
+                             max_num_seqs=max_num_seqs)
+
+    context = model.max_position_embeddings
+    if plan_for(context).kv_tokens >= context:
+        return plan_for(context), context
+    lo, hi = 0, context // 1024  # kv_tokens falls as max_len grows: bisect on multiples of 1,024
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if plan_for(mid * 1024).kv_tokens >= mid * 1024 else (lo, mid - 1)
+    if lo == 0:
+        raise ValueError(f"{model.name} on {gpu.name}: the KV cache cannot hold a 1,024-token request")
+    return plan_for(lo * 1024), lo * 1024
 
 
 # ------------------------------------------------------------------------------------------
@@ -452,7 +544,8 @@ def fit_paper_v100() -> tuple[float, float]:
     return best.c0_ms, best.c5_ms_per_decode_context_token
 
 
-def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV, vidur_repo: Path | None = None) -> None:
+def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV, vidur_repo: Path | None = None,
+         llmservingsim_repo: Path | None = None) -> None:
     for path in (vidur_csv, splitwise_csv):
         if not Path(path).is_file():
             raise SystemExit(f"no table at {path}: pass --vidur / --splitwise (see the module docstring)")
@@ -519,11 +612,15 @@ def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV, vidur
         )
 
     # --- profiles composed from Vidur's per-operation measurements ---------------------------------
+    if llmservingsim_repo is not None and vidur_repo is None:
+        fit_llmservingsim(Path(llmservingsim_repo))
     if vidur_repo is None:
         print("=" * 100)
-        print("(no --vidur-repo: the llama3.1-8b-*, llama2-7b-h100 profiles are not refitted)")
+        print("(no --vidur-repo: the llama3.1-8b-a100/-h100, llama2-7b-h100 profiles are not refitted)")
         return
     fit_composed(vidur_csv, Path(vidur_repo))
+    if llmservingsim_repo is not None:
+        fit_llmservingsim(Path(llmservingsim_repo))
 
 
 def composed_tables(vidur_csv: Path, vidur_repo: Path) -> dict:
@@ -657,6 +754,8 @@ if __name__ == "__main__":
                     help=f"SplitwiseSim perf_model.csv (default {SPLITWISE_CSV})")
     ap.add_argument("--vidur-repo", type=Path, default=None,
                     help="a checkout of github.com/microsoft/vidur (its data/profiling/compute/*/mlp.csv are read)")
+    ap.add_argument("--llmservingsim-repo", type=Path, default=None,
+                    help="a checkout of github.com/casys-kaist/LLMServingSim (its profiler/perf/RTX4090 is read)")
     args = ap.parse_args()
-    main(args.vidur, args.splitwise, args.vidur_repo)
+    main(args.vidur, args.splitwise, args.vidur_repo, args.llmservingsim_repo)
     fit_paper_v100()
