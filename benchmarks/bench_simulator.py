@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from llm_routing_env import ClusterConfig
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator
 from llm_routing_env.workloads import generate
 
 

@@ -1,8 +1,8 @@
 """What both simulators share: the cluster configuration, the record layout, input validation.
 
 The semantics of an instance (admission, prefill/decode iterations, KV blocks, preemption) are
-specified in ``docs/simulator.md``; :mod:`llm_routing_env.simulator` implements them fast and
-:mod:`llm_routing_env.reference_simulator` implements them slowly and readably.
+specified in ``docs/simulator.md``; :mod:`llm_routing_env.sim` implements them fast (``ClusterSimulator``) and
+slowly and readably (``ReferenceSimulator``).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ import numpy as np
 from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
-from .simulator import ClusterSimulator
+from .sim import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
 from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
 
@@ -348,10 +348,11 @@ def _cache_file() -> Path:
 def _code_version() -> str:
     """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
     the measurement), so that a changed simulator never reads a rate measured by an older one."""
-    from . import cluster, profiles, simulator, workloads
+    from . import cluster, profiles, workloads
+    from .sim import scheduler, simulator, state
 
     h = hashlib.sha256()
-    for module in (simulator, cluster, profiles, workloads):
+    for module in (simulator, state, scheduler, cluster, profiles, workloads):
         h.update(Path(module.__file__).read_bytes())
     h.update(inspect.getsource(measure_saturation_rate).encode())
     return h.hexdigest()

@@ -9,9 +9,9 @@ import pytest
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile, get_profile
-from llm_routing_env.reference_simulator import ReferenceSimulator
+from llm_routing_env.sim import ReferenceSimulator
 from llm_routing_env.scenarios import load_scenario, scenario_names
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator
 
 # 4 KV blocks = 64 tokens = max_model_len: the longest prefill (63 tokens) needs all 4 blocks
 TINY = LatencyProfile(name="tiny-kv", c0_ms=5.0, c1_ms_per_token=0.1, c2_ms_per_token_above_knee=0.0,

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
-from llm_routing_env.reference_simulator import ReferenceSimulator
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ReferenceSimulator
+from llm_routing_env.sim import ClusterSimulator
 
 RTOL, ATOL = 1e-9, 1e-12
 

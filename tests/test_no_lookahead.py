@@ -13,8 +13,8 @@ import pytest
 
 from llm_routing_env.cluster import ClusterConfig
 from llm_routing_env.profiles import get_profile
-from llm_routing_env.reference_simulator import ReferenceSimulator
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ReferenceSimulator
+from llm_routing_env.sim import ClusterSimulator
 from tests.test_reference_timings import SIMPLE
 
 SIMULATORS = [ReferenceSimulator, ClusterSimulator]

@@ -15,7 +15,7 @@ import pytest
 
 from llm_routing_env.cluster import COMPLETED, NOT_DISPATCHED, RUNNING, WAITING, ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
-from llm_routing_env.reference_simulator import ReferenceSimulator
+from llm_routing_env.sim import ReferenceSimulator
 
 
 def make_profile(name="simple", *, c0=10.0, c1=1.0, c3=0.0, c4=0.0, c5=0.0, kv_capacity_blocks=100,

@@ -181,7 +181,7 @@ def test_saturation_is_cached_on_disk(tmp_path):
 
 
 def test_saturation_key_changes_with_everything_that_determines_the_rate(tmp_path, monkeypatch):
-    from llm_routing_env import simulator
+    from llm_routing_env.sim import scheduler
     from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
     from llm_routing_env.profiles import get_profile
 
@@ -207,11 +207,11 @@ def test_saturation_key_changes_with_everything_that_determines_the_rate(tmp_pat
     }
     assert len({base, *variants.values()}) == 1 + len(variants), variants
     assert key() == base  # and stable
-    # the code version: a changed simulator source gives another key
-    changed = tmp_path / "simulator.py"
-    changed.write_bytes(open(simulator.__file__, "rb").read() + b"# changed\n")
+    # the code version: a changed simulator source (its step rules) gives another key
+    changed = tmp_path / "scheduler.py"
+    changed.write_bytes(open(scheduler.__file__, "rb").read() + b"# changed\n")
     S._code_version.cache_clear()
-    monkeypatch.setattr(simulator, "__file__", str(changed))
+    monkeypatch.setattr(scheduler, "__file__", str(changed))
     try:
         assert key() != base
     finally:

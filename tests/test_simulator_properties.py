@@ -41,10 +41,10 @@ PROFILES = [
 def simulator_class(request):
     """The simulator class under test (an import failure fails the tests, never skips them)."""
     if request.param == "reference":
-        from llm_routing_env.reference_simulator import ReferenceSimulator
+        from llm_routing_env.sim import ReferenceSimulator
 
         return ReferenceSimulator
-    from llm_routing_env.simulator import ClusterSimulator
+    from llm_routing_env.sim import ClusterSimulator
 
     return ClusterSimulator
 

@@ -4,7 +4,7 @@ It follows ``docs/simulator.md`` literally: every instance runs one iteration at
 request is a small Python object moved between a FCFS ``waiting`` deque and a ``running`` list.
 There is no vectorization and no skipping of decode iterations, so it is easy to check by hand;
 ``tests/test_differential.py`` uses it as the oracle for the fast NumPy simulator
-(:mod:`llm_routing_env.simulator`), which has the same public API.
+(:mod:`llm_routing_env.sim.simulator`), which has the same public API.
 
 What a router sees (every query but ``records``) is each instance as of its last iteration that
 has finished: an instance whose iteration is still in flight at ``now_s`` shows the snapshot taken
@@ -24,7 +24,7 @@ from collections import deque
 
 import numpy as np
 
-from .cluster import (
+from ..cluster import (
     COMPLETED,
     NOT_DISPATCHED,
     RUNNING,
@@ -36,7 +36,7 @@ from .cluster import (
     validate_dispatch,
     validate_target_times,
 )
-from .profiles import blocks_for_tokens, iteration_time_ms
+from ..profiles import blocks_for_tokens, iteration_time_ms
 
 NAN = float("nan")
 
@@ -278,7 +278,7 @@ class _Instance:
 class ReferenceSimulator:
     """B independent clusters of N instances each, simulated one iteration at a time.
 
-    Same public API as :class:`llm_routing_env.simulator.ClusterSimulator`.
+    Same public API as :class:`llm_routing_env.sim.simulator.ClusterSimulator`.
     """
 
     def __init__(self, config: ClusterConfig, num_clusters: int = 1, max_requests: int = 1024):
