@@ -3,8 +3,17 @@ schedules, how long it takes and what it changes, vectorized over every instance
 
 A step is one iteration, or, for an instance that would only decode and whose batch cannot change
 before the next event, ``k`` decode iterations at once in closed form. The semantics are those of
-``docs/simulator.md`` (vLLM v0: prefill first by default, v0's chunked prefill as an option); the
-latency model is :func:`llm_routing_env.profiles.iteration_time_ms`.
+``docs/simulator.md``: vLLM v0 (prefill first by default, v0's chunked prefill as an option) and
+vLLM v1. The three share one pipeline, which differs only where the engines do:
+
+* v0 prefill first: admissions make a prefill-only iteration, decodes stall (``stalled``);
+* v0 chunked prefill and v1 (``self.chunked``): decodes, then the running prefill's chunk, then
+  admissions, in one token budget;
+* v1 (``self.v1``) besides: KV blocks follow the computed tokens (a chunk takes the blocks it
+  fills, ``_v1_prefill_chunks``; an admission the blocks of its chunk), so the running prefill's
+  chunk can preempt, and there is no watermark (the limits hold 0).
+
+The latency model is :func:`llm_routing_env.profiles.iteration_time_ms`.
 
 A step applies an iteration's whole effect when it starts; for the iteration still in flight at
 the target time (the last of a step whose end passes the target) it keeps a *visible* copy of the
@@ -58,18 +67,27 @@ class SchedulerSteps:
                 stalled[adm["step"]] = True
                 n_dec = n_dec * ~stalled
 
-        # ---- KV blocks for the decode set, preemption (recompute) where they run short; rows
-        # with fewer free blocks than decoding requests are the only ones that may run short
+        # ---- KV blocks for the decode set (and, under v1, the running prefill's chunk), preemption
+        # (recompute) where they run short; rows with fewer free blocks than decoding requests
+        # (plus the chunk's blocks) are the only ones that may run short
         need_now = None
         preempted = None
-        if np.count_nonzero(n_dec > free):
+        early = chunk_need = None
+        if self.v1:  # v1: the running prefill's next chunk takes its blocks (and may preempt) too
+            early = self._v1_prefill_chunks(rows, n, n_dec)
+            if early is not None:
+                chunk_need = early[-1]
+        short = n_dec > free if chunk_need is None else n_dec + chunk_need > free
+        if np.count_nonzero(short):
             # (times n_dec > 0: a stalled row's histogram still counts the requests that wait)
             need_now = (hist * (slack15 == KV_BLOCK_TOKENS - 1)).sum(axis=1) * (n_dec > 0)
-            if np.count_nonzero(need_now > free):
-                preempted = need_now > free
+            total_need = need_now if chunk_need is None else need_now + chunk_need
+            if np.count_nonzero(total_need > free):
+                preempted = total_need > free
                 v_idx = preempted.nonzero()[0]
                 v_rows = rows[v_idx]
-                free[v_idx] += self._preempt(v_rows, clock[v_idx], free[v_idx])
+                chunk_budget = self._budget[v_rows] - n_dec[v_idx] if self.v1 else None
+                free[v_idx] += self._preempt(v_rows, clock[v_idx], free[v_idx], chunk_budget)
                 n[v_idx] = self.n_running[v_rows]
                 n_dec[v_idx] = self._n_dec[v_rows]
                 hist[v_idx] = self._fill_hist[v_rows]
@@ -85,8 +103,13 @@ class SchedulerSteps:
             budget_left = self._budget[rows] - n_dec
             p_idx = (n > n_dec).nonzero()[0]  # rows with a running prefill
             if p_idx.size:
-                prefills = self._prefill_chunks(rows[p_idx], budget_left[p_idx])
+                if early is not None and preempted is None:  # (v1: computed above, nothing changed since)
+                    prefills = early[:4]
+                else:
+                    prefills = self._prefill_chunks(rows[p_idx], budget_left[p_idx])
                 chunk, prior = prefills[2], prefills[1][PREFILLED]
+                if self.v1:  # the chunks take the blocks they fill
+                    free[p_idx] -= (_ceil_blocks(prior + chunk) - _ceil_blocks(prior)).sum(axis=1)
                 chunk_total = np.zeros(k_rows, dtype=np.int64)
                 chunk_sq, chunk_prior = chunk_total.copy(), chunk_total.copy()
                 chunk_total[p_idx] = chunk.sum(axis=1)
@@ -100,6 +123,9 @@ class SchedulerSteps:
                 # admission sees the blocks left once the decode set has taken those it needs now
                 taken = (hist[a_idx] * (slack15[a_idx] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
                 cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - (cand["cum_x"] - cand["x"]))
+                if self.v1:  # an admitted request takes the blocks of its chunk only
+                    cand["need"] = _ceil_blocks(np.maximum(cand["chunk"], 0))
+                    cand["cum_need"] = cand["need"].cumsum(axis=1)
                 adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx] - taken, chunked=True,
                                                                    budget=budget_left))
         if adm is not None:  # the admitted requests' chunks join the batch; they take their blocks
@@ -268,7 +294,7 @@ class SchedulerSteps:
         self.completion_time_sum_s[rows] += n_done * end_s
         self._leave(rows, end, r_idx, j_idx, slot_rows, q, context0, decoding=np.ones_like(r_idx))
 
-    def _preempt(self, rows, clock, free) -> np.ndarray:
+    def _preempt(self, rows, clock, free, chunk_budget=None) -> np.ndarray:
         """Block allocation walking each running list, preempting from the tail (recompute).
 
         The kept requests are the longest prefix whose block needs fit in the free blocks plus
@@ -281,7 +307,14 @@ class SchedulerSteps:
         decoding = block[END] < _NO_LIMIT
         kv_tokens = block[PROMPT] + block[GEN0] + clock[:, None] - 1
         need = decoding & (kv_tokens % KV_BLOCK_TOKENS == 0)
-        held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[TARGET])) * valid
+        if chunk_budget is None:  # v0: a prefill holds its whole target's blocks from admission
+            held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(block[TARGET])) * valid
+        else:  # v1: a prefill holds the blocks of what it computed, and its next chunk needs more
+            prior = block[PREFILLED]
+            held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(prior)) * valid
+            rem = np.where(valid & ~decoding, block[TARGET] - prior, 0)
+            chunk = np.clip(chunk_budget[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
+            need = need + (_ceil_blocks(prior + chunk) - _ceil_blocks(prior))
         suffix_after = held.sum(axis=1, keepdims=True) - held.cumsum(axis=1)
         victims = valid & (need.cumsum(axis=1) - suffix_after > free[:, None])
         n_victims = victims.sum(axis=1)
@@ -311,6 +344,20 @@ class SchedulerSteps:
         rem = np.where(block[Q] >= 0, block[TARGET] - block[PREFILLED], 0)
         chunk = np.clip(budget_left[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
         return rows, block, chunk, rem > 0
+
+    def _v1_prefill_chunks(self, rows, n, n_dec):
+        """v1, before preemption: the running prefills' chunks (the four results of
+        ``_prefill_chunks``) and the KV blocks each step row's chunks fill; None without running
+        prefills. (A running prefill is the tail of its running list, behind every decode, so
+        preemption either keeps its chunk as it is or takes the request.)"""
+        p_idx = (n > n_dec).nonzero()[0]
+        if p_idx.size == 0:
+            return None
+        p_rows, block, chunk, prefilling = self._prefill_chunks(rows[p_idx], self._budget[rows[p_idx]] - n_dec[p_idx])
+        prior = block[PREFILLED]
+        chunk_need = np.zeros(rows.size, dtype=np.int64)
+        chunk_need[p_idx] = (_ceil_blocks(prior + chunk) - _ceil_blocks(prior)).sum(axis=1)
+        return p_rows, block, chunk, prefilling, chunk_need
 
     def _advance_prefills(self, rows, block, chunk, prefilling, clock_before, clock, end_s) -> None:
         """End of an iteration for the running prefills of ``rows``: a prefill that completes yields

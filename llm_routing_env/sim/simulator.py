@@ -1,13 +1,14 @@
 """The fast cluster simulator: B independent clusters x N instances advanced together in NumPy.
 
-Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, v0's chunked prefill as an option);
+Semantics are those of ``docs/simulator.md`` (vLLM v0 by default, v0's chunked prefill as an option,
+or vLLM v1's scheduler);
 :mod:`.reference` implements the same thing slowly, and a differential test holds the two together.
 The class is assembled from three parts, each in its own module:
 
 * :mod:`.state`: the batched state (struct of arrays over instance rows and requests) and its
   bookkeeping;
-* :mod:`.scheduler`: the step rules (admission, chunking, KV blocks, preemption, decode runs in
-  closed form, completions), vectorized over the rows that step;
+* :mod:`.scheduler`: the step rules of vLLM v0's and v1's schedulers (admission, chunking, KV
+  blocks, preemption, decode runs in closed form, completions), vectorized over the rows that step;
 * :mod:`.views`: the router queries (what a router sees) and the records (the truth).
 
 The latency model is :func:`llm_routing_env.profiles.iteration_time_ms`. ``advance_to`` repeats one
@@ -36,7 +37,10 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.config = config
-        self.chunked = bool(config.scheduler.chunked_prefill)
+        # mixed batches (decodes beside prefill chunks): v0's chunked prefill, or v1, whose KV
+        # blocks follow the computed tokens (sim/scheduler.py)
+        self.chunked = config.scheduler.mixed_batches
+        self.v1 = config.scheduler.v1
         self.B, self.N, self.R = int(num_clusters), config.num_instances, int(max_requests)
         # with prediction classes, each row summarizes its decode set as set_predictions' values see it
         self._has_predictions = prediction_classes is not None
