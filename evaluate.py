@@ -2,7 +2,8 @@
 
     python evaluate.py --scenario paper-v100 --policies rr,lor,p2c,lwl,models/dqn-guided.zip \\
         --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] \\
-        [--trace PATH] [--profile NAME] [--instances N] [--chunked-prefill] [--overlong reject|clip|error] \\
+        [--trace PATH] [--profile NAME] [--instances N] [--scheduler vllm-v0|vllm-v1] [--chunked-prefill] \\
+        [--overlong reject|clip|error] \\
         [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
 
 Policies: the routers of agents/baselines.py (``--list`` shows them with their sources; ``jsq``, the
@@ -91,6 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--load", type=_loads, help="comma-separated loads (rate / saturation rate) to sweep")
     p.add_argument("--profile", help="latency profile of every instance (overrides the scenario's cluster)")
     p.add_argument("--instances", type=_positive_int, help="number of instances (overrides the scenario's)")
+    p.add_argument("--scheduler", choices=["vllm-v0", "vllm-v1"],
+                   help="the instances' scheduler: vllm-v0 (the paper's engine) or vllm-v1 (one token budget, "
+                        "prefills always chunked, KV blocks as tokens are computed); default: the scenario's")
     p.add_argument("--chunked-prefill", action="store_true", default=None, dest="chunked_prefill",
                    help="turn vLLM v0's chunked prefill on (512-token budget, KV reserved for the whole prompt)")
     p.add_argument("--num-requests", type=_positive_int, dest="num_requests", help="requests per episode")
@@ -131,7 +135,8 @@ def main(argv=None) -> int:
     try:
         scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
                                     instances=args.instances, chunked_prefill=args.chunked_prefill,
-                                    num_requests=args.num_requests, overlong=args.overlong)
+                                    num_requests=args.num_requests, overlong=args.overlong,
+                                    scheduler=args.scheduler)
         specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode)
         seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
         if args.load:

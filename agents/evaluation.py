@@ -129,7 +129,7 @@ def default_workers() -> int:
 
 # ------------------------------------------------------------------------------- scenarios
 def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances=None, chunked_prefill=None,
-                   num_requests=None, overlong=None) -> Scenario:
+                   num_requests=None, overlong=None, scheduler=None) -> Scenario:
     """The scenario to evaluate on: a shipped name / file (default ``paper-v100``'s cluster when only a
     trace is given) with the trace and cluster overrides. A trace file without ``rate`` plays at
     its own times; ``rate`` rescales each episode's window to that mean rate."""
@@ -137,7 +137,7 @@ def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances
         raise ValueError("give a scenario (--scenario) or a trace (--trace)")
     base = load_scenario(scenario if scenario is not None else "paper-v100")
     changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests,
-                     "overlong": overlong}  # (issue #11 §4: None keeps the scenario's choice)
+                     "overlong": overlong, "scheduler": scheduler}  # (None keeps the scenario's choice)
     if chunked_prefill is not None:
         changes["chunked_prefill"] = bool(chunked_prefill)
     if trace is not None:  # the scenario validates it (a missing or malformed file is named); no rate: its own
@@ -464,17 +464,18 @@ def _chunks(n_episodes: int, n_pairs: int, workers: int, max_batch: int | None) 
 def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0, mode: str = "arrival",
              loads=None, rate=None, workers: int | None = 1, progress: bool = False, collect_requests: bool = False,
              trace=None, profile=None, instances=None, chunked_prefill=None, num_requests=None,
-             overlong=None) -> list[dict]:
+             overlong=None, scheduler=None) -> list[dict]:
     """Evaluate ``policies`` (router names, model paths or PolicySpecs) on ``scenario`` (a name, a
-    file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``chunked_prefill``/``num_requests``/
-    ``overlong`` override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
+    file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``scheduler``/``chunked_prefill``/
+    ``num_requests``/``overlong`` override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
     ``loads`` (a list; None: the scenario's own rate). Returns one result dict per policy (and load),
     keys described in the module docstring and evaluate.py. ``workers=None`` uses every core.
     Raises PolicyError / ValueError before simulating anything if a policy or setting is unusable."""
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     base = build_scenario(scenario, trace=trace, rate=rate, profile=profile, instances=instances,
-                          chunked_prefill=chunked_prefill, num_requests=num_requests, overlong=overlong)
+                          chunked_prefill=chunked_prefill, num_requests=num_requests, overlong=overlong,
+                          scheduler=scheduler)
     if loads is not None:
         loads = [float(x) for x in loads]
         if rate is not None:

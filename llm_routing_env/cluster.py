@@ -1,8 +1,8 @@
 """What both simulators share: the cluster configuration, the record layout, input validation.
 
 The semantics of an instance (admission, prefill/decode iterations, KV blocks, preemption) are
-specified in ``docs/simulator.md``; :mod:`llm_routing_env.simulator` implements them fast and
-:mod:`llm_routing_env.reference_simulator` implements them slowly and readably.
+specified in ``docs/simulator.md``; :mod:`llm_routing_env.sim` implements them fast (``ClusterSimulator``) and
+slowly and readably (``ReferenceSimulator``).
 """
 
 from __future__ import annotations
@@ -18,23 +18,42 @@ from .profiles import LatencyProfile, blocks_for_tokens, get_profile
 NOT_DISPATCHED, WAITING, RUNNING, COMPLETED = 0, 1, 2, 3
 
 
+# The schedulers modelled (docs/simulator.md): vLLM v0's (the paper's engine) and vLLM v1's
+SCHEDULERS = ("vllm-v0", "vllm-v1")
+# vLLM v1's online-serving defaults (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults,
+# UsageContext.OPENAI_API_SERVER): (max_num_batched_tokens, max_num_seqs) on GPUs below 70 GiB or
+# A100s, and on the larger others (H100, MI300x)
+V1_DEFAULTS = (2048, 256)
+V1_DEFAULTS_LARGE_GPU = (8192, 1024)
+V0_WATERMARK_FRAC = 0.01  # vLLM v0's CacheConfig default
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     """Instance-level scheduler options, the same for every instance of a cluster.
 
-    ``max_num_seqs`` / ``max_num_batched_tokens`` default to the profile's values (vLLM's 128 and
-    4096) without chunked prefill, and to the profile's ``max_num_seqs`` and a 512-token budget
-    with it (vLLM v0's chunked prefill: KV reserved for the whole prompt at admission, watermark
-    kept; not v1's scheduler). Settings under which some request could never be admitted are
-    refused when the :class:`ClusterConfig` is built (see ``ClusterConfig._resolve``).
+    ``scheduler`` is ``"vllm-v0"`` (vLLM v0's scheduler, the paper's engine: the default) or
+    ``"vllm-v1"`` (vLLM v1's: one token budget per step, running requests before waiting ones,
+    prefills always chunked, KV blocks taken as tokens are computed, no admission watermark).
+
+    Under vLLM v0, ``max_num_seqs`` / ``max_num_batched_tokens`` default to the profile's values
+    (vLLM's 128 and 4096) without chunked prefill, and to the profile's ``max_num_seqs`` and a
+    512-token budget with it; ``chunked_prefill`` (vLLM v0's chunked prefill: KV reserved for the
+    whole prompt at admission, watermark kept) and ``watermark_frac`` (default 0.01) are v0
+    options. Under vLLM v1 they default to vLLM v1's online-serving values (2048 tokens and 256
+    sequences; 8192 and 1024 on H100 profiles). Settings under which some request could never be
+    admitted are refused when the :class:`ClusterConfig` is built (see ``ClusterConfig._resolve``).
     """
 
+    scheduler: str = "vllm-v0"
     chunked_prefill: bool = False
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    watermark_frac: float = 0.01
+    watermark_frac: float | None = None
 
     def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if not isinstance(self.chunked_prefill, (bool, np.bool_)):
             raise ValueError(f"chunked_prefill must be True or False, got {self.chunked_prefill!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -42,8 +61,24 @@ class SchedulerConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         w = self.watermark_frac
-        if not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w < 1:
+        if w is not None and (not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 <= w < 1):
             raise ValueError(f"watermark_frac must be a number in [0, 1), got {w!r}")
+        if self.v1:
+            if self.chunked_prefill:
+                raise ValueError("chunked_prefill is a vllm-v0 option (v0's chunked prefill); the vllm-v1 scheduler "
+                                 "always chunks prefills into its token budget: drop chunked_prefill")
+            if w is not None:
+                raise ValueError("watermark_frac is a vllm-v0 option; the vllm-v1 scheduler keeps no admission "
+                                 "watermark: drop watermark_frac")
+
+    @property
+    def v1(self) -> bool:
+        return self.scheduler == "vllm-v1"
+
+    @property
+    def mixed_batches(self) -> bool:
+        """Decodes and prefill chunks share an iteration (v0's chunked prefill, or v1)."""
+        return bool(self.chunked_prefill) or self.v1
 
 
 @dataclass(frozen=True)
@@ -76,6 +111,25 @@ class ClusterConfig:
         docs/simulator.md must let an empty instance take the longest prefill, ``max_model_len - 1``
         tokens (a prompt that leaves room for one output token, or a preempted request's recompute)."""
         s = self.scheduler
+        if s.v1:
+            # vLLM's own default for the GPU: the larger one for H100 profiles (>= 70 GiB, not an A100)
+            budget_default, seqs_default = V1_DEFAULTS_LARGE_GPU if "h100" in p.name.lower() else V1_DEFAULTS
+            max_num_seqs = s.max_num_seqs or seqs_default
+            budget = s.max_num_batched_tokens or budget_default
+            if budget < max_num_seqs:  # vLLM's SchedulerConfig check
+                raise ValueError(
+                    f"with scheduler vllm-v1, max_num_batched_tokens ({budget}) must be greater than or equal to "
+                    f"max_num_seqs ({max_num_seqs}) (vLLM refuses to start)"
+                )
+            longest = blocks_for_tokens(p.max_model_len - 1)
+            if longest > p.kv_capacity_blocks:
+                raise ValueError(
+                    f"profile {p.name!r} holds {p.kv_capacity_blocks} KV blocks: a prefill of max_model_len - 1 = "
+                    f"{p.max_model_len - 1} tokens needs {longest} and could never run"
+                )
+            return InstanceLimits(kv_capacity_blocks=p.kv_capacity_blocks, watermark_blocks=0,
+                                  max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
+                                  max_model_len=p.max_model_len)
         max_num_seqs = s.max_num_seqs or p.max_num_seqs
         if s.chunked_prefill:
             budget = s.max_num_batched_tokens or 512
@@ -92,11 +146,12 @@ class ClusterConfig:
                     f"({p.max_model_len}) of profile {p.name!r}: a long prompt could never be scheduled "
                     f"(vLLM v0 refuses to start); raise max_num_batched_tokens or turn chunked_prefill on"
                 )
-        watermark = int(s.watermark_frac * p.kv_capacity_blocks)
+        watermark_frac = V0_WATERMARK_FRAC if s.watermark_frac is None else s.watermark_frac
+        watermark = int(watermark_frac * p.kv_capacity_blocks)
         longest = blocks_for_tokens(p.max_model_len - 1)
         if longest > p.kv_capacity_blocks - watermark:
             raise ValueError(
-                f"watermark_frac={s.watermark_frac} keeps {watermark} of the {p.kv_capacity_blocks} KV blocks of "
+                f"watermark_frac={watermark_frac} keeps {watermark} of the {p.kv_capacity_blocks} KV blocks of "
                 f"profile {p.name!r} free at admission, leaving {p.kv_capacity_blocks - watermark}: "
                 f"a prefill of max_model_len - 1 = {p.max_model_len - 1} tokens needs {longest} blocks and could "
                 f"never be admitted (vLLM v0 would ignore such requests); lower watermark_frac"

@@ -33,7 +33,7 @@ from .config import EnvConfig
 from .impact import guidance
 from .metrics import summarize
 from .predictors import DQN_STATE_BUCKETS, make_predictor
-from .simulator import ClusterSimulator
+from .sim import ClusterSimulator
 from .view import ClairvoyantView, RouterQueries, RouterView
 
 

@@ -10,7 +10,8 @@ recomputes requests. The router's job is to send each request where it hurts lea
 * ``scenario`` (``"paper-v100"``): a shipped scenario name or a TOML/YAML file
   (``python -m llm_routing_env.scenarios`` lists them), or a ``Scenario`` (e.g.
   ``load_scenario(...).with_overrides(trace=PATH)`` to replay a trace file); ``rate_per_s``,
-  ``load``, ``num_instances``, ``profile``, ``chunked_prefill``, ``num_requests``, ``overlong``
+  ``load``, ``num_instances``, ``profile``, ``scheduler`` (``"vllm-v0"`` or ``"vllm-v1"``),
+  ``chunked_prefill`` (vLLM v0's), ``num_requests``, ``overlong``
   (requests beyond the context: ``"reject"``, ``"clip"`` or ``"error"``) override its fields.
 * ``mode`` (``"tick"``): ``"tick"``, a decision every ``decision_interval_s`` (0.02 s) with a hold
   action, the paper's; or ``"arrival"``, one decision per arriving request.

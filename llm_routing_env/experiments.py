@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .cluster import COMPLETED, ClusterConfig
 from .profiles import get_profile
-from .simulator import ClusterSimulator
+from .sim import ClusterSimulator
 
 
 def paper_interference_experiment(profile="llama2-7b-v100", joiners: bool = True,

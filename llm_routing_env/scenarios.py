@@ -9,7 +9,8 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     [cluster]
     profile = "llama2-7b-a100"      # or: instances = ["llama2-7b-a100", "llama3.1-8b-a100"]
     num_instances = 4
-    chunked_prefill = false
+    scheduler = "vllm-v0"           # or "vllm-v1" (docs/simulator.md)
+    chunked_prefill = false         # vllm-v0 only: v0's chunked prefill
     [workload]
     trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv"
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
@@ -75,7 +76,7 @@ import numpy as np
 from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
-from .simulator import ClusterSimulator
+from .sim import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
 from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
 
@@ -92,6 +93,7 @@ class Scenario:
     name: str
     description: str = ""
     instances: tuple[str, ...] = ("llama2-7b-v100",) * 4
+    scheduler: str = "vllm-v0"
     chunked_prefill: bool = False
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
@@ -212,7 +214,7 @@ class Scenario:
     # ----------------------------------------------------------------------------------------
     def cluster_config(self) -> ClusterConfig:
         return ClusterConfig(list(self.instances), SchedulerConfig(
-            chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
+            scheduler=self.scheduler, chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens))
 
     @property
@@ -294,7 +296,8 @@ class Scenario:
     def summary_line(self) -> str:
         sat = self.saturation_rate()
         rate = self.offered_rate()
-        cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "")
+        cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "") \
+            + (" v1" if self.scheduler == "vllm-v1" else "")
         workload = self.mix if self.mix is not None else \
             (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
@@ -348,10 +351,11 @@ def _cache_file() -> Path:
 def _code_version() -> str:
     """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
     the measurement), so that a changed simulator never reads a rate measured by an older one."""
-    from . import cluster, profiles, simulator, workloads
+    from . import cluster, profiles, workloads
+    from .sim import scheduler, simulator, state
 
     h = hashlib.sha256()
-    for module in (simulator, cluster, profiles, workloads):
+    for module in (simulator, state, scheduler, cluster, profiles, workloads):
         h.update(Path(module.__file__).read_bytes())
     h.update(inspect.getsource(measure_saturation_rate).encode())
     return h.hexdigest()
@@ -501,7 +505,8 @@ def scenario_names() -> list[str]:
 
 _SECTIONS = {
     "": {"name", "description"},
-    "cluster": {"profile", "num_instances", "instances", "chunked_prefill", "max_num_seqs", "max_num_batched_tokens"},
+    "cluster": {"profile", "num_instances", "instances", "scheduler", "chunked_prefill", "max_num_seqs",
+                "max_num_batched_tokens"},
     "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong",
                  "predictor_train_fraction", "predictor_train_trace"},
 }

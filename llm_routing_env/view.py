@@ -30,7 +30,7 @@ from .profiles import iteration_time_ms
 @dataclass(frozen=True)
 class RouterQueries:
     """Functions (no arguments) that a RouterView reads its per-instance fields through; each
-    returns router-visible data only (the simulator's router queries, simulator.py)."""
+    returns router-visible data only (the simulator's router queries, sim/views.py)."""
 
     instance_state: Callable          # -> cluster.InstanceState, (B, N) arrays
     decode_totals: Callable           # -> (number decoding, their context sum), (B, N) each

@@ -103,7 +103,7 @@ def test_registry_and_attributes():
 def test_the_router_view_holds_nothing_but_what_a_router_may_know():
     """No attribute of a RouterView leads to the core, the simulator or the workload's true
     lengths (today's and future requests' lengths stay in the core); a ClairvoyantView does."""
-    from llm_routing_env.simulator import ClusterSimulator
+    from llm_routing_env.sim import ClusterSimulator
 
     cfg = tiny_config(n=20)
     core = RoutingCore(cfg, num_envs=1)
@@ -307,7 +307,7 @@ def test_oracles_are_flagged_and_read_true_lengths():
     instance as a router sees them, checked against the readable reference simulator replaying the
     same dispatches (an independent implementation of what a router sees)."""
     from llm_routing_env.cluster import NOT_DISPATCHED
-    from llm_routing_env.reference_simulator import ReferenceSimulator
+    from llm_routing_env.sim import ReferenceSimulator
 
     for name in ("oracle-lwl", "oracle-lookahead"):
         assert make_router(name).clairvoyant

@@ -1,6 +1,6 @@
 """Cluster configurations under which some request could never be admitted are refused when built,
-with a message naming the setting (as vLLM v0 refuses to start); at the limit both simulators
-serve the longest requests."""
+with a message naming the setting (as vLLM refuses to start); each scheduler's defaults; at the
+limit both simulators serve the longest requests under each scheduler."""
 
 import dataclasses
 
@@ -9,9 +9,8 @@ import pytest
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile, get_profile
-from llm_routing_env.reference_simulator import ReferenceSimulator
 from llm_routing_env.scenarios import load_scenario, scenario_names
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator, ReferenceSimulator
 
 # 4 KV blocks = 64 tokens = max_model_len: the longest prefill (63 tokens) needs all 4 blocks
 TINY = LatencyProfile(name="tiny-kv", c0_ms=5.0, c1_ms_per_token=0.1, c2_ms_per_token_above_knee=0.0,
@@ -57,13 +56,44 @@ def test_a_chunked_budget_that_a_full_decode_batch_takes_whole_is_refused():
         ClusterConfig(["llama2-7b-v100"], SchedulerConfig(chunked_prefill=True, max_num_batched_tokens=128))
 
 
-@pytest.mark.parametrize("chunked", [False, True])
+def test_scheduler_names_and_their_options_are_checked():
+    with pytest.raises(ValueError, match=r"scheduler must be one of vllm-v0, vllm-v1; got 'vllm-v2'"):
+        SchedulerConfig(scheduler="vllm-v2")
+    with pytest.raises(ValueError, match=r"chunked_prefill is a vllm-v0 option .* vllm-v1 scheduler always chunks"):
+        SchedulerConfig(scheduler="vllm-v1", chunked_prefill=True)
+    with pytest.raises(ValueError, match=r"watermark_frac is a vllm-v0 option; the vllm-v1 scheduler keeps no"):
+        SchedulerConfig(scheduler="vllm-v1", watermark_frac=0.01)
+    with pytest.raises(ValueError, match=r"with scheduler vllm-v1, max_num_batched_tokens \(128\) must be greater "
+                                         r"than or equal to max_num_seqs \(256\)"):
+        ClusterConfig(["llama2-7b-a100"], SchedulerConfig(scheduler="vllm-v1", max_num_batched_tokens=128))
+
+
+def test_each_scheduler_has_its_engines_defaults():
+    def limits(profile, **scheduler):
+        lim = ClusterConfig([profile], SchedulerConfig(**scheduler)).limits[0]
+        return lim.max_num_batched_tokens, lim.max_num_seqs, lim.watermark_blocks
+
+    a100 = get_profile("llama2-7b-a100")
+    # vLLM v0: the profile's 4096 tokens and 128 sequences, 1% of the KV blocks kept free
+    assert limits(a100) == (4096, 128, int(0.01 * a100.kv_capacity_blocks))
+    assert limits(a100, chunked_prefill=True)[:2] == (512, 128)
+    # vLLM v1's `vllm serve` defaults: 2048 / 256 (A100 and smaller GPUs), 8192 / 1024 (H100), no watermark
+    assert limits(a100, scheduler="vllm-v1") == (2048, 256, 0)
+    assert limits("llama2-70b-h100-tp4", scheduler="vllm-v1") == (8192, 1024, 0)
+    assert limits(a100, scheduler="vllm-v1", max_num_batched_tokens=512, max_num_seqs=64) == (512, 64, 0)
+
+
+@pytest.mark.parametrize("scheduler_name", ["vllm-v0", "vllm-v0-chunked", "vllm-v1"])
 @pytest.mark.parametrize("simulator_class", [ClusterSimulator, ReferenceSimulator])
-def test_at_the_limit_the_longest_requests_are_served(simulator_class, chunked):
+def test_at_the_limit_the_longest_requests_are_served(simulator_class, scheduler_name):
     """With every KV block needed by a request of max_model_len tokens (watermark 0), requests
     that fill the context complete, alone and competing (preempting one another)."""
-    scheduler = SchedulerConfig(chunked_prefill=chunked, max_num_batched_tokens=16 if chunked else None,
-                                watermark_frac=0.2)
+    if scheduler_name == "vllm-v1":
+        scheduler = SchedulerConfig(scheduler="vllm-v1", max_num_batched_tokens=16, max_num_seqs=4)
+    else:
+        chunked = scheduler_name == "vllm-v0-chunked"
+        scheduler = SchedulerConfig(chunked_prefill=chunked, max_num_batched_tokens=16 if chunked else None,
+                                    watermark_frac=0.2)
     sim = simulator_class(ClusterConfig([TINY], scheduler), num_clusters=1, max_requests=4)
     prompt, output = np.array([63, 40, 1, 32]), np.array([1, 24, 63, 32])
     sim.dispatch(0, np.arange(4), 0, prompt, output, 0.0)

@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 
 from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
-from llm_routing_env.reference_simulator import ReferenceSimulator
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator, ReferenceSimulator
 
 RTOL, ATOL = 1e-9, 1e-12
 
@@ -71,18 +70,19 @@ class Scenario:
     """
 
     profiles: list[str]                 # one per instance
-    chunked_prefill: bool
+    scheduler: str                      # "vllm-v0", "vllm-v0-chunked" (v0's chunked prefill) or "vllm-v1"
     max_num_seqs: int | None
     max_num_batched_tokens: int | None
     num_clusters: int
     calls: list[tuple] = field(default_factory=list)
 
+    def scheduler_kwargs(self) -> dict:
+        return {"scheduler": "vllm-v1" if self.scheduler == "vllm-v1" else "vllm-v0",
+                "chunked_prefill": self.scheduler == "vllm-v0-chunked", "max_num_seqs": self.max_num_seqs,
+                "max_num_batched_tokens": self.max_num_batched_tokens}
+
     def config(self) -> ClusterConfig:
-        return ClusterConfig(
-            [PROFILES[p] for p in self.profiles],
-            SchedulerConfig(chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
-                            max_num_batched_tokens=self.max_num_batched_tokens),
-        )
+        return ClusterConfig([PROFILES[p] for p in self.profiles], SchedulerConfig(**self.scheduler_kwargs()))
 
     def repro(self, calls: list[str]) -> str:
         """A script replaying the calls made so far on both simulators."""
@@ -91,8 +91,7 @@ class Scenario:
             "from llm_routing_env.cluster import ClusterConfig, SchedulerConfig",
             "import numpy as np",
             f"config = ClusterConfig([{', '.join('PROFILES[%r]' % p for p in self.profiles)}], "
-            f"SchedulerConfig(chunked_prefill={self.chunked_prefill}, max_num_seqs={self.max_num_seqs}, "
-            f"max_num_batched_tokens={self.max_num_batched_tokens}))",
+            f"SchedulerConfig({', '.join(f'{k}={v!r}' for k, v in self.scheduler_kwargs().items())}))",
             f"for sim in (ReferenceSimulator(config, {self.num_clusters}, {MAX_REQUESTS}), "
             f"ClusterSimulator(config, {self.num_clusters}, {MAX_REQUESTS})):",
         ]
@@ -103,12 +102,16 @@ class Scenario:
 
 @st.composite
 def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small", "large"),
-              prompt_lengths=st.integers(1, 300)) -> Scenario:
+              prompt_lengths=st.integers(1, 300),
+              schedulers=("vllm-v0", "vllm-v0-chunked", "vllm-v1")) -> Scenario:
     num_instances = draw(st.integers(1, 4))
     # by default "tiny" is twice as likely: it is the one that forces preemptions
     profiles = draw(st.lists(st.sampled_from(profile_choices), min_size=num_instances, max_size=num_instances))
-    chunked = draw(st.booleans())
-    if chunked:
+    scheduler = draw(st.sampled_from(schedulers))
+    if scheduler == "vllm-v1":  # (budget >= max_num_seqs, as vLLM requires)
+        budget = draw(st.sampled_from([None, 8, 24, 64]))  # None: 2048
+        max_num_seqs = draw(st.sampled_from([1, 2, 3, 8] + ([None] if budget is None else [])))  # None: 256
+    elif scheduler == "vllm-v0-chunked":
         budget = draw(st.sampled_from([None, 24, 64]))     # None: 512
         max_num_seqs = draw(st.sampled_from([1, 2, 3, 8] + ([None] if budget is None else [])))
     else:
@@ -116,7 +119,7 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
         budget = draw(st.sampled_from([None, max_model_len]))  # None: 4096
         max_num_seqs = draw(st.sampled_from([None, 1, 2, 3, 8]))
     num_clusters = draw(st.integers(1, 3))
-    scenario = Scenario(profiles, chunked, max_num_seqs, budget, num_clusters)
+    scenario = Scenario(profiles, scheduler, max_num_seqs, budget, num_clusters)
 
     next_id = [0] * num_clusters
     for _ in range(draw(st.integers(1, max_steps))):
@@ -281,14 +284,26 @@ def test_fast_matches_reference_with_tiny_kv_caches(scenario):
 def _events(scenario: Scenario, ref: ReferenceSimulator) -> None:
     """What the scenario exercised (see pytest --hypothesis-show-statistics)."""
     recs = ref.records()
-    event(f"chunked_prefill={scenario.chunked_prefill}")
+    event(f"scheduler={scenario.scheduler}")
     event("preemption" if recs.preemptions.sum() else "no preemption")
     dispatched = int((recs.status > 0).sum())
     event(f"requests: {'0' if dispatched == 0 else '1-5' if dispatched <= 5 else '>5'}")
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["prefill-first", "chunked"])
-def test_fast_matches_reference_with_many_preemptions_per_iteration(chunked):
+SCHEDULERS = ("vllm-v0", "vllm-v0-chunked", "vllm-v1")
+
+
+def _scheduler(name: str) -> SchedulerConfig:
+    """16 sequences; a 256-token budget where prefills are chunked."""
+    if name == "vllm-v1":
+        return SchedulerConfig(scheduler="vllm-v1", max_num_seqs=16, max_num_batched_tokens=256)
+    if name == "vllm-v0-chunked":
+        return SchedulerConfig(chunked_prefill=True, max_num_seqs=16, max_num_batched_tokens=256)
+    return SchedulerConfig(max_num_seqs=16)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_fast_matches_reference_with_many_preemptions_per_iteration(scheduler):
     """Twelve 16-token prompts on a 24-block instance cross block boundaries together.
 
     The 24 blocks are all used from the first decode on (2 blocks each). At the decode of context
@@ -296,8 +311,7 @@ def test_fast_matches_reference_with_many_preemptions_per_iteration(chunked):
     tail frees 2 blocks for the next two requests, so requests 9, 10, 11, 12 are preempted in the
     same iteration and must reach the waiting head in admission order.
     """
-    scheduler = SchedulerConfig(chunked_prefill=chunked, max_num_seqs=16, max_num_batched_tokens=256 if chunked else None)
-    config = ClusterConfig([PROFILES["tiny"]], scheduler)
+    config = ClusterConfig([PROFILES["tiny"]], _scheduler(scheduler))
     ref, fast = ReferenceSimulator(config, 1, 16), ClusterSimulator(config, 1, 16)
     for sim in (ref, fast):
         sim.dispatch(0, np.arange(12), 0, 16, 40 + np.arange(12), 0.0)
@@ -311,7 +325,7 @@ def test_fast_matches_reference_with_many_preemptions_per_iteration(chunked):
     assert ref.records().preemptions[0, 8:12].min() >= 1
 
 
-def _workload(seed: int, chunked: bool):
+def _workload(seed: int, scheduler: str):
     """300 requests on 4 instances of a small-KV profile, Poisson arrivals: many preemptions."""
     rng = np.random.default_rng(seed)
     profile = LatencyProfile(
@@ -319,8 +333,7 @@ def _workload(seed: int, chunked: bool):
         c3_ms_per_chunk_token_sq=2e-5, c4_ms_per_chunk_prior_token=4e-5, c5_ms_per_decode_context_token=1.1e-3,
         kv_capacity_blocks=64, max_model_len=640,
     )
-    scheduler = SchedulerConfig(chunked_prefill=chunked, max_num_seqs=16, max_num_batched_tokens=256 if chunked else None)
-    config = ClusterConfig([profile] * 4, scheduler)
+    config = ClusterConfig([profile] * 4, _scheduler(scheduler))
     n = 300
     arrivals = np.cumsum(rng.exponential(0.05, size=n))
     prompts = rng.integers(1, 301, size=n)
@@ -329,9 +342,9 @@ def _workload(seed: int, chunked: bool):
     return config, arrivals, prompts, outputs, instances
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["prefill-first", "chunked"])
-def test_fast_matches_reference_on_a_large_workload(chunked):
-    config, arrivals, prompts, outputs, instances = _workload(seed=20240817, chunked=chunked)
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_fast_matches_reference_on_a_large_workload(scheduler):
+    config, arrivals, prompts, outputs, instances = _workload(seed=20240817, scheduler=scheduler)
     ref = ReferenceSimulator(config, 1, len(arrivals))
     fast = ClusterSimulator(config, 1, len(arrivals))
     for rid, t in enumerate(arrivals):

@@ -154,6 +154,17 @@ def test_latency_return_is_minus_scaled_sum_of_e2e(mode, policy):
     assert all(r <= 0 for r in rewards)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_episode_on_vllm_v1_instances(mode):
+    env = make(mode=mode, scheduler="vllm-v1", num_requests=80)
+    assert env.unwrapped.core.sim.v1
+    _, rewards, infos, terminated, _ = run_episode(env, RoundRobin(env.unwrapped.config.num_instances), seed=11)
+    m = infos[-1]["metrics"]
+    assert terminated and m["completed"] == m["arrived"] == 80
+    rec = env.unwrapped.core.sim.records(0)
+    assert math.fsum(rewards) == pytest.approx(-0.01 * math.fsum(rec.completion_s[:80] - rec.arrival_s[:80]), rel=1e-9)
+
+
 def test_latency_return_without_skipping_idle_ticks():
     env = make(mode="tick", skip_idle_ticks=False, num_requests=40)
     _, rewards, infos, terminated, _ = run_episode(env, RandomMasked(5), seed=2)
@@ -327,6 +338,7 @@ def test_action_error_message_names_the_range():
     ({"num_requests": 0}, "num_requests"),
     ({"rate_per_s": -3.0}, "rate_per_s"),
     ({"profile": "no-such-gpu"}, "no-such-gpu"),
+    ({"scheduler": "vllm-v2"}, "scheduler must be one of vllm-v0, vllm-v1"),
 ])
 def test_invalid_configuration_names_the_setting(kwargs, setting):
     # gym.make keeps max_episode_steps for its TimeLimit wrapper: the env's own one is tested directly

@@ -312,3 +312,19 @@ def test_a_learned_agent_with_a_true_length_predictor_is_reported_with_the_oracl
     model.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(E.PolicyError, match="unknown predictor 'psychic'"):
         E.resolve_policies([str(model)], 4)
+
+
+def test_the_scheduler_is_chosen_on_the_command_line(capsys, tmp_path):
+    s = E.build_scenario("paper-v100", scheduler="vllm-v1", num_requests=20)
+    assert s.scheduler == "vllm-v1" and s.cluster_config().scheduler.v1
+    v0, v1 = (E.evaluate(["rr"], "paper-v100", episodes=1, seed=0, num_requests=20, scheduler=name)[0]
+              for name in ("vllm-v0", "vllm-v1"))
+    assert v0["arrived"] == v1["arrived"] == 20
+    assert v0["mean_e2e_s"] != v1["mean_e2e_s"]  # another engine: other timings
+    rc = cli.main([*SMALL, "--policies", "rr", "--episodes", "1", "--scheduler", "vllm-v1"])
+    assert rc == 0 and "rr " in capsys.readouterr().out
+    rc = cli.main([*SMALL, "--policies", "rr", "--episodes", "1", "--scheduler", "vllm-v1", "--chunked-prefill"])
+    assert rc == 2 and "chunked_prefill is a vllm-v0 option" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main([*SMALL, "--policies", "rr", "--scheduler", "vllm-v2"])
+    assert e.value.code == 2

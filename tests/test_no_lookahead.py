@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_routing_env.cluster import ClusterConfig
+from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import get_profile
-from llm_routing_env.reference_simulator import ReferenceSimulator
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator, ReferenceSimulator
 from tests.test_reference_timings import SIMPLE
 
 SIMULATORS = [ReferenceSimulator, ClusterSimulator]
@@ -61,6 +60,32 @@ def test_a_lone_request_as_a_router_sees_it(simulator):
     sim.advance_to(0.122)  # the last decode ends exactly now: finished by now, A is done
     assert seen(sim) == {"running": 0, "waiting": 0, "kv_free": 100, "pending_prefill": 0, "decoding": 0,
                          "decode_context": 0, "completed": 1, "completion_time_sum_s": pytest.approx(0.122, abs=1e-15),
+                         "requests": []}
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_a_chunked_prefill_under_vllm_v1_as_a_router_sees_it(simulator):
+    # SIMPLE, vLLM v1 with a 32-token budget. A: 90-token prompt, 2 output tokens. Chunks of 32
+    # [0, 0.042], 32 [0.042, 0.084] and 26 [0.084, 0.120] (token 1), then a decode [0.120, 0.131].
+    # Each chunk takes the blocks it fills when it is scheduled: 2, then 4, then 6 in all.
+    sim = simulator(ClusterConfig([SIMPLE], SchedulerConfig(scheduler="vllm-v1", max_num_batched_tokens=32,
+                                                            max_num_seqs=8)), 1, 4)
+    sim.dispatch(0, 0, 0, 90, 2, 0.0)
+    sim.advance_to(0.02)  # the first chunk is in flight: its 2 blocks are taken, nothing is computed
+    assert seen(sim) == {"running": 1, "waiting": 0, "kv_free": 98, "pending_prefill": 90, "decoding": 0,
+                         "decode_context": 0, "completed": 0, "completion_time_sum_s": 0.0,
+                         "requests": [(0, 0, False)]}
+    sim.advance_to(0.05)  # the second chunk is in flight: 32 tokens computed, 4 blocks held
+    assert seen(sim)["kv_free"] == 96 and seen(sim)["pending_prefill"] == 90 - 32
+    sim.advance_to(0.1)   # the last chunk (26 tokens) is in flight
+    assert seen(sim)["kv_free"] == 94 and seen(sim)["pending_prefill"] == 26
+    sim.advance_to(0.125)  # the prefill is done (token 1); the decode is in flight
+    assert seen(sim) == {"running": 1, "waiting": 0, "kv_free": 94, "pending_prefill": 0, "decoding": 1,
+                         "decode_context": 91, "completed": 0, "completion_time_sum_s": 0.0,
+                         "requests": [(0, 1, True)]}
+    sim.advance_to(0.131)
+    assert seen(sim) == {"running": 0, "waiting": 0, "kv_free": 100, "pending_prefill": 0, "decoding": 0,
+                         "decode_context": 0, "completed": 1, "completion_time_sum_s": pytest.approx(0.131, abs=1e-15),
                          "requests": []}
 
 
@@ -113,11 +138,13 @@ from llm_routing_env.scenarios import Scenario  # noqa: E402
 TIGHT = register_profile(dataclasses.replace(get_profile("llama2-7b-v100"), name="test-tight-v100",
                                              kv_capacity_blocks=400, max_model_len=2048))
 HEURISTICS = router_names(clairvoyant=False)
+SCHEDULERS = ("vllm-v0", "vllm-v0-chunked", "vllm-v1")
 
 
-def _scenario(trace: str, train: str, instances, chunked: bool) -> Scenario:
+def _scenario(trace: str, train: str, instances, scheduler: str) -> Scenario:
     # the whole trace is the episode, at its own times; the predictor is fitted on another file
-    return Scenario("leak", instances=tuple(instances), chunked_prefill=chunked, mix=None, trace=trace,
+    return Scenario("leak", instances=tuple(instances), scheduler="vllm-v1" if scheduler == "vllm-v1" else "vllm-v0",
+                    chunked_prefill=scheduler == "vllm-v0-chunked", mix=None, trace=trace,
                     num_requests=10_000, predictor_train_trace=train)
 
 
@@ -171,7 +198,7 @@ def worlds(draw):
     return {
         "arrival": arrival, "prompt": np.array(prompt), "output": np.array(output),
         "instances": [draw(st.sampled_from(["llama2-7b-v100", "test-tight-v100"]))] * draw(st.integers(1, 3)),
-        "chunked": draw(st.booleans()),
+        "scheduler": draw(st.sampled_from(SCHEDULERS)),
         "env": {"mode": draw(st.sampled_from(["tick", "arrival"])), "obs": draw(st.sampled_from(["paper", "rich"])),
                 "reward": draw(st.sampled_from(["latency", "paper"])),
                 "predictor": draw(st.sampled_from(["task-prior", "learned"]))},
@@ -187,9 +214,9 @@ def check_unseen_future_changes_nothing(world: dict, tmp_path, write_trace, max_
     arriving after t, run again: everything up to t must be bit-identical."""
     train = write_trace(tmp_path / "train.csv", [0.0, 1.0, 2.0, 3.0], [100, 900, 30, 1500], [40, 300, 5, 120])
     trace_a = write_trace(tmp_path / "a.csv", world["arrival"], world["prompt"], world["output"])
-    a = _run(_scenario(trace_a, train, world["instances"], world["chunked"]), world["env"], world["driver"], max_steps)
+    a = _run(_scenario(trace_a, train, world["instances"], world["scheduler"]), world["env"], world["driver"], max_steps)
     # world A's truth: when each request completes
-    env = LLMRoutingEnv(scenario=_scenario(trace_a, train, world["instances"], world["chunked"]), **world["env"])
+    env = LLMRoutingEnv(scenario=_scenario(trace_a, train, world["instances"], world["scheduler"]), **world["env"])
     env.reset(seed=7)
     for step in a[:-1]:
         env.step(step["decisions"][world["driver"]])
@@ -214,7 +241,7 @@ def check_unseen_future_changes_nothing(world: dict, tmp_path, write_trace, max_
     changed = (f"t={t}, step {k} of {len(a)}; outputs changed {np.flatnonzero(output != world['output']).tolist()}, "
                f"arrivals after t {np.flatnonzero(late).tolist()}")
     trace_b = write_trace(tmp_path / "b.csv", arrival, prompt, output)
-    b = _run(_scenario(trace_b, train, world["instances"], world["chunked"]), world["env"], world["driver"], k + 1)
+    b = _run(_scenario(trace_b, train, world["instances"], world["scheduler"]), world["env"], world["driver"], k + 1)
     assert len(b) == k + 1, f"world B ended before t ({changed})"
     for i in range(k + 1):
         for name in ("t", "obs", "vector_obs", "info", "mask", "decisions", "reward_before"):
@@ -230,7 +257,8 @@ def test_nothing_a_router_sees_depends_on_the_unseen_future(world, tmp_path, wri
 
 @pytest.mark.parametrize("driver", HEURISTICS)
 @pytest.mark.parametrize("mode", ["tick", "arrival"])
-def test_every_roster_policy_decides_the_same_without_the_future(driver, mode, tmp_path, write_trace):
+@pytest.mark.parametrize("scheduler", ["vllm-v0", "vllm-v1"])
+def test_every_roster_policy_decides_the_same_without_the_future(scheduler, driver, mode, tmp_path, write_trace):
     """Every heuristic of the roster (each in turn routing, all deciding at every step) on a
     preempting cluster: two workloads that differ only in what has not happened by t. Decisions
     are dense (every 20 ms tick; in arrival mode, 80 arrivals) so that many fall inside an
@@ -239,7 +267,7 @@ def test_every_roster_policy_decides_the_same_without_the_future(driver, mode, t
     n = 30 if mode == "tick" else 80
     world = {"arrival": np.concatenate([[0.0], np.cumsum(rng.exponential(0.3 if mode == "tick" else 0.1, n - 1))]),
              "prompt": rng.integers(300, 1800, n), "output": rng.integers(5, 250, n),
-             "instances": ["test-tight-v100"] * 2, "chunked": False,
+             "instances": ["test-tight-v100"] * 2, "scheduler": scheduler,
              "env": {"mode": mode, "obs": "rich", "reward": "paper", "predictor": "task-prior"},
              "driver": driver, "cut": 0.5, "cut_at_completion": True, "future_seed": 3}
     if mode == "tick":

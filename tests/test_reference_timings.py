@@ -1,4 +1,5 @@
-"""Hand-computed timings of the reference simulator on tiny cases (docs/simulator.md).
+"""Hand-computed timings of the reference simulator on tiny cases (docs/simulator.md); those of
+vLLM v1's scheduler on both simulators.
 
 Most cases use the profile SIMPLE, whose iteration takes ``10 ms + 1 ms per batched token``
 (``c0 = 10``, ``c1 = 1``, every other coefficient 0): a prefill of ``x`` tokens alone lasts
@@ -15,7 +16,7 @@ import pytest
 
 from llm_routing_env.cluster import COMPLETED, NOT_DISPATCHED, RUNNING, WAITING, ClusterConfig, SchedulerConfig
 from llm_routing_env.profiles import LatencyProfile
-from llm_routing_env.reference_simulator import ReferenceSimulator
+from llm_routing_env.sim import ClusterSimulator, ReferenceSimulator
 
 
 def make_profile(name="simple", *, c0=10.0, c1=1.0, c3=0.0, c4=0.0, c5=0.0, kv_capacity_blocks=100,
@@ -275,6 +276,78 @@ def test_chunked_prefill_decodes_do_not_stall():
     # A's 3rd token (completes) and B's only token (completes).
     assert request(sim, 0)["completion_s"] == close(0.072)
     assert request(sim, 1)["completion_s"] == close(0.072)
+
+
+# --------------------------------------------------------------------------------------------
+# vLLM v1's scheduler: the same hand-computed cases on both simulators
+# --------------------------------------------------------------------------------------------
+
+
+def make_v1(profile, simulator, budget, max_num_seqs=4):
+    config = ClusterConfig([profile], SchedulerConfig(scheduler="vllm-v1", max_num_batched_tokens=budget,
+                                                      max_num_seqs=max_num_seqs))
+    return simulator(config, num_clusters=1, max_requests=8)
+
+
+@pytest.mark.parametrize("simulator", [ReferenceSimulator, ClusterSimulator])
+def test_v1_takes_kv_blocks_chunk_by_chunk_and_admits_only_what_fits(simulator):
+    # 8 blocks (128 tokens), budget 32. A: 100-token prompt, 2 output tokens; B: 20, 3.
+    sim = make_v1(make_profile(kv_capacity_blocks=8, max_model_len=128), simulator, budget=32)
+    sim.dispatch(0, [0, 1], 0, [100, 20], [2, 3], 0.0)
+    # It. 1 [0, 42 ms]: A admitted with a chunk of 32 (2 blocks: v0 would take ceil(100/16) = 7),
+    #   the budget is spent: B waits.
+    sim.advance_to(0.001)
+    assert sim.instance_state().kv_blocks_used[0, 0] == 2
+    # It. 2, 3: A's chunks of 32 (blocks 4, then 6), 42 ms each -> 0.126.
+    # It. 4: A's last 4 tokens (7 blocks), 28 tokens of budget left, but B's chunk of 20 needs 2
+    #   blocks and 1 is free: B waits (no preemption for a waiting request). 14 ms -> 0.140, A's
+    #   first token.
+    # It. 5: A decodes (context 101 fits its 7 blocks), B still does not fit: 11 ms -> 0.151, A completes.
+    # It. 6: B admitted whole (20 tokens, 2 blocks): 30 ms -> 0.181, its first token.
+    # It. 7, 8: B decodes (contexts 21, 22 fit 2 blocks): 11 ms each -> 0.192, 0.203.
+    sim.run_until_idle()
+    a, b = request(sim, 0), request(sim, 1)
+    assert a["first_token_s"] == close(0.140) and a["completion_s"] == close(0.151)
+    assert b["first_scheduled_s"] == close(0.151) and b["first_token_s"] == close(0.181)
+    assert b["completion_s"] == close(0.203)
+    assert a["preemptions"] == b["preemptions"] == 0 and sim.iterations[0, 0] == 8
+
+
+@pytest.mark.parametrize("simulator", [ReferenceSimulator, ClusterSimulator])
+def test_v1_preempts_the_request_being_scheduled_when_it_is_the_last(simulator):
+    # 4 blocks (64 tokens), budget 64. A: 16-token prompt, 10 output tokens; B: 30, 5.
+    sim = make_v1(make_profile(kv_capacity_blocks=4, max_model_len=64), simulator, budget=64)
+    sim.dispatch(0, [0, 1], 0, [16, 30], [10, 5], 0.0)
+    # It. 1: A (16 tokens, 1 block) and B (30, 2 blocks) admitted: 10 + 46 = 56 ms, both first tokens.
+    # It. 2: A's context 17 needs a 2nd block (the last free one); B's 31 fits: 12 ms -> 0.068.
+    # It. 3: contexts 18, 32 fit: 12 ms -> 0.080.
+    # It. 4: B's context 33 needs a 3rd block, none is free: the last running request is B itself,
+    #   preempted (its 2 blocks freed, 3 tokens generated); A alone: 11 ms -> 0.091.
+    # It. 5-10: B's recompute (33 tokens, 3 blocks) never fits beside A's 2 blocks; A decodes alone,
+    #   6 x 11 ms -> 0.157: A's 10th token, A completes.
+    # It. 11: B admitted, 33 tokens: 43 ms -> 0.200, its 4th token. It. 12: 11 ms -> 0.211, B completes.
+    sim.run_until_idle()
+    a, b = request(sim, 0), request(sim, 1)
+    assert a["completion_s"] == close(0.157) and a["preemptions"] == 0
+    assert b["first_token_s"] == close(0.056) and b["completion_s"] == close(0.211) and b["preemptions"] == 1
+    assert sim.iterations[0, 0] == 12
+
+
+@pytest.mark.parametrize("simulator", [ReferenceSimulator, ClusterSimulator])
+def test_v1_preempts_the_last_admitted_for_an_earlier_request(simulator):
+    # 4 blocks. A, B, C: 16-token prompts; 3, 3 and 2 output tokens.
+    sim = make_v1(make_profile(kv_capacity_blocks=4, max_model_len=64), simulator, budget=64)
+    sim.dispatch(0, [0, 1, 2], 0, 16, [3, 3, 2], 0.0)
+    # It. 1: all three admitted, 1 block each (1 free): 10 + 48 = 58 ms, first tokens.
+    # It. 2: A's context 17 takes the free block; B's needs one: C (the last admitted) is preempted
+    #   and B gets its block. No admission in a step that preempts: A, B decode, 12 ms -> 0.070.
+    # It. 3: A, B decode (C's recompute, 17 tokens, needs 2 blocks, none free): 12 ms -> 0.082, both complete.
+    # It. 4: C recomputes its 17 tokens: 27 ms -> 0.109, its 2nd token: C completes.
+    sim.run_until_idle()
+    a, c = request(sim, 0), request(sim, 2)
+    assert a["completion_s"] == close(0.082) and request(sim, 1)["completion_s"] == close(0.082)
+    assert c["preemptions"] == 1 and c["first_token_s"] == close(0.058) and c["completion_s"] == close(0.109)
+    assert request(sim, 0)["preemptions"] == request(sim, 1)["preemptions"] == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,6 +144,22 @@ def test_toml_file(tmp_path):
     assert s.offered_rate() == 12.5 and len(s.make_workload(0)) == 40
 
 
+def test_the_scheduler_in_a_scenario_file_and_as_an_override(tmp_path):
+    path = tmp_path / "v1.toml"
+    path.write_text('[cluster]\nprofile = "llama2-7b-a100"\nscheduler = "vllm-v1"\nmax_num_batched_tokens = 1024\n'
+                    '[workload]\nmix = "paper-mix"\nrate_per_s = 5\nnum_requests = 10\n')
+    s = S.load_scenario(str(path))
+    limits = s.cluster_config().limits[0]
+    assert s.scheduler == "vllm-v1" and (limits.max_num_batched_tokens, limits.max_num_seqs) == (1024, 256)
+    assert S.load_scenario("paper-v100").scheduler == "vllm-v0"  # the paper's engine
+    assert S.load_scenario("paper-v100").with_overrides(scheduler="vllm-v1").cluster_config().scheduler.v1
+    path.write_text('[cluster]\nscheduler = "sglang"\n[workload]\nrate_per_s = 1\n')
+    with pytest.raises(ValueError, match=r"v1.toml: scheduler must be one of vllm-v0, vllm-v1; got 'sglang'"):
+        S.load_scenario(str(path))
+    with pytest.raises(ValueError, match=r"chunked_prefill is a vllm-v0 option"):
+        S.load_scenario("paper-a100-chunked").with_overrides(scheduler="vllm-v1")
+
+
 @pytest.mark.parametrize("text, message", [
     ('[cluster]\nprofile = "llama2-7b-v100"\nspeed = 3\n[workload]\nrate_per_s = 1\n', r"unknown setting.*speed"),
     ('[cluster]\nprofile = "no-such-gpu"\n[workload]\nrate_per_s = 1\n', r"unknown profile 'no-such-gpu'"),
@@ -181,7 +197,7 @@ def test_saturation_is_cached_on_disk(tmp_path):
 
 
 def test_saturation_key_changes_with_everything_that_determines_the_rate(tmp_path, monkeypatch):
-    from llm_routing_env import simulator
+    from llm_routing_env.sim import scheduler
     from llm_routing_env.cluster import ClusterConfig, SchedulerConfig
     from llm_routing_env.profiles import get_profile
 
@@ -207,11 +223,11 @@ def test_saturation_key_changes_with_everything_that_determines_the_rate(tmp_pat
     }
     assert len({base, *variants.values()}) == 1 + len(variants), variants
     assert key() == base  # and stable
-    # the code version: a changed simulator source gives another key
-    changed = tmp_path / "simulator.py"
-    changed.write_bytes(open(simulator.__file__, "rb").read() + b"# changed\n")
+    # the code version: a changed simulator source (its step rules) gives another key
+    changed = tmp_path / "scheduler.py"
+    changed.write_bytes(open(scheduler.__file__, "rb").read() + b"# changed\n")
     S._code_version.cache_clear()
-    monkeypatch.setattr(simulator, "__file__", str(changed))
+    monkeypatch.setattr(scheduler, "__file__", str(changed))
     try:
         assert key() != base
     finally:

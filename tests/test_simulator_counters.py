@@ -6,7 +6,7 @@ import pytest
 
 from llm_routing_env import ClusterConfig, SchedulerConfig
 from llm_routing_env.cluster import COMPLETED, RUNNING, WAITING
-from llm_routing_env.simulator import ClusterSimulator
+from llm_routing_env.sim import ClusterSimulator
 
 
 @pytest.mark.parametrize("chunked", [False, True])

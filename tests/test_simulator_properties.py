@@ -41,10 +41,10 @@ PROFILES = [
 def simulator_class(request):
     """The simulator class under test (an import failure fails the tests, never skips them)."""
     if request.param == "reference":
-        from llm_routing_env.reference_simulator import ReferenceSimulator
+        from llm_routing_env.sim import ReferenceSimulator
 
         return ReferenceSimulator
-    from llm_routing_env.simulator import ClusterSimulator
+    from llm_routing_env.sim import ClusterSimulator
 
     return ClusterSimulator
 
@@ -60,8 +60,11 @@ def workloads(draw):
     ("advance", steps per cluster) or ("idle",)."""
     num_instances = draw(st.integers(1, 3))
     profiles = draw(st.lists(st.sampled_from(PROFILES), min_size=num_instances, max_size=num_instances))
-    chunked = draw(st.booleans())
-    if chunked:
+    kind = draw(st.sampled_from(["vllm-v0", "vllm-v0-chunked", "vllm-v1"]))
+    if kind == "vllm-v1":
+        scheduler = SchedulerConfig(scheduler="vllm-v1", max_num_seqs=draw(st.sampled_from([1, 2, 8])),
+                                    max_num_batched_tokens=draw(st.sampled_from([None, 8, 32])))
+    elif kind == "vllm-v0-chunked":
         scheduler = SchedulerConfig(chunked_prefill=True, max_num_seqs=draw(st.sampled_from([1, 2, 8])),
                                     max_num_batched_tokens=draw(st.sampled_from([None, 32])))
     else:

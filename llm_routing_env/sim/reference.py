@@ -4,7 +4,7 @@ It follows ``docs/simulator.md`` literally: every instance runs one iteration at
 request is a small Python object moved between a FCFS ``waiting`` deque and a ``running`` list.
 There is no vectorization and no skipping of decode iterations, so it is easy to check by hand;
 ``tests/test_differential.py`` uses it as the oracle for the fast NumPy simulator
-(:mod:`llm_routing_env.simulator`), which has the same public API.
+(:mod:`llm_routing_env.sim.simulator`), which has the same public API.
 
 What a router sees (every query but ``records``) is each instance as of its last iteration that
 has finished: an instance whose iteration is still in flight at ``now_s`` shows the snapshot taken
@@ -24,7 +24,7 @@ from collections import deque
 
 import numpy as np
 
-from .cluster import (
+from ..cluster import (
     COMPLETED,
     NOT_DISPATCHED,
     RUNNING,
@@ -33,10 +33,11 @@ from .cluster import (
     InstanceLimits,
     InstanceState,
     RequestRecords,
+    SchedulerConfig,
     validate_dispatch,
     validate_target_times,
 )
-from .profiles import blocks_for_tokens, iteration_time_ms
+from ..profiles import blocks_for_tokens, iteration_time_ms
 
 NAN = float("nan")
 
@@ -91,10 +92,11 @@ class _Seen:
 class _Instance:
     """One serving instance: a running list (admission order), a FCFS waiting queue, a KV cache."""
 
-    def __init__(self, limits: InstanceLimits, coefficients, chunked_prefill: bool):
+    def __init__(self, limits: InstanceLimits, coefficients, scheduler: SchedulerConfig):
         self.limits = limits
         self.coefficients = coefficients
-        self.chunked_prefill = chunked_prefill
+        self.v1 = scheduler.v1
+        self.chunked_prefill = scheduler.chunked_prefill
         self.running: list[_Request] = []
         self.waiting: deque[_Request] = deque()
         self.free_blocks = limits.kv_capacity_blocks
@@ -133,7 +135,9 @@ class _Instance:
 
     def run_iteration(self) -> None:
         start_s = self.busy_until_s
-        if self.chunked_prefill:
+        if self.v1:
+            decodes, chunks = self._schedule_v1(start_s)
+        elif self.chunked_prefill:
             decodes, chunks = self._schedule_chunked(start_s)
         else:
             decodes, chunks = self._schedule_prefill_first(start_s)
@@ -198,23 +202,57 @@ class _Instance:
             chunks.extend((r, chunk, 0) for r, chunk in self._admit(budget_left, start_s))
         return decodes, chunks
 
+    def _schedule_v1(self, start_s: float):
+        """vLLM v1 (docs/simulator.md): one token budget; the running requests in order, each
+        taking the KV blocks of the tokens it is given and preempting from the tail when they are
+        not free; then, if nothing was preempted, admissions with a chunk of what budget is left."""
+        lim = self.limits
+        budget_left = lim.max_num_batched_tokens
+        decodes, chunks, preempted = [], [], []
+        i = 0
+        while i < len(self.running) and budget_left > 0:
+            r = self.running[i]
+            if r.prefill_done:   # a decode: one token, its KV cache then holds its context
+                tokens, computed = 1, r.context - 1
+            else:                # the next chunk of its prefill
+                tokens, computed = min(r.prefill_target - r.prefilled, budget_left), r.prefilled
+            need = blocks_for_tokens(computed + tokens) - r.blocks
+            while need > self.free_blocks:
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is r:
+                    break
+            if r.status == WAITING:  # r was the tail and is itself preempted: the pass stops
+                break
+            r.blocks += need
+            self.free_blocks -= need
+            if r.prefill_done:
+                decodes.append(r)
+            else:
+                chunks.append((r, tokens, r.prefilled))
+            budget_left -= tokens
+            i += 1
+        for victim in preempted:  # (tail first: they end in admission order at the head)
+            self.waiting.appendleft(victim)
+        if not preempted:  # admissions only in a step that preempts nothing
+            chunks.extend((r, chunk, 0) for r, chunk in self._admit(budget_left, start_s))
+        return decodes, chunks
+
     def _admit(self, budget_left: int, start_s: float) -> list[tuple[_Request, int]]:
         """Move requests from the waiting head to the running list while the rules allow (FCFS).
 
         Returns (request, chunk) pairs: without chunked prefill the chunk is the whole target, with
-        it ``min(target, budget left)``.
+        it (v0's chunked prefill, v1) ``min(target, budget left)``. vLLM v0 takes the blocks of the
+        whole target at once and keeps the watermark free; v1 takes the chunk's only (its
+        watermark is 0).
         """
         lim = self.limits
         admitted = []
-        while self.waiting:
+        while self.waiting and len(self.running) < lim.max_num_seqs:
             r = self.waiting[0]
             target = r.prompt + r.generated
-            blocks = blocks_for_tokens(target)
-            if len(self.running) >= lim.max_num_seqs:
-                break
-            if self.free_blocks - blocks < lim.watermark_blocks:
-                break
-            if self.chunked_prefill:
+            if self.chunked_prefill or self.v1:
                 if budget_left <= 0:
                     break
                 chunk = min(target, budget_left)
@@ -222,9 +260,12 @@ class _Instance:
                 if target > budget_left:
                     break
                 chunk = target
+            blocks = blocks_for_tokens(chunk if self.v1 else target)
+            if self.free_blocks - blocks < lim.watermark_blocks:
+                break
             self.waiting.popleft()
             self.free_blocks -= blocks
-            r.blocks = blocks                 # the whole target's blocks at once
+            r.blocks = blocks
             r.prefill_target = target
             r.prefilled = 0
             r.status = RUNNING
@@ -278,7 +319,7 @@ class _Instance:
 class ReferenceSimulator:
     """B independent clusters of N instances each, simulated one iteration at a time.
 
-    Same public API as :class:`llm_routing_env.simulator.ClusterSimulator`.
+    Same public API as :class:`llm_routing_env.sim.simulator.ClusterSimulator`.
     """
 
     def __init__(self, config: ClusterConfig, num_clusters: int = 1, max_requests: int = 1024):
@@ -304,7 +345,7 @@ class ReferenceSimulator:
             self.iterations[b, :] = 0
             self._requests[b] = {}
             self._instances[b] = [
-                _Instance(lim, prof.coefficients, self.config.scheduler.chunked_prefill)
+                _Instance(lim, prof.coefficients, self.config.scheduler)
                 for lim, prof in zip(self.config.limits, self.config.profiles)
             ]
 
