@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    PYTHONPATH=. .venv/bin/python tools/crosscheck_real.py --data PATH [--llmservingsim PATH] [--out FILE]
+    PYTHONPATH=. .venv/bin/python tools/crosscheck_real.py --data PATH [--llmservingsim PATH]
+        [--scheduler vllm-v1|vllm-v0] [--out FILE]
 
 ``PATH`` is a checkout of github.com/inference-sim/training at its first commit c4f03409 (it carries
 no license: read it where you have it, ship none of it). Its ``replay_data/<experiment>.json`` hold
@@ -14,10 +15,9 @@ the server reported are in the file). Each run has two stages of constant-rate P
 
 What is replayed: every request without a client error, at its arrival time, on one instance of
 the matching profile (``llama2-7b-h100`` / ``llama2-70b-h100-tp4``) with the server's KV blocks,
-128 sequences and a 2,048-token budget, in the simulator's vLLM v0 chunked-prefill mode (vLLM V1
-always chunks prefills into one token budget, decodes first, as v0's chunked prefill does; v0
-reserves a prompt's KV at admission and keeps a 1% watermark, v1 does neither; at these loads the
-KV cache is far from full, so the two agree on what runs when). Output lengths: the runs set
+128 sequences and a 2,048-token budget, under the simulator's ``vllm-v1`` scheduler (the servers'
+engine; ``--scheduler vllm-v0`` runs v0's chunked prefill instead, which reserves a prompt's KV at
+admission and keeps a 1% watermark). Output lengths: the runs set
 ``ignore_eos``, so every request generates its ``max_tokens``; for some requests the client's
 recount (``output_tokens``) is far shorter, yet their E2E equals the full-length ones': a recorded
 count below half the run's median is replaced by the median (how many is printed). Runs where
@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  # noqa: E402
 from llm_routing_env.profiles import get_profile  # noqa: E402
-from llm_routing_env.simulator import ClusterSimulator  # noqa: E402
+from llm_routing_env.sim import ClusterSimulator  # noqa: E402
 
 PROFILE_FOR_MODEL = {"llama-2-7b": "llama2-7b-h100", "llama-2-70b": "llama2-70b-h100-tp4",
                      "llama-3.1-8b-rtx4090": "llama3.1-8b-rtx4090"}
@@ -109,13 +109,13 @@ def stage_bounds(data: Path, experiment: str) -> list[tuple[float, float, float]
     return out
 
 
-def simulate(run: dict) -> tuple[np.ndarray, np.ndarray]:
+def simulate(run: dict, scheduler: str) -> tuple[np.ndarray, np.ndarray]:
     """Simulated (E2E, TTFT) per request, in the order of ``run``'s requests."""
     base = get_profile(PROFILE_FOR_MODEL[run["model"]])
     cfg = run["config"]
     profile = dataclasses.replace(base, name=f"{base.name}-as-run", kv_capacity_blocks=int(cfg["kv_blocks_total_gpu"]))
-    sched = SchedulerConfig(chunked_prefill=True, max_num_seqs=int(cfg["max_num_seqs"]),
-                            max_num_batched_tokens=int(cfg["max_num_batched_tokens"]))
+    sched = SchedulerConfig(scheduler=scheduler, chunked_prefill=scheduler == "vllm-v0",
+                            max_num_seqs=int(cfg["max_num_seqs"]), max_num_batched_tokens=int(cfg["max_num_batched_tokens"]))
     n = len(run["arrival_s"])
     sim = ClusterSimulator(ClusterConfig([profile], sched), num_clusters=1, max_requests=n)
     order = np.argsort(run["arrival_s"], kind="stable")
@@ -137,9 +137,9 @@ def fmt(values) -> str:
     return "/".join(f"{v:.4f}" if v < 0.1 else f"{v:.3f}" for v in values)
 
 
-def compare(run: dict, stages) -> list[str]:
-    sim_e2e, sim_ttft = simulate(run)
-    lines = [f"{run['experiment']}: profile {PROFILE_FOR_MODEL[run['model']]}, KV {run['config']['kv_blocks_total_gpu']} "
+def compare(run: dict, stages, scheduler: str) -> list[str]:
+    sim_e2e, sim_ttft = simulate(run, scheduler)
+    lines = [f"{run['experiment']}: {scheduler}, profile {PROFILE_FOR_MODEL[run['model']]}, KV {run['config']['kv_blocks_total_gpu']} "
              f"blocks, {len(sim_e2e)} of {run['num_requests']} requests replayed "
              f"({run['short_outputs_replaced']} short output counts replaced by the median "
              f"{int(np.median(run['output_tokens']))})"]
@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="checkout of github.com/inference-sim/training @ c4f03409")
     ap.add_argument("--llmservingsim", type=Path, default=None,
                     help="checkout of github.com/casys-kaist/LLMServingSim (its RTX 4090 validation run)")
+    ap.add_argument("--scheduler", choices=("vllm-v1", "vllm-v0"), default="vllm-v1",
+                    help="vllm-v1 (the servers' engine; default) or vllm-v0 with its chunked prefill")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = ap.parse_args()
     replay = args.data / "replay_data"
@@ -170,7 +172,7 @@ def main() -> None:
         raise SystemExit(f"no replay_data/ under {args.data}: pass --data, a checkout of inference-sim/training")
     experiments = sorted(p.stem for p in replay.glob("*.json") if not p.stem.endswith("_ground_truth"))
     lines = ["Simulator vs real vLLM V1 runs (inference-sim/training @ c4f03409); command:",
-             "  PYTHONPATH=. python tools/crosscheck_real.py --data PATH [--llmservingsim PATH]", ""]
+             f"  PYTHONPATH=. python tools/crosscheck_real.py --data PATH [--llmservingsim PATH] --scheduler {args.scheduler}", ""]
     for experiment in experiments:
         spec_model = json.loads((replay / f"{experiment}.json").read_text())["model_short"]
         if spec_model not in PROFILE_FOR_MODEL:
@@ -180,11 +182,12 @@ def main() -> None:
         if run["error_fraction"] > MAX_ERROR_FRACTION:
             lines.append(f"{experiment}: skipped ({100 * run['error_fraction']:.0f}% of requests failed at the client)")
             continue
-        lines += compare(run, stage_bounds(args.data, experiment))
+        lines += compare(run, stage_bounds(args.data, experiment), args.scheduler)
         lines.append("")
     if args.llmservingsim is not None:
         run = load_llmservingsim_run(args.llmservingsim)
-        lines += compare(run, [(0.0, float(run["arrival_s"].max()) + 1e-9, len(run["arrival_s"]) / run["arrival_s"].max())])
+        lines += compare(run, [(0.0, float(run["arrival_s"].max()) + 1e-9, len(run["arrival_s"]) / run["arrival_s"].max())],
+                         args.scheduler)
     text = "\n".join(lines)
     print(text)
     if args.out:
