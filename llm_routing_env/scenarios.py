@@ -301,7 +301,7 @@ class Scenario:
         workload = self.mix if self.mix is not None else \
             (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
-        return (f"{self.name:<18} {cluster:<40} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
+        return (f"{self.name:<18} {cluster:<48} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
 
 
@@ -497,6 +497,22 @@ register_scenario(Scenario(
     "azure-code", "synthetic Azure LLM inference 2023 code trace (fitted to AzureLLMInferenceTrace_code.csv) "
     "on 4 x Llama-2-7B A100 at 0.9 load",
     instances=("llama2-7b-a100",) * 4, mix=None, trace="azure-code", load=0.9, num_requests=2000))
+# today's fleets (issue #14 §4): Llama-3.1-8B under vLLM v1's scheduler
+register_scenario(Scenario(
+    "azure-conv-h100-v1", "synthetic Azure 2023 conversation trace on 4 x Llama-3.1-8B H100 under vLLM v1 "
+    "(8,192-token budget), 0.9 load",
+    instances=("llama3.1-8b-h100",) * 4, scheduler="vllm-v1", mix=None, trace="azure-conv", load=0.9,
+    num_requests=2000))
+register_scenario(Scenario(
+    "azure-code-h100-v1", "synthetic Azure 2023 code trace (long prompts, short answers) on 4 x Llama-3.1-8B H100 "
+    "under vLLM v1, 0.9 load",
+    instances=("llama3.1-8b-h100",) * 4, scheduler="vllm-v1", mix=None, trace="azure-code", load=0.9,
+    num_requests=2000))
+register_scenario(Scenario(
+    "mixed-a100-h100-v1", "2 x Llama-3.1-8B A100 + 2 x Llama-3.1-8B H100 (heterogeneous) under vLLM v1, synthetic "
+    "Azure 2023 conversation trace, 0.9 load",
+    instances=("llama3.1-8b-a100",) * 2 + ("llama3.1-8b-h100",) * 2, scheduler="vllm-v1", mix=None,
+    trace="azure-conv", load=0.9, num_requests=2000))
 
 
 def scenario_names() -> list[str]:
