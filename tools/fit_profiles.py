@@ -457,13 +457,20 @@ def main(vidur_csv: Path = VIDUR_CSV, splitwise_csv: Path = SPLITWISE_CSV) -> No
     )
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vidur", type=Path, default=VIDUR_CSV, help=f"Vidur batch-time table (default {VIDUR_CSV})")
     ap.add_argument("--splitwise", type=Path, default=SPLITWISE_CSV,
                     help=f"SplitwiseSim perf_model.csv (default {SPLITWISE_CSV})")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     main(args.vidur, args.splitwise)
     fit_paper_v100()
+    return 0
+
+
+if __name__ == "__main__":
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(cli)())
