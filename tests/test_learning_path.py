@@ -432,3 +432,9 @@ def test_rl_zoo_files_name_policies_sb3_knows():
         assert env_id in ENV_IDS
         if hp["policy"] != "MlpPolicy":
             assert PPO.policy_aliases[hp["policy"]] is agents.policies.InstanceScoringPolicy
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_passes_the_hyperparameter_check(config, train_module):
+    s = train_module.parse_settings(["--config", str(ROOT / "configs" / config)])
+    assert s["hyperparameters"] and s["discount_schedule"] == ("guided" if s["variant"] == "guided" else "constant")
