@@ -172,6 +172,10 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start
 
     print(reporting.format_table(results))
+    for r in results:
+        if r["truncated_episodes"]:
+            print(f"{r['policy']}: {r['truncated_episodes']} of {r['episodes']} episode(s) "
+                  f"{'; '.join(r['truncated_reasons'])}")
     oracle_cost = [r for r in results if r.get("oracle_ms_per_decision") is not None]
     for r in oracle_cost:
         print(f"{r['policy']}: {r['oracle_ms_per_decision']:.1f} ms of wall time per decision "

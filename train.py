@@ -378,8 +378,8 @@ def evaluate_model(model, settings: dict, episodes: int, out: Path) -> tuple[flo
     score = float(np.mean(scores))
     message = f"mean E2E {score:.3f} s over {len(scores)} episode(s)"
     if reasons:
-        message = (f"{len(reasons)} of {len(scores)} episode(s) left requests unfinished, scored inf (the greedy "
-                   f"policy {'; '.join(sorted(set(reasons)))})")
+        message = (f"{len(reasons)} of {len(scores)} episode(s) left requests unfinished and scored inf "
+                   f"({'; '.join(sorted(set(reasons)))})")
     return score, message
 
 

@@ -438,7 +438,8 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
                  "obs": spec.obs if spec.kind == "learned" else None, "scenario": scenario.name, "load": load,
                  "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
                  "predictor_training_data": scenario.predictor_training_data,
-                 "truncated_episodes": int(sum(m["truncated"] for m in eps))}
+                 "truncated_episodes": int(sum(m["truncated"] for m in eps)),
+                 "truncated_reasons": sorted({m["truncated_reason"] for m in eps if m.get("truncated_reason")})}
     per_episode = {"episode": [m["episode"] for m in eps]}
     for key, _, src in METRICS:
         vals = [m.get(src, float("nan")) for m in eps]

@@ -90,6 +90,19 @@ def test_a_policy_that_holds_forever_on_an_idle_cluster_is_cut_off_by_the_idle_c
     assert m["truncated_reason"].startswith("cut off: held requests for 60 s")
 
 
+def test_evaluate_py_says_why_episodes_were_cut_off(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    import evaluate
+    from agents import baselines
+
+    monkeypatch.setitem(baselines.ROUTERS, "drip", _drip_router())
+    assert evaluate.main(["--policies", "rr,drip", "--mode", "tick", "--episodes", "1", "--num-requests", "200",
+                          "--no-progress", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "drip: 1 of 1 episode(s) cut off: a request waited 300 s at the router" in out
+    assert not any(line.startswith("rr: ") for line in out.splitlines())  # round-robin finished: nothing said
+
+
 @pytest.fixture(scope="module")
 def train_module():
     sys.path.insert(0, str(ROOT))
@@ -264,6 +277,10 @@ def test_stochastic_evaluation_samples_the_policy_seeded(tmp_path):
     assert s["per_episode"]["mean_e2e_s"] == a["per_episode"]["mean_e2e_s"]
     assert s["per_episode"]["mean_e2e_s"] != g["per_episode"]["mean_e2e_s"]
     assert not g["stochastic"]
+    sys.path.insert(0, str(ROOT))
+    import evaluate as evaluate_cli
+
+    assert evaluate_cli.parse_args(["--policies", model, "--stochastic"]).stochastic
     dqn = str(_small_model(tmp_path / "dqn.zip", algo="dqn", obs="paper"))
     with pytest.raises(PolicyError, match="no action distribution to sample"):
         evaluate([dqn], stochastic=True, **kw)
