@@ -455,3 +455,10 @@ def test_rl_zoo_files_name_policies_sb3_knows():
 def test_every_shipped_config_passes_the_hyperparameter_check(config, train_module):
     s = train_module.parse_settings(["--config", str(ROOT / "configs" / config)])
     assert s["hyperparameters"] and s["discount_schedule"] == ("guided" if s["variant"] == "guided" else "constant")
+
+
+def test_readme_environment_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## The environment\s*```python\n(.*?)```", readme, re.S)
+    assert block and "action_masks()" in block.group(1)
+    exec(compile(block.group(1), "README.md", "exec"), {})
