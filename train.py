@@ -95,7 +95,8 @@ def known_hyperparameters(algo: str) -> set[str]:
 
 def parse_settings(argv=None) -> dict:
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of settings (configs/*.yaml); the flags below override it")
     p.add_argument("--scenario", help=f"a shipped scenario name or a TOML/YAML file (default {d['scenario']})")
     p.add_argument("--algo", choices=["dqn", "ppo", "maskable-ppo"],
@@ -112,7 +113,8 @@ def parse_settings(argv=None) -> dict:
     p.add_argument("--mode", choices=["tick", "arrival"],
                    help=f"tick (a decision every 0.02 s, with hold) or arrival (one per request) (default {d['mode']})")
     p.add_argument("--reward", choices=["latency", "paper"], help=f"reward (default {d['reward']})")
-    p.add_argument("--timesteps", type=int, help=f"environment steps to train, over all envs (default {d['timesteps']})")
+    p.add_argument("--timesteps", type=int,
+                   help=f"environment steps to train, over all envs (default {d['timesteps']})")
     p.add_argument("--seed", type=int, help=f"learner seed and first training env seed (default {d['seed']})")
     p.add_argument("--out", help="output path without extension, e.g. models/dqn-guided (required here or in the "
                    "config)")
@@ -271,7 +273,8 @@ def _built(Algo, policy, venv, common: dict, kwargs: dict):
 
     model = Algo(policy, venv, **kwargs, **common)
     params = inspect.signature(Algo.__init__).parameters
-    used = {k: v.default for k, v in params.items() if k not in _FIXED_ARGUMENTS and v.default is not inspect.Parameter.empty}
+    used = {k: v.default for k, v in params.items()
+            if k not in _FIXED_ARGUMENTS and v.default is not inspect.Parameter.empty}
     used.update(kwargs)
     used["policy"] = policy if isinstance(policy, str) else policy.__name__
     model.card_hyperparameters = json.loads(json.dumps(used, default=_json_name))

@@ -171,7 +171,8 @@ class RoundRobinRouter(Router):
     (a masked instance is skipped: the next allowed one in cyclic order)."""
 
     name = "rr"
-    source = "round robin, the paper's main baseline (arXiv 2408.13510 §6; microsoft/vidur round_robin_global_scheduler.py)"
+    source = ("round robin, the paper's main baseline (arXiv 2408.13510 §6; microsoft/vidur "
+              "round_robin_global_scheduler.py)")
 
     def _reset_state(self, num_envs):
         self.counter = np.zeros(num_envs, dtype=np.int64)
@@ -266,7 +267,8 @@ class LeastKVRouter(Router):
     """Lowest KV-cache utilization (used / capacity blocks); requests still waiting hold no KV."""
 
     name = "least-kv"
-    source = "least KV-cache utilization (vllm-project/aibrix least-kv-cache; kubernetes-sigs/gateway-api-inference-extension kv-cache-utilization scorer)"
+    source = ("least KV-cache utilization (vllm-project/aibrix least-kv-cache; "
+              "kubernetes-sigs/gateway-api-inference-extension kv-cache-utilization scorer)")
 
     def _choose(self, view, valid, go):
         util = view.kv_blocks_used / np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
@@ -448,7 +450,8 @@ class BucketRouter(Router):
     none allowed)."""
 
     name = "bucket"
-    source = "size-interval routing by predicted class (SITA-E, Harchol-Balter, Crovella, Murta 1999; SGLang's bucket policy)"
+    source = ("size-interval routing by predicted class (SITA-E, Harchol-Balter, Crovella, Murta 1999; "
+              "SGLang's bucket policy)")
 
     def _reset_state(self, num_envs):
         self.K = DQN_STATE_BUCKETS.n_buckets
@@ -520,7 +523,8 @@ class OracleLWLRouter(LeastWorkLeftRouter):
 
     name = "oracle-lwl"
     clairvoyant = True
-    source = "clairvoyant least work left with true lengths (LWL, Harchol-Balter, Crovella, Murta 1999, given the true sizes)"
+    source = ("clairvoyant least work left with true lengths (LWL, Harchol-Balter, Crovella, Murta 1999, given "
+              "the true sizes)")
 
     def remaining(self, view):
         return view.remaining_tokens.astype(np.float64), view.head_output_tokens.astype(np.float64)
@@ -541,7 +545,8 @@ class OracleLookaheadRouter(Router):
     name = "oracle-lookahead"
     clairvoyant = True
     max_batch = 1
-    source = "clairvoyant one-step what-if simulation with true lengths (simulates the decision on every instance; an upper reference)"
+    source = ("clairvoyant one-step what-if simulation with true lengths (simulates the decision on every "
+              "instance; an upper reference)")
 
     def _reset_state(self, num_envs):
         self.cost_s = 0.0

@@ -493,8 +493,9 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
     """Evaluate ``policies`` (router names, model paths or PolicySpecs) on ``scenario`` (a name, a
     file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``chunked_prefill``/``num_requests``/
     ``overlong`` override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
-    ``loads`` (a list; None: the scenario's own rate); ``stochastic``: learned policies sample their actions. Returns one result dict per policy (and load),
-    keys described in the module docstring and evaluate.py. ``workers=None`` uses every core.
+    ``loads`` (a list; None: the scenario's own rate); ``stochastic``: learned policies sample their
+    actions. Returns one result dict per policy (and load), keys described in the module docstring
+    and evaluate.py. ``workers=None`` uses every core.
     Raises PolicyError / ValueError before simulating anything if a policy or setting is unusable."""
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")

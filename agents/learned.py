@@ -398,7 +398,8 @@ class LearnedRouter(Router):
         policy = self.model.policy
         with th.no_grad():
             obs_t = policy.obs_to_tensor(obs)[0]
-            dist = policy.get_distribution(obs_t, action_masks=mask) if self.maskable else policy.get_distribution(obs_t)
+            kwargs = {"action_masks": mask} if self.maskable else {}
+            dist = policy.get_distribution(obs_t, **kwargs)
             probs = dist.distribution.probs.cpu().numpy().astype(np.float64)
         rows = np.flatnonzero(go)
         actions = np.full(len(obs), -1, dtype=np.int64)

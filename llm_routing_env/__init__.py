@@ -26,7 +26,8 @@ ENV_IDS = {
                                                   "2 A100 + 2 V100 instances, one decision per request, rich "
                                                   "observation"),
     "llm_routing_env/LLMRouting-azure-conv-v0": ({"scenario": "azure-conv-v100", "mode": "arrival", "obs": "rich"},
-                                                 "the synthetic Azure conversation trace on 4 V100 instances (KV-bound), "
+                                                 "the synthetic Azure conversation trace on 4 V100 instances "
+                                                 "(KV-bound), "
                                                  "one decision per request, rich observation"),
 }
 

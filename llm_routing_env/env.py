@@ -31,7 +31,8 @@ to that instance, ``N`` holds it) and ``Discrete(N)`` in arrival mode. ``action_
 sb3-contrib contract; int8, the dtype ``action_space.sample(mask=...)`` takes; through
 ``gym.make``'s wrappers call ``env.unwrapped.action_masks()`` or
 ``env.get_wrapper_attr("action_masks")()``) and ``info["action_mask"]`` (bool) mark the valid
-ones: in tick mode only hold when the router queue is empty. A masked action (sending with an empty queue) does nothing, like hold.
+ones: in tick mode only hold when the router queue is empty. A masked action (sending with an
+empty queue) does nothing, like hold.
 An action outside the space raises ValueError.
 
 **Observation**: ``Box(float32)`` of the chosen encoding; only what a real router knows at the

@@ -387,7 +387,8 @@ PRIVATE_NOTES = ("routers.md", "paper-facts.md", "prefix-caching.md", "conventio
 def test_no_file_cites_the_private_reference_notes():
     suffixes = {".py", ".md", ".json", ".txt", ".yaml", ".yml", ".toml"}
     files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in suffixes
-             and not any(part in (".git", ".venv", "build", "dist") or part.endswith(".egg-info") or part.startswith(".")
+             and not any(part in (".git", ".venv", "build", "dist") or part.endswith(".egg-info")
+                         or part.startswith(".")
                          for part in p.relative_to(ROOT).parts) and p.name != Path(__file__).name]
     assert len(files) > 50
     cited = [f"{p.relative_to(ROOT)}: {name}" for p in files for name in PRIVATE_NOTES if name in p.read_text()]
