@@ -1,7 +1,7 @@
 """Evaluate routers on a scenario and compare them with round-robin (the CLI of agents/evaluation.py).
 
     python evaluate.py --scenario paper-v100 --policies rr,lor,p2c,lwl,models/dqn-guided.zip \\
-        --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] \\
+        --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] [--stochastic] \\
         [--trace PATH] [--profile NAME] [--instances N] [--scheduler vllm-v0|vllm-v1] [--chunked-prefill] \\
         [--overlong reject|clip|error] \\
         [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
@@ -10,7 +10,16 @@ Policies: the routers of agents/baselines.py (``--list`` shows them with their s
 paper's name for ``lot``, gives the ``lot`` row) and SB3 model files (``models/NAME.zip`` with its
 card ``models/NAME.json``). Heuristics run in ``--mode`` (default ``arrival``), a learned agent in
 the mode and observation it was trained with. Clairvoyant oracles (``oracle-*``) read true output
-lengths and are reported apart.
+lengths and are reported apart. ``--scenario`` defaults to ``paper-v100``.
+
+Learned policies act deterministically (SB3's ``predict(deterministic=True)``: the most likely
+action), as a deployed router would; ``--stochastic`` samples their actions from the policy's
+distribution instead (PPO / MaskablePPO; the samples come from each episode's own seeded
+Generator, so a run is reproducible), e.g. to compare with the training curves, which show the
+sampled policy. A model trained on a ``VecNormalize``-wrapped env gets its saved statistics applied
+when they sit beside it (``NAME.vecnormalize.pkl``, RL Zoo's ``NAME/vecnormalize.pkl``, or the
+card's ``vecnormalize``): a note says which file; a warning says when the card says it was trained
+with normalization and none is found.
 
 Episodes: episode ``i`` uses env seed ``seed + i`` of the evaluation seed stream
 (llm_routing_env/seeds.py; train.py trains and validates on other, disjoint streams) for every
@@ -39,8 +48,10 @@ one output token, as vLLM does, and stops the others at the context; ``clip`` tr
 ``error`` stops with the first one. The counts are printed with every result and written to the
 JSON, the CSV and the requests CSV; refused requests are not in the latencies.
 
-An unknown policy, a missing or corrupt model, or a model trained for another observation or
-instance count stops with a message on stderr and exit code 2 before any simulation starts.
+An unknown policy, a missing or corrupt model, a model trained for another observation or
+instance count, an unknown scenario or a malformed trace (given with ``--trace`` or named in a
+scenario file) stops with a one-line message on stderr and exit code 2 before any simulation
+starts (llm_routing_env/cli.py, the error path of every entry point).
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from llm_routing_env.cli import entry_point
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +90,8 @@ def _loads(text: str) -> list[float]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", help="a shipped scenario name or a TOML/YAML file")
+    p.add_argument("--scenario", help="a shipped scenario name or a TOML/YAML file (default: paper-v100; with "
+                   "--trace only, paper-v100's cluster)")
     p.add_argument("--trace", help="replay this trace file (generic CSV, Azure, Mooncake; e.g. "
                    "AzureLLMInferenceTrace_conv.csv from github.com/Azure/AzurePublicDataset data/), or a fitted "
                    "synthetic trace: azure-code, azure-conv")
@@ -102,6 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="requests beyond the context: reject (as vLLM: refuse prompts of max_model_len tokens or "
                         "more, stop the others at the context), clip (truncate) or error; default: the scenario's "
                         "(reject)")
+    p.add_argument("--stochastic", action="store_true",
+                   help="learned policies sample their actions from the policy's distribution (seeded per episode) "
+                        "instead of taking the most likely one; PPO / MaskablePPO models only")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--csv", help="write the table as CSV")
     p.add_argument("--requests-csv", dest="requests_csv", help="write one row per request")
@@ -110,14 +127,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the routers and exit")
     args = p.parse_args(argv)
-    if not args.list:
-        if not args.policies:
-            p.error("--policies is required")
-        if args.scenario is None and args.trace is None:
-            p.error("give --scenario and/or --trace")
+    if not args.list and not args.policies:
+        p.error("--policies is required")
+    if args.scenario is None and args.trace is None:
+        args.scenario = "paper-v100"
     return args
 
 
+@entry_point("evaluate.py")
 def main(argv=None) -> int:
     args = parse_args(argv)
     from agents.baselines import ROUTERS
@@ -131,19 +148,19 @@ def main(argv=None) -> int:
     from agents import evaluation as E
     from agents import reporting
 
-    # everything that can fail is checked here, before any simulation
-    try:
-        scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
-                                    instances=args.instances, chunked_prefill=args.chunked_prefill,
-                                    num_requests=args.num_requests, overlong=args.overlong,
-                                    scheduler=args.scheduler)
-        specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode)
-        seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
-        if args.load:
-            scenario.with_overrides(load=args.load[0])  # validates
-    except (ValueError, OSError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+    # everything that can fail is checked here, before any simulation (a ValueError / OSError is
+    # reported by llm_routing_env.cli.run as one line, exit code 2)
+    scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
+                                instances=args.instances, chunked_prefill=args.chunked_prefill,
+                                num_requests=args.num_requests, overlong=args.overlong,
+                                scheduler=args.scheduler)
+    specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode, stochastic=args.stochastic)
+    seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
+    if args.load:
+        scenario.with_overrides(load=args.load[0])  # validates
+    for spec in specs:
+        for level, message in spec.notes:
+            print(f"evaluate.py: {level}: {message}", file=sys.stderr)
     for check in seed_checks.values():
         if check["overlap"]:
             print(f"evaluate.py: warning: {check['message']}", file=sys.stderr)
@@ -153,16 +170,17 @@ def main(argv=None) -> int:
     workers = args.workers or E.default_workers()
     collect = bool(args.requests_csv or args.plot)
     start = time.perf_counter()
-    try:  # (issue #11 §4: --overlong error stops at the first request beyond the context, with its lengths)
-        results = E.evaluate(specs, scenario, episodes=args.episodes, seed=args.seed, mode=args.mode,
-                             loads=args.load, workers=workers, progress=not args.no_progress,
-                             collect_requests=collect)
-    except ValueError as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+    # (issue #11 §4: --overlong error stops at the first request beyond the context, with its lengths)
+    results = E.evaluate(specs, scenario, episodes=args.episodes, seed=args.seed, mode=args.mode,
+                         loads=args.load, workers=workers, progress=not args.no_progress,
+                         collect_requests=collect, stochastic=args.stochastic)
     wall = time.perf_counter() - start
 
     print(reporting.format_table(results))
+    for r in results:
+        if r["truncated_episodes"]:
+            print(f"{r['policy']}: {r['truncated_episodes']} of {r['episodes']} episode(s) "
+                  f"{'; '.join(r['truncated_reasons'])}")
     oracle_cost = [r for r in results if r.get("oracle_ms_per_decision") is not None]
     for r in oracle_cost:
         print(f"{r['policy']}: {r['oracle_ms_per_decision']:.1f} ms of wall time per decision "
@@ -174,7 +192,7 @@ def main(argv=None) -> int:
         env_seeds = E.EVALUATION.env_seeds(args.seed, args.episodes)
         reporting.write_json(results, args.json, scenario=name, episodes=args.episodes, seed=args.seed,
                              seed_stream={"stream": E.EVALUATION.name, "env_seeds": [env_seeds.start, env_seeds.stop]},
-                             mode=args.mode, loads=args.load, wall_s=wall, workers=workers,
+                             mode=args.mode, loads=args.load, wall_s=wall, workers=workers, stochastic=args.stochastic,
                              argv=sys.argv[1:] if argv is None else list(argv))
         print(f"wrote {args.json}")
     if args.csv:

@@ -3,6 +3,8 @@
     python train.py --config configs/dqn-guided.yaml                       # a shipped agent
     python train.py --scenario paper-v100-heavy --algo dqn --variant guided --obs paper --mode tick \\
         --timesteps 300000 --seed 0 --out models/my-dqn [--n-envs 4] [--config FILE] [--resume]
+    python train.py --config configs/ppo-agnostic.yaml --out models/my-ppo \\
+        --hyperparams learning_rate:1e-4 n_steps:256 --env-kwargs predictor:learned   # RL Zoo-style overrides
 
 What it does, top to bottom:
 1. Settings: a YAML config (configs/, one per shipped agent) overridden by the command line.
@@ -12,10 +14,17 @@ What it does, top to bottom:
 3. The learner: Double DQN (the paper's agent, agents/policies.py), PPO or MaskablePPO (with the
    per-instance scoring policy for the ``rich`` observation).
 4. Callbacks: episode metrics to TensorBoard (``runs/``), the guided discount schedule, periodic
-   validation keeping the best checkpoint, a progress bar.
-5. The best checkpoint is saved as ``OUT.zip`` with a model card ``OUT.json`` (settings, wall time,
+   validation keeping the best checkpoint (one line per validation on stderr; a greedy policy that
+   never dispatches is cut off by the evaluator's caps, agents/evaluation.py, and the line says
+   so), a progress bar.
+5. The best checkpoint is saved as ``OUT.zip`` with a model card ``OUT.json`` (settings, every
+   hyperparameter the learner ran with, defaults included, the timesteps actually run, wall time,
    library versions, the env seeds it trained and was validated on, and its evaluation against
    round-robin and the best heuristic).
+
+The guided discount schedule (HuRL's training discount (1 - e^(-0.5k)) gamma over episodes k) is the
+paper's, for its Double DQN: with ``--variant guided`` it is on for DQN, and PPO needs an explicit
+``--discount-schedule guided`` (applied to PPO's GAE discount) or ``constant``.
 
 Seeds (llm_routing_env/seeds.py): training episodes come from the training seed stream (``--seed S``
 with K sub-envs: env seeds 2 * 2**32 + S + k), the periodic validation runs agents/evaluation.py's
@@ -34,37 +43,105 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_routing_env.cli import entry_point
+
 VARIANT_SCHEDULE = {"baseline": "none", "aware": "aware", "guided": "guided"}
+DEFAULTS = {"algo": "dqn", "variant": "guided", "obs": "paper", "mode": "tick", "reward": "latency",
+            "scenario": "paper-v100", "timesteps": 100_000, "seed": 0, "n_envs": 4, "eval_freq": 20_000,
+            "eval_episodes": 4, "card_episodes": 20, "env": {}, "hyperparameters": {}, "guidance": {},
+            "clusters": None, "discount_schedule": None}
+#: hyperparameters train.py itself reads (the others go to the SB3 class as they are)
+OWN_HYPERPARAMETERS = {"dqn": {"net_arch": "hidden layer sizes (default [64, 64])",
+                               "exploration_episodes": "episodes of epsilon decay (default 20)",
+                               "steps_per_episode": "decisions per episode for the epsilon schedule"},
+                       "ppo": {"hidden": "width of the policy's layers (default 64)"}}
+#: constructor arguments train.py sets itself
+_FIXED_ARGUMENTS = {"self", "policy", "env", "seed", "tensorboard_log", "verbose", "device", "_init_setup_model",
+                    "policy_kwargs", "args", "kwargs"}
 
 
 # ------------------------------------------------------------------------------------ settings
+def _key_values(text: str) -> tuple[str, object]:
+    """``key:value`` (RL Zoo's form) -> (key, value); the value is a Python literal (1e-4, [64, 64],
+    True, 'text') or, if it is not one, the text itself."""
+    import ast
+
+    key, sep, value = text.partition(":")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key:value")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def algo_class(algo: str):
+    if algo == "dqn":
+        from agents.policies import DoubleDQN as Algo
+    elif algo == "maskable-ppo":
+        from sb3_contrib import MaskablePPO as Algo
+    else:
+        from stable_baselines3 import PPO as Algo
+    return Algo
+
+
+def known_hyperparameters(algo: str) -> set[str]:
+    """Keys a config's ``hyperparameters`` / ``--hyperparams`` may set for ``algo``."""
+    import inspect
+
+    params = set(inspect.signature(algo_class(algo).__init__).parameters) - _FIXED_ARGUMENTS
+    return params | set(OWN_HYPERPARAMETERS["dqn" if algo == "dqn" else "ppo"])
+
+
 def parse_settings(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = DEFAULTS
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of settings (configs/*.yaml); the flags below override it")
-    p.add_argument("--scenario")
-    p.add_argument("--algo", choices=["dqn", "ppo", "maskable-ppo"])
-    p.add_argument("--variant", choices=list(VARIANT_SCHEDULE))
-    p.add_argument("--obs", choices=["paper", "rich"])
-    p.add_argument("--mode", choices=["tick", "arrival"])
-    p.add_argument("--reward", choices=["latency", "paper"])
-    p.add_argument("--timesteps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="output path without extension, e.g. models/dqn-guided")
-    p.add_argument("--n-envs", type=int, dest="n_envs")
-    p.add_argument("--eval-freq", type=int, dest="eval_freq", help="timesteps between evaluations")
-    p.add_argument("--eval-episodes", type=int, dest="eval_episodes")
-    p.add_argument("--card-episodes", type=int, dest="card_episodes", help="episodes of the final evaluation")
+    p.add_argument("--scenario", help=f"a shipped scenario name or a TOML/YAML file (default {d['scenario']})")
+    p.add_argument("--algo", choices=["dqn", "ppo", "maskable-ppo"],
+                   help=f"dqn: the paper's Double DQN; ppo / maskable-ppo: SB3 / sb3-contrib (default {d['algo']})")
+    p.add_argument("--variant", choices=list(VARIANT_SCHEDULE),
+                   help="heuristic guidance (llm_routing_env/wrappers.py): baseline (none), aware (constant weight) "
+                        f"or guided (HuRL's decaying weight) (default {d['variant']})")
+    p.add_argument("--discount-schedule", choices=["guided", "constant"], dest="discount_schedule",
+                   help="guided: the training discount (1 - e^(-0.5k)) gamma over episodes k (HuRL; needs --variant "
+                        "guided); constant: gamma throughout (default: guided for dqn with --variant guided, "
+                        "else constant; ppo with --variant guided must choose)")
+    p.add_argument("--obs", choices=["paper", "rich"],
+                   help=f"observation: paper (27 numbers for N = 4) or rich (per-instance rows) (default {d['obs']})")
+    p.add_argument("--mode", choices=["tick", "arrival"],
+                   help=f"tick (a decision every 0.02 s, with hold) or arrival (one per request) (default {d['mode']})")
+    p.add_argument("--reward", choices=["latency", "paper"], help=f"reward (default {d['reward']})")
+    p.add_argument("--timesteps", type=int,
+                   help=f"environment steps to train, over all envs (default {d['timesteps']})")
+    p.add_argument("--seed", type=int, help=f"learner seed and first training env seed (default {d['seed']})")
+    p.add_argument("--out", help="output path without extension, e.g. models/dqn-guided (required here or in the "
+                   "config)")
+    p.add_argument("--n-envs", type=int, dest="n_envs", help=f"parallel training envs (default {d['n_envs']})")
+    p.add_argument("--eval-freq", type=int, dest="eval_freq",
+                   help=f"timesteps between validations (default {d['eval_freq']})")
+    p.add_argument("--eval-episodes", type=int, dest="eval_episodes",
+                   help=f"validation episodes per training cluster (default {d['eval_episodes']})")
+    p.add_argument("--card-episodes", type=int, dest="card_episodes",
+                   help=f"episodes of the model card's final evaluation; 0 skips it (default {d['card_episodes']})")
+    p.add_argument("--hyperparams", nargs="+", type=_key_values, metavar="KEY:VALUE",
+                   help="override hyperparameters, e.g. learning_rate:1e-4 net_arch:[32,32] (values are Python "
+                        "literals; unknown keys are an error)")
+    p.add_argument("--env-kwargs", nargs="+", type=_key_values, metavar="KEY:VALUE", dest="env_kwargs",
+                   help="override environment settings (gym.make keyword arguments), e.g. predictor:learned "
+                        "reward_scale:0.05")
     p.add_argument("--resume", action="store_true", help="continue from OUT.zip")
     p.add_argument("--card-only", action="store_true", help="only (re)write the model card of OUT.zip")
     args = p.parse_args(argv)
-    settings = {"algo": "dqn", "variant": "guided", "obs": "paper", "mode": "tick", "reward": "latency",
-                "scenario": "paper-v100", "timesteps": 100_000, "seed": 0, "n_envs": 4, "eval_freq": 20_000,
-                "eval_episodes": 4, "card_episodes": 20, "env": {}, "hyperparameters": {}, "guidance": {},
-                "clusters": None}
+    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     if args.config:
         import yaml
 
-        loaded = yaml.safe_load(Path(args.config).read_text())
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            p.error(f"{args.config}: {e}")
         if not isinstance(loaded, dict):
             p.error(f"{args.config}: a config must be a mapping of settings")
         unknown = set(loaded) - set(settings) - {"out", "description"}
@@ -72,13 +149,35 @@ def parse_settings(argv=None) -> dict:
             p.error(f"{args.config}: unknown setting(s) {sorted(unknown)}; known: {sorted(settings)}")
         settings.update(loaded)
     for key, value in vars(args).items():
-        if value is not None and key not in ("config", "resume", "card_only"):
+        if value is not None and key not in ("config", "resume", "card_only", "hyperparams", "env_kwargs"):
             settings[key] = value
+    settings["hyperparameters"] = {**(settings["hyperparameters"] or {}), **dict(args.hyperparams or [])}
+    settings["env"] = {**(settings["env"] or {}), **dict(args.env_kwargs or [])}
     if not settings.get("out"):
         p.error("--out (or `out:` in the config) is required")
     settings["resume"], settings["card_only"] = args.resume, args.card_only
     if settings["algo"] == "dqn" and settings["obs"] == "rich":
         p.error("dqn uses the MLP of the paper: train it on --obs paper")
+    unknown = set(settings["hyperparameters"]) - known_hyperparameters(settings["algo"])
+    if unknown:
+        p.error(f"unknown hyperparameter(s) {sorted(unknown)} for {settings['algo']}; known: "
+                f"{', '.join(sorted(known_hyperparameters(settings['algo'])))}")
+    schedule = settings["discount_schedule"]
+    if schedule is None:
+        if settings["variant"] == "guided" and settings["algo"] != "dqn":
+            p.error(f"--variant guided with {settings['algo']}: choose the discount schedule, --discount-schedule "
+                    "guided (HuRL's (1 - e^(-0.5k)) gamma, the paper's, for its DQN) or constant")
+        schedule = "guided" if settings["variant"] == "guided" else "constant"
+    if schedule == "guided" and settings["variant"] != "guided":
+        p.error(f"--discount-schedule guided needs --variant guided (got {settings['variant']})")
+    settings["discount_schedule"] = schedule
+    try:  # every environment setting is checked here, before any training
+        from llm_routing_env.core import EnvConfig
+
+        for part in settings["clusters"] or [{}]:
+            EnvConfig.from_kwargs(**env_kwargs(settings, **{k: v for k, v in part.items() if k != "n_envs"}))
+    except (TypeError, ValueError) as e:  # one line, exit 2 (llm_routing_env/cli.py)
+        raise ValueError(f"environment settings: {e}") from e
     return settings
 
 
@@ -150,8 +249,8 @@ def make_model(settings: dict, venv, tensorboard_dir: str):
         # "random exploration only in the first 20 episodes" (counted over all envs): epsilon decays
         # linearly over their timesteps, then stays at exploration_final_eps
         fraction = min(1.0, episodes * steps_per_episode / settings["timesteps"])
-        return DoubleDQN("MlpPolicy", venv, policy_kwargs={"net_arch": net_arch},
-                         exploration_fraction=fraction, **hp, **common)
+        return _built(DoubleDQN, "MlpPolicy", venv, common, {"policy_kwargs": {"net_arch": net_arch},
+                                                            "exploration_fraction": fraction, **hp})
     hidden = hp.pop("hidden", 64)
     if settings["obs"] == "rich":
         from agents.policies import InstanceScoringPolicy, MaskableInstanceScoringPolicy
@@ -164,7 +263,26 @@ def make_model(settings: dict, venv, tensorboard_dir: str):
         from sb3_contrib import MaskablePPO as Algo
     else:
         from stable_baselines3 import PPO as Algo
-    return Algo(policy, venv, policy_kwargs=kwargs, **hp, **common)
+    return _built(Algo, policy, venv, common, {"policy_kwargs": kwargs, **hp})
+
+
+def _built(Algo, policy, venv, common: dict, kwargs: dict):
+    """``Algo(policy, venv, **kwargs, **common)`` that remembers every hyperparameter it runs with
+    (the class's defaults with ``kwargs`` over them) for the model card."""
+    import inspect
+
+    model = Algo(policy, venv, **kwargs, **common)
+    params = inspect.signature(Algo.__init__).parameters
+    used = {k: v.default for k, v in params.items()
+            if k not in _FIXED_ARGUMENTS and v.default is not inspect.Parameter.empty}
+    used.update(kwargs)
+    used["policy"] = policy if isinstance(policy, str) else policy.__name__
+    model.card_hyperparameters = json.loads(json.dumps(used, default=_json_name))
+    return model
+
+
+def _json_name(value):
+    return getattr(value, "__name__", None) or str(value)
 
 
 def _episode_requests(settings: dict) -> int:
@@ -174,14 +292,7 @@ def _episode_requests(settings: dict) -> int:
 
 
 def load_model(settings: dict, path: str, venv=None):
-    algo = settings["algo"]
-    if algo == "dqn":
-        from agents.policies import DoubleDQN as Algo
-    elif algo == "maskable-ppo":
-        from sb3_contrib import MaskablePPO as Algo
-    else:
-        from stable_baselines3 import PPO as Algo
-    return Algo.load(path, env=venv, device="cpu")
+    return algo_class(settings["algo"]).load(path, env=venv, device="cpu")
 
 
 # ----------------------------------------------------------------------------------- callbacks
@@ -195,6 +306,7 @@ def make_callbacks(settings: dict, out: Path):
         def __init__(self):
             super().__init__()
             self.best = np.inf
+            self.best_at = None  # timesteps of the best checkpoint
             self.next_eval = settings["eval_freq"]
             self.bar = None
             self.history = []
@@ -212,17 +324,20 @@ def make_callbacks(settings: dict, out: Path):
                         self.logger.record_mean(f"episode/{key}", m[key])
                 if "guidance_weight" in info:
                     self.logger.record_mean("train/guidance_weight", float(info["guidance_weight"]))
-            if settings["variant"] == "guided" and hasattr(self.model, "gamma"):
+            if settings["discount_schedule"] == "guided":
                 wrappers = guidance_wrappers(self.training_env)
                 self.model.gamma = min(w.training_discount for w in wrappers)
+                if hasattr(self.model, "rollout_buffer"):  # PPO computes its returns with the buffer's own gamma
+                    self.model.rollout_buffer.gamma = self.model.gamma
                 self.logger.record("train/discount", self.model.gamma)
             if self.num_timesteps >= self.next_eval:
                 self.next_eval += settings["eval_freq"]
-                score = evaluate_model(self.model, settings, settings["eval_episodes"], out)
+                score, message = evaluate_model(self.model, settings, settings["eval_episodes"], out)
+                self.bar.write(f"validation at {self.num_timesteps:,} steps: {message}", file=sys.stderr)
                 self.logger.record("eval/mean_e2e_s", score)
                 self.history.append({"timesteps": int(self.num_timesteps), "eval_mean_e2e_s": score})
                 if score < self.best:
-                    self.best = score
+                    self.best, self.best_at = score, int(self.num_timesteps)
                     self.model.save(str(out) + ".best.zip")
             return True
 
@@ -241,10 +356,11 @@ def validation_scenarios(settings: dict) -> list:
             for part in parts]
 
 
-def evaluate_model(model, settings: dict, episodes: int, out: Path) -> float:
+def evaluate_model(model, settings: dict, episodes: int, out: Path) -> tuple[float, str]:
     """Mean E2E (s) of the model over ``episodes`` episodes of each training cluster, from the validation
     seed stream, run by the evaluator (agents/evaluation.py ``run_episodes``, as evaluate.py runs a
-    model); a truncated episode (requests left unfinished) scores inf."""
+    model), and a line saying so; a truncated episode (requests left unfinished: the evaluator cuts off
+    a policy that holds requests, and the line says why) scores inf."""
     from agents.evaluation import PolicySpec, run_episodes
     from agents.learned import CARD_ENV_KEYS
     from llm_routing_env.seeds import VALIDATION
@@ -254,18 +370,27 @@ def evaluate_model(model, settings: dict, episodes: int, out: Path) -> float:
     spec = PolicySpec(label=str(path), name=out.name, kind="learned", mode=settings["mode"], obs=settings["obs"],
                       env={k: settings["env"][k] for k in CARD_ENV_KEYS if k in settings["env"]},
                       card={"algo": settings["algo"], "obs": settings["obs"], "mode": settings["mode"]})
-    scores = []
+    scores, reasons = [], []
     try:
         for scenario in validation_scenarios(settings):
             run = run_episodes(spec, scenario, 0, range(episodes), stream=VALIDATION)
             scores += [np.inf if m["truncated"] else m["mean_e2e_s"] for m in run["episodes"]]
+            reasons += [m["truncated_reason"] for m in run["episodes"] if m["truncated"]]
     finally:
         path.unlink(missing_ok=True)
-    return float(np.mean(scores))
+    score = float(np.mean(scores))
+    message = f"mean E2E {score:.3f} s over {len(scores)} episode(s)"
+    if reasons:
+        message = (f"{len(reasons)} of {len(scores)} episode(s) left requests unfinished and scored inf "
+                   f"({'; '.join(sorted(set(reasons)))})")
+    return score, message
 
 
 # ------------------------------------------------------------------------------------ model card
-def write_model_card(settings: dict, out: Path, wall_s: float | None, history: list) -> dict:
+def write_model_card(settings: dict, out: Path, wall_s: float | None, history: list, model=None) -> dict:
+    """The model card ``OUT.json``. With the trained ``model``: the timesteps it ran
+    (``model.num_timesteps``: SB3 rounds up to whole rollouts / vector steps) and every hyperparameter
+    it ran with; without (``--card-only``), those of the existing card."""
     import importlib.metadata as md
 
     from llm_routing_env.seeds import TRAINING, VALIDATION, seeds_record
@@ -286,8 +411,13 @@ def write_model_card(settings: dict, out: Path, wall_s: float | None, history: l
         "seed": settings["seed"],
         "seeds": {"training": seeds_record(TRAINING, settings["seed"], training_env_count(settings)),
                   "validation": seeds_record(VALIDATION, 0, settings["eval_episodes"])},
-        "timesteps": settings["timesteps"],
-        "hyperparameters": settings["hyperparameters"],
+        "timesteps": int(model.num_timesteps) if model is not None else old.get("timesteps", settings["timesteps"]),
+        "timesteps_requested": settings["timesteps"],
+        "checkpoint_timesteps": settings.get("checkpoint_timesteps", old.get("checkpoint_timesteps")),
+        "hyperparameters": (getattr(model, "card_hyperparameters", None) or old.get("hyperparameters")
+                            or settings["hyperparameters"]),
+        "hyperparameters_given": settings["hyperparameters"],
+        "discount_schedule": settings["discount_schedule"],
         "guidance": settings["guidance"],
         "wall_time_s": wall_s if wall_s is not None else old.get("wall_time_s"),
         "training_history": history or old.get("training_history", []),
@@ -306,6 +436,7 @@ def write_model_card(settings: dict, out: Path, wall_s: float | None, history: l
 
 
 # ------------------------------------------------------------------------------------------ main
+@entry_point("train.py")
 def main(argv=None) -> int:
     settings = parse_settings(argv)
     import torch
@@ -330,15 +461,18 @@ def main(argv=None) -> int:
                 reset_num_timesteps=not settings["resume"])
     wall_s = time.perf_counter() - start
     # keep the best checkpoint of the periodic evaluations (or the last one if it is better)
-    final = evaluate_model(model, settings, settings["eval_episodes"], out)
+    final, message = evaluate_model(model, settings, settings["eval_episodes"], out)
+    print(f"final validation at {model.num_timesteps:,} steps: {message}", file=sys.stderr)
     best = Path(str(out) + ".best.zip")
     if best.exists() and callback.best <= final:
         best.replace(str(out) + ".zip")
+        settings["checkpoint_timesteps"] = callback.best_at
     else:
         model.save(str(out))
         best.unlink(missing_ok=True)
+        settings["checkpoint_timesteps"] = int(model.num_timesteps)
     callback.history.append({"timesteps": int(model.num_timesteps), "eval_mean_e2e_s": final})
-    card = write_model_card(settings, out, wall_s, callback.history)
+    card = write_model_card(settings, out, wall_s, callback.history, model)
     print(f"saved {out}.zip and {out}.json after {wall_s / 60:.1f} min; evaluation: "
           f"{json.dumps(card.get('evaluation', {}), default=float)[:400]}")
     return 0

@@ -160,7 +160,7 @@ class RandomRouter(Router):
     """Uniform over the allowed instances."""
 
     name = "random"
-    source = "uniform random dispatch (Vidur global scheduler 'random'; routers.md §5 #1)"
+    source = "uniform random dispatch (microsoft/vidur vidur/scheduler/global_scheduler/random_global_scheduler.py)"
 
     def _choose(self, view, valid, go):
         return self._argmin(np.zeros(valid.shape), valid)
@@ -171,7 +171,8 @@ class RoundRobinRouter(Router):
     (a masked instance is skipped: the next allowed one in cyclic order)."""
 
     name = "rr"
-    source = "round robin, the paper's main baseline (arXiv 2408.13510 §6; routers.md §5 #2)"
+    source = ("round robin, the paper's main baseline (arXiv 2408.13510 §6; microsoft/vidur "
+              "round_robin_global_scheduler.py)")
 
     def _reset_state(self, num_envs):
         self.counter = np.zeros(num_envs, dtype=np.int64)
@@ -194,7 +195,7 @@ class LeastOutstandingRequestsRouter(Router):
     """Fewest requests at the instance (waiting + running), ties at random."""
 
     name = "lor"
-    source = "least outstanding requests / JSQ on request counts (routers.md §5 #4; AIBrix least-request)"
+    source = "least outstanding requests / JSQ on request counts (vllm-project/aibrix least-request; Winston 1977)"
 
     def _choose(self, view, valid, go):
         return self._argmin((view.num_running + view.num_waiting).astype(np.float64), valid)
@@ -254,7 +255,8 @@ class LeastOutstandingTokensRouter(Router):
     to process), scored from what a router sees; the evaluator takes ``jsq`` as another name for it."""
 
     name = "lot"
-    source = ("least outstanding tokens (routers.md §5 #7: llm-d pending-tokens, Dynamo, AIBrix token_load; "
+    source = ("least outstanding tokens (llm-d/llm-d-inference-scheduler pkg/plugins/scorer/pending_tokens.go, "
+              "NVIDIA Dynamo's router, vllm-project/aibrix token_load; "
               "the paper's JSQ, arXiv 2408.13510 A.2.1), predicted decode")
 
     def _choose(self, view, valid, go):
@@ -265,7 +267,8 @@ class LeastKVRouter(Router):
     """Lowest KV-cache utilization (used / capacity blocks); requests still waiting hold no KV."""
 
     name = "least-kv"
-    source = "least KV-cache utilization (AIBrix least-kv-cache, GIE kv-cache-utilization scorer; routers.md §5 #8)"
+    source = ("least KV-cache utilization (vllm-project/aibrix least-kv-cache; "
+              "kubernetes-sigs/gateway-api-inference-extension kv-cache-utilization scorer)")
 
     def _choose(self, view, valid, go):
         util = view.kv_blocks_used / np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
@@ -315,7 +318,7 @@ class LeastWorkLeftRouter(Router):
     the same on every instance of a homogeneous cluster and only matters for heterogeneous ones."""
 
     name = "lwl"
-    source = "least work left with predicted lengths (Harchol-Balter LWL; routers.md §3, §5 #11), profile-timed"
+    source = "least work left with predicted lengths (Harchol-Balter, Crovella, Murta 1999: LWL), profile-timed"
 
     def remaining(self, view) -> tuple[np.ndarray, np.ndarray]:
         return view.pred_remaining_tokens.sum(axis=2), view.head_pred_tokens
@@ -447,7 +450,8 @@ class BucketRouter(Router):
     none allowed)."""
 
     name = "bucket"
-    source = "size-interval routing by predicted class (SITA-E, Harchol-Balter et al. 1999; SGLang bucket; routers.md §5 #12)"
+    source = ("size-interval routing by predicted class (SITA-E, Harchol-Balter, Crovella, Murta 1999; "
+              "SGLang's bucket policy)")
 
     def _reset_state(self, num_envs):
         self.K = DQN_STATE_BUCKETS.n_buckets
@@ -519,7 +523,8 @@ class OracleLWLRouter(LeastWorkLeftRouter):
 
     name = "oracle-lwl"
     clairvoyant = True
-    source = "clairvoyant least work left with true lengths (routers.md §3 O1)"
+    source = ("clairvoyant least work left with true lengths (LWL, Harchol-Balter, Crovella, Murta 1999, given "
+              "the true sizes)")
 
     def remaining(self, view):
         return view.remaining_tokens.astype(np.float64), view.head_output_tokens.astype(np.float64)
@@ -540,7 +545,8 @@ class OracleLookaheadRouter(Router):
     name = "oracle-lookahead"
     clairvoyant = True
     max_batch = 1
-    source = "clairvoyant one-step what-if simulation with true lengths (routers.md §3 O2)"
+    source = ("clairvoyant one-step what-if simulation with true lengths (simulates the decision on every "
+              "instance; an upper reference)")
 
     def _reset_state(self, num_envs):
         self.cost_s = 0.0

@@ -15,10 +15,13 @@ with round-robin are paired. A router's own randomness (ties, random, p2c) comes
 per episode (``default_rng([seed, i, 7])``), so results do not depend on how episodes are batched
 or spread over worker processes. An episode ends when every request has completed; a policy that
 holds requests forever is cut off: after holding requests for 60 simulated seconds while every
-instance is idle (tick mode), or 3600 s after the last arrival. Such a *truncated* episode is
-counted (``truncated_episodes``; ``completed`` < ``arrived``); its latencies cover the completed
-requests only, so Δ is not reported (n/a, ``improvement_note`` says why) for a policy, or against
-a round-robin, with a truncated episode.
+instance is idle (tick mode), when the request at the head of the router queue has waited there
+300 simulated seconds (a policy that dispatches only now and then, e.g. only when the cluster is
+idle: without this cap such a policy ran about 185,000 tick decisions per 2,000-request episode
+before the next cap), or 3600 s after the last arrival. Such a *truncated* episode is counted
+(``truncated_episodes``; ``completed`` < ``arrived``; its ``truncated_reason`` says which cap ended
+it); its latencies cover the completed requests only, so Δ is not reported (n/a,
+``improvement_note`` says why) for a policy, or against a round-robin, with a truncated episode.
 
 **Training seeds.** A learned agent's model card records the env seeds it was trained and
 validated on (``seeds``, written by train.py); ``training_seeds`` in its result says whether they
@@ -94,6 +97,7 @@ ROUTER_ALIASES = {"jsq": "lot"}
 MAX_CHUNK = 32
 HOLD_GUARD_S = 3600.0
 IDLE_HOLD_GUARD_S = 60.0
+ROUTER_WAIT_GUARD_S = 300.0
 ROUTER_STREAM = 7
 #: EnvConfig settings that change the scenario (a model card's ``env`` may hold them)
 CARD_SEED = 20_000  # model cards are evaluated on evaluation-stream seeds 20000+, apart from evaluate.py's usual 0-19
@@ -118,6 +122,8 @@ class PolicySpec:
     max_batch: int | None = None
     card: dict | None = None
     reference: bool = False
+    stochastic: bool = False       # a learned policy sampled from its action distribution (seeded)
+    notes: tuple = ()              # (level, message) for the user, e.g. the VecNormalize statistics used
 
 
 def default_workers() -> int:
@@ -159,8 +165,9 @@ def _pinned(scenario: Scenario) -> Scenario:
 
 
 # -------------------------------------------------------------------------------- policies
-def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> list[PolicySpec]:
-    """Validate and describe every policy (router names or model paths); PolicyError otherwise."""
+def resolve_policies(policies, num_instances: int, mode: str = "arrival", stochastic: bool = False) -> list[PolicySpec]:
+    """Validate and describe every policy (router names or model paths); PolicyError otherwise.
+    ``stochastic``: learned policies sample their actions (agents/learned.py) and are named ``NAME (stochastic)``."""
     from .learned import ModelError, check_compatible, describe_model, is_model_path
 
     if mode not in ("arrival", "tick"):
@@ -195,9 +202,11 @@ def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> lis
                     clairvoyant = predictor_is_clairvoyant(predictor)
                 except ValueError as e:
                     raise PolicyError(f"{p}: its model card names {e}") from e
-                spec = PolicySpec(label=p, name=info.name, kind="learned", mode=m_mode, obs=m_obs,
-                                  source=f"Stable-Baselines3 {info.algo} model {p}", env=info.env_settings,
-                                  card=info.card or None, clairvoyant=clairvoyant)
+                how = ", actions sampled from its policy" if stochastic else ""
+                spec = PolicySpec(label=p, name=info.name + (" (stochastic)" if stochastic else ""), kind="learned",
+                                  mode=m_mode, obs=m_obs, source=f"Stable-Baselines3 {info.algo} model {p}{how}",
+                                  env=info.env_settings, card=info.card or None, clairvoyant=clairvoyant,
+                                  stochastic=bool(stochastic), notes=info.notes)
             else:
                 raise PolicyError(f"unknown policy {p!r}; known routers: {', '.join(router_names())}; "
                                   "or the path of a model .zip")
@@ -239,7 +248,7 @@ def _build_router(spec: PolicySpec):
             torch.set_num_threads(1)  # tiny MLPs: threads only contend with the other workers
         except ImportError:  # pragma: no cover
             pass
-        return LearnedRouter(describe_model(spec.label, spec.card))
+        return LearnedRouter(describe_model(spec.label, spec.card), stochastic=spec.stochastic)
     return make_router(spec.label)
 
 
@@ -255,16 +264,18 @@ def _init_worker(queue) -> None:
 
 def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, collect_requests: bool = False,
                  on_episode=None, guard_s: float | None = None, idle_guard_s: float | None = None,
-                 stream: SeedStream = EVALUATION) -> dict:
+                 router_wait_guard_s: float | None = None, stream: SeedStream = EVALUATION) -> dict:
     """Run ``spec`` on episodes ``episodes`` (indices ``i``; env seed ``seed + i`` of ``stream``,
     llm_routing_env/seeds.py: the evaluation stream, or train.py's validation stream) batched in one core.
 
     Returns ``{"episodes": [per-episode dict], "act_s": router time, "decisions": dispatches,
     "wall_s": ...}``; each per-episode dict holds the metrics.py summary plus ``episode``,
-    ``truncated`` and, with ``collect_requests``, ``requests`` (column arrays)."""
+    ``truncated``, ``truncated_reason`` (None, or which cap of the module docstring ended it) and, with
+    ``collect_requests``, ``requests`` (column arrays)."""
     t_start = time.perf_counter()
     guard_s = HOLD_GUARD_S if guard_s is None else guard_s
     idle_guard_s = IDLE_HOLD_GUARD_S if idle_guard_s is None else idle_guard_s
+    router_wait_guard_s = ROUTER_WAIT_GUARD_S if router_wait_guard_s is None else router_wait_guard_s
     episodes = [int(e) for e in episodes]
     B = len(episodes)
     cfg = env_config(spec, scenario)
@@ -278,6 +289,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
     last_arrival = core.arrival[np.arange(B), core.n_req - 1]
     done = np.zeros(B, dtype=bool)
     truncated = np.zeros(B, dtype=bool)
+    reasons: list[str | None] = [None] * B
     idle_since = np.full(B, np.inf)  # since when the router has held requests on an idle cluster
     out: list[dict | None] = [None] * B
     act_s, decisions = 0.0, 0
@@ -287,6 +299,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
         m["throughput_req_s"] = m["completed"] / m["makespan_s"] if m.get("makespan_s", 0) > 0 else float("nan")
         m["episode"] = episodes[b]
         m["truncated"] = bool(truncated[b])
+        m["truncated_reason"] = reasons[b]
         if collect_requests:
             rec = core.sim.records(b)
             n = int(core.n_req[b])
@@ -314,9 +327,19 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
             holding_idle = view.has_request & (actions >= N) & idle
             idle_since = np.where(holding_idle, np.minimum(idle_since, core.t), np.inf)
         _, terminated, trunc, _ = core.step(actions[envs], envs=envs)
-        stuck = ~terminated & ((core.t[envs] > last_arrival[envs] + guard_s)
-                               | (core.t[envs] - idle_since[envs] > idle_guard_s))
-        ended = terminated | trunc | stuck
+        after = core.view()
+        caps = ((core.t[envs] - idle_since[envs] > idle_guard_s,
+                 f"held requests for {idle_guard_s:g} s of simulated time while every instance was idle"),
+                (after.has_request[envs] & (after.head_wait_s[envs] > router_wait_guard_s),
+                 f"a request waited {router_wait_guard_s:g} s at the router"),
+                (core.t[envs] > last_arrival[envs] + guard_s, f"{guard_s:g} s after the last arrival"),
+                (trunc, "the environment's own limit (max_sim_time_s / max_episode_steps)"))
+        stuck = np.zeros(envs.size, dtype=bool)
+        for hit, reason in caps:
+            for k in np.flatnonzero(hit & ~terminated & ~stuck):
+                reasons[envs[k]] = f"cut off: {reason}"
+            stuck |= hit & ~terminated
+        ended = terminated | stuck
         truncated[envs] = ~terminated & ended
         for b in envs[ended]:
             done[b] = True
@@ -410,11 +433,13 @@ def improvement_over(reference: dict, result: dict) -> tuple[float, float, str |
 def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[dict], meta: dict) -> dict:
     eps = sorted(eps, key=lambda m: m["episode"])
     res: dict = {"policy": spec.name, "label": spec.label, "kind": spec.kind, "clairvoyant": spec.clairvoyant,
+                 "stochastic": spec.stochastic,
                  "reference": spec.reference, "source": spec.source, "mode": spec.mode,
                  "obs": spec.obs if spec.kind == "learned" else None, "scenario": scenario.name, "load": load,
                  "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
                  "predictor_training_data": scenario.predictor_training_data,
-                 "truncated_episodes": int(sum(m["truncated"] for m in eps))}
+                 "truncated_episodes": int(sum(m["truncated"] for m in eps)),
+                 "truncated_reasons": sorted({m["truncated_reason"] for m in eps if m.get("truncated_reason")})}
     per_episode = {"episode": [m["episode"] for m in eps]}
     for key, _, src in METRICS:
         vals = [m.get(src, float("nan")) for m in eps]
@@ -464,12 +489,13 @@ def _chunks(n_episodes: int, n_pairs: int, workers: int, max_batch: int | None) 
 def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0, mode: str = "arrival",
              loads=None, rate=None, workers: int | None = 1, progress: bool = False, collect_requests: bool = False,
              trace=None, profile=None, instances=None, chunked_prefill=None, num_requests=None,
-             overlong=None, scheduler=None) -> list[dict]:
+             overlong=None, scheduler=None, stochastic: bool = False) -> list[dict]:
     """Evaluate ``policies`` (router names, model paths or PolicySpecs) on ``scenario`` (a name, a
     file or a Scenario; ``trace``/``rate``/``profile``/``instances``/``scheduler``/``chunked_prefill``/
     ``num_requests``/``overlong`` override it, see build_scenario) over ``episodes`` episodes from ``seed``, at each load of
-    ``loads`` (a list; None: the scenario's own rate). Returns one result dict per policy (and load),
-    keys described in the module docstring and evaluate.py. ``workers=None`` uses every core.
+    ``loads`` (a list; None: the scenario's own rate); ``stochastic``: learned policies sample their
+    actions. Returns one result dict per policy (and load), keys described in the module docstring
+    and evaluate.py. ``workers=None`` uses every core.
     Raises PolicyError / ValueError before simulating anything if a policy or setting is unusable."""
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
@@ -482,7 +508,7 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
             raise ValueError("give either a rate or loads, not both")
         if not loads or any(not math.isfinite(x) or x <= 0 for x in loads):
             raise ValueError(f"loads must be positive numbers, got {loads!r}")
-    specs = resolve_policies(policies, base.num_instances, mode)
+    specs = resolve_policies(policies, base.num_instances, mode, stochastic=stochastic)
     seed_checks = training_seed_checks(specs, seed, episodes)
     if not any(s.label == "rr" for s in specs):
         cls = ROUTERS["rr"]

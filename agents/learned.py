@@ -23,9 +23,19 @@ padded clusters) runs on any cluster of at most its padded size: the observation
 -1 rows and the padded actions masked, as in ``llm_routing_env.sb3.MixedClusterVecEnv``.
 
 **Acting.** The observation is ``llm_routing_env.observations.encode(obs, view, max_model_len)``;
-MaskablePPO gets ``view.action_mask`` (padded); the policy is deterministic. An action the mask
-forbids (an instance while the router queue is empty in tick mode, a padded instance) becomes hold
-in tick mode and the first allowed instance in arrival mode.
+MaskablePPO gets ``view.action_mask`` (padded). The policy is deterministic (SB3's
+``predict(deterministic=True)``: the most likely action), or with ``stochastic=True`` sampled from
+the policy's action distribution (PPO / MaskablePPO; masked) with the router's per-episode
+Generator, so that a sampled evaluation is seeded and does not depend on batching. An action the
+mask forbids (an instance while the router queue is empty in tick mode, a padded instance) becomes
+hold in tick mode and the first allowed instance in arrival mode.
+
+**Observation normalization.** A model trained on a ``VecNormalize``-wrapped env sees normalized
+observations; its saved statistics are found beside the model: the card's ``vecnormalize`` (a
+path relative to the model), ``NAME.vecnormalize.pkl``, or RL Zoo's ``NAME/vecnormalize.pkl``,
+and applied (``ModelInfo.vecnormalize``; evaluate.py says so). When the card (``normalize`` or
+``hyperparameters.normalize``) or RL Zoo's ``NAME/config.yml`` says the model was trained with
+normalization and no statistics are found, ``ModelInfo.notes`` holds a warning.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import base64
 import json
 import pickletools
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +89,8 @@ class ModelInfo:
     policy_module: str
     policy_name: str
     card: dict = field(default_factory=dict)
+    vecnormalize: str | None = None    # VecNormalize statistics applied to the observations
+    notes: tuple = ()                  # (level, message): "note" / "warning" for the user
     obs: str | None = None
     mode: str | None = None
     num_instances: int | None = None   # the instance count the observation was built for
@@ -170,6 +183,55 @@ def _space_shape(entry, path: Path, what: str):
                          f"{'Discrete' if what == 'n' else 'Box'} space a router can use") from e
 
 
+def _trained_with_normalization(path: Path, card: dict) -> bool:
+    hp = card.get("hyperparameters") if isinstance(card.get("hyperparameters"), dict) else {}
+    if card.get("normalize") or hp.get("normalize"):
+        return True
+    zoo_config = path.with_suffix("") / "config.yml"  # RL Zoo writes the hyperparameters it used there
+    try:
+        text = zoo_config.read_text()
+    except OSError:
+        return False
+    # RL Zoo's config.yml is a list of [key, value] pairs: "- - normalize" then "  - VALUE"
+    m = re.search(r"-\s*normalize\s*\n\s*-\s*(\S.*)", text)
+    return bool(m) and m.group(1).strip().lower() not in ("false", "null", "~")
+
+
+def _find_vecnormalize(path: Path, card: dict) -> tuple[str | None, tuple]:
+    """(statistics file or None, notes) for a model; see the module docstring."""
+    given = card.get("vecnormalize")
+    if given:
+        p = Path(given) if Path(given).is_absolute() else path.parent / given
+        if not p.is_file():
+            raise ModelError(f"{card_path(path)}: vecnormalize {given!r}: no such file ({p})")
+        candidates = [p]
+    else:
+        candidates = [path.with_suffix(".vecnormalize.pkl"), path.with_suffix("") / "vecnormalize.pkl"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is not None:
+        return str(found), (("note", f"{path}: observations normalized with the VecNormalize statistics {found}"),)
+    if _trained_with_normalization(path, card):
+        return None, (("warning", f"{path} was trained with VecNormalize but no statistics were found (looked for "
+                       f"{', '.join(str(c) for c in candidates)}): evaluating it on raw observations"),)
+    return None, ()
+
+
+def load_vecnormalize(path: str, obs_dim: int):
+    """The saved VecNormalize (statistics only, no env), in evaluation mode; ModelError if unusable."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            vn = pickle.load(f)
+        vn.training, vn.norm_reward = False, False
+        shape = tuple(vn.obs_rms.mean.shape)
+    except Exception as e:  # a pickle of anything can fail in many ways
+        raise ModelError(f"{path}: not a readable VecNormalize file ({type(e).__name__}: {e})") from e
+    if shape != (obs_dim,):
+        raise ModelError(f"{path}: VecNormalize statistics of shape {shape}, the model takes {obs_dim} numbers")
+    return vn
+
+
 def describe_model(path, card: dict | None = None) -> ModelInfo:
     """Read a model zip (without loading the network) and its card; ModelError if unusable."""
     p = Path(path)
@@ -195,8 +257,9 @@ def describe_model(path, card: dict | None = None) -> ModelInfo:
     else:
         raise ModelError(f"{p}: cannot tell the algorithm (policy module {module!r}) and there is no model card "
                          f"{card_path(p)} with an 'algo' key")
+    vecnormalize, notes = _find_vecnormalize(p, card)
     info = ModelInfo(path=str(p), name=p.stem, algo=algo, obs_dim=obs_shape[0], n_actions=n_actions,
-                     policy_module=module, policy_name=doc_name, card=card)
+                     policy_module=module, policy_name=doc_name, card=card, vecnormalize=vecnormalize, notes=notes)
     d = info.obs_dim
     inferred = {"paper": (d - 3) // 6 if d > 3 and (d - 3) % 6 == 0 else None,
                 "rich": (d - RICH_GLOBAL_FEATURES) // RICH_INSTANCE_FEATURES
@@ -280,16 +343,21 @@ class LearnedRouter(Router):
 
     clairvoyant = False
 
-    def __init__(self, model_or_info, card: dict | None = None, model=None):
+    def __init__(self, model_or_info, card: dict | None = None, model=None, stochastic: bool = False):
         super().__init__()
         info = model_or_info if isinstance(model_or_info, ModelInfo) else describe_model(model_or_info, card)
+        if stochastic and info.algo == "dqn":
+            raise ModelError(f"{info.path}: a DQN model has no action distribution to sample (its policy is greedy "
+                             "on Q-values); --stochastic applies to PPO and MaskablePPO models")
         self.info = info
+        self.stochastic = bool(stochastic)
         self.name = info.name
         self.modes = (info.mode,)
         self.obs = info.obs
         self.source = f"Stable-Baselines3 {info.algo} model {info.path} ({info.obs} observation, {info.mode} mode)"
         self.model = model if model is not None else load_model(info)
         self.maskable = info.algo == "maskable-ppo"
+        self.normalizer = load_vecnormalize(info.vecnormalize, info.obs_dim) if info.vecnormalize else None
 
     def prepare(self, config) -> None:
         if config.obs != self.obs:
@@ -311,9 +379,32 @@ class LearnedRouter(Router):
             if mask.shape[1] > N:
                 pm[:, -1] = mask[:, N]
             mask = pm
-        if self.maskable:
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs).astype(np.float32)
+        if self.stochastic:
+            actions = self._sample(obs, mask, go)
+        elif self.maskable:
             actions, _ = self.model.predict(obs, deterministic=True, action_masks=mask)
         else:
             actions, _ = self.model.predict(obs, deterministic=True)
         actions = np.asarray(actions, dtype=np.int64).reshape(B)
         return np.where(actions < N, actions, -1)  # hold / padded -> -1 (hold in tick mode)
+
+    def _sample(self, obs, mask, go) -> np.ndarray:
+        """An action per env drawn from the policy's distribution with the env's own Generator (only
+        the envs that dispatch draw, so a sampled episode does not depend on the others)."""
+        import torch as th
+
+        policy = self.model.policy
+        with th.no_grad():
+            obs_t = policy.obs_to_tensor(obs)[0]
+            kwargs = {"action_masks": mask} if self.maskable else {}
+            dist = policy.get_distribution(obs_t, **kwargs)
+            probs = dist.distribution.probs.cpu().numpy().astype(np.float64)
+        rows = np.flatnonzero(go)
+        actions = np.full(len(obs), -1, dtype=np.int64)
+        if rows.size:
+            u = self._uniform(rows, 1)[:, 0]
+            cdf = np.cumsum(probs[rows], axis=1)
+            actions[rows] = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), probs.shape[1] - 1)
+        return actions

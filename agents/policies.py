@@ -17,7 +17,8 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from torch import nn
-from stable_baselines3 import DQN
+from stable_baselines3 import DQN, PPO
+from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 
@@ -128,3 +129,9 @@ class InstanceScoringPolicy(_ScorerPolicyMixin, ActorCriticPolicy):
 
 class MaskableInstanceScoringPolicy(_ScorerPolicyMixin, MaskableActorCriticPolicy):
     """MaskablePPO policy with no per-N parameters."""
+
+
+# RL Zoo's hyperparameter files name a policy by string, which SB3 looks up in the algorithm's
+# policy_aliases: importing this module adds ours (configs/rl_zoo/ppo-agnostic.yml names one)
+PPO.policy_aliases.setdefault("InstanceScoringPolicy", InstanceScoringPolicy)
+MaskablePPO.policy_aliases.setdefault("MaskableInstanceScoringPolicy", MaskableInstanceScoringPolicy)

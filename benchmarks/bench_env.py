@@ -373,4 +373,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())

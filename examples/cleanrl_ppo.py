@@ -211,7 +211,7 @@ def evaluate(args: Args, policy) -> np.ndarray:
     return result
 
 
-if __name__ == "__main__":
+def main() -> None:
     args = parse_args()
     if args.num_steps <= 0:
         args.num_steps = args.num_requests + 1   # + 1: the reset step that follows each episode
@@ -394,3 +394,9 @@ if __name__ == "__main__":
           f"better on {int((diff < 0).sum())}/{len(diff)} episodes, "
           f"paired 95% CI +-{1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float('nan'):.3f} s")
     print(f"wall time: train {train_time:.0f} s, total {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())

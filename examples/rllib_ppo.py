@@ -200,4 +200,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())

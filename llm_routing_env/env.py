@@ -22,13 +22,18 @@ recomputes requests. The router's job is to send each request where it hurts lea
 * ``predictor`` (``"task-prior"``): the output-length predictor whose outputs the router sees
   (``"task-prior"``, ``"learned"``, ``"noisy"`` with ``predictor_kwargs={"accuracy": 0.79}``, or
   the clairvoyant ``"oracle"``); predictors.py.
+* ``render_mode`` (None): ``"ansi"`` (text) or ``"rgb_array"`` (an HxWx3 uint8 picture of the
+  cluster: router queue, and per instance KV use, running batch and waiting queue; render.py).
 * ``skip_idle_ticks`` (True), ``max_sim_time_s`` / ``max_episode_steps`` (truncation),
   ``impact`` (an ImpactConfig or dict: the workload-impact estimator's constants).
 
 **Action space**: ``Discrete(N + 1)`` in tick mode (``0..N-1`` send the head of the router queue
 to that instance, ``N`` holds it) and ``Discrete(N)`` in arrival mode. ``action_masks()`` (the
-sb3-contrib contract) and ``info["action_mask"]`` mark the valid ones: in tick mode only hold when
-the router queue is empty. A masked action (sending with an empty queue) does nothing, like hold.
+sb3-contrib contract; int8, the dtype ``action_space.sample(mask=...)`` takes; through
+``gym.make``'s wrappers call ``env.unwrapped.action_masks()`` or
+``env.get_wrapper_attr("action_masks")()``) and ``info["action_mask"]`` (bool) mark the valid
+ones: in tick mode only hold when the router queue is empty. A masked action (sending with an
+empty queue) does nothing, like hold.
 An action outside the space raises ValueError.
 
 **Observation**: ``Box(float32)`` of the chosen encoding; only what a real router knows at the
@@ -68,6 +73,7 @@ from gymnasium.vector.utils import batch_space
 from .config import EnvConfig
 from .core import RoutingCore
 from .observations import encode, observation_space
+from .render import render_ansi, render_rgb
 from .single_env import paper_observation_one, step_info_one, step_one
 
 
@@ -84,6 +90,15 @@ def _step_info(core: RoutingCore, envs, h) -> dict:
     }
 
 
+RENDER_MODES = ("ansi", "rgb_array")
+
+
+def _check_render_mode(render_mode):
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be None, 'ansi' or 'rgb_array', got {render_mode!r}")
+    return render_mode
+
+
 def _check_action(action) -> int:
     if type(action) is int:  # the common case, checked cheaply
         return action
@@ -96,12 +111,10 @@ def _check_action(action) -> int:
 class LLMRoutingEnv(gym.Env):
     """One cluster; see the module docstring."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 50}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 50}
 
     def __init__(self, render_mode: str | None = None, **kwargs):
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        self.render_mode = render_mode
+        self.render_mode = _check_render_mode(render_mode)
         self.config = EnvConfig.from_kwargs(**kwargs)
         self.core = RoutingCore(self.config, num_envs=1)
         self.observation_space = observation_space(self.config.obs, self.config.num_instances)
@@ -123,7 +136,8 @@ class LLMRoutingEnv(gym.Env):
         return self._obs(), reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
-        return self.core.action_masks()[0].copy()
+        """(A,) int8, 1 = valid: the dtype ``action_space.sample(mask=...)`` takes (sb3-contrib takes it too)."""
+        return self.core.action_masks()[0].astype(np.int8)
 
     def episode_metrics(self) -> dict:
         """The current episode's metrics so far (what the final ``info["metrics"]`` holds)."""
@@ -141,6 +155,8 @@ class LLMRoutingEnv(gym.Env):
     def render(self):
         if self.render_mode == "ansi":
             return render_ansi(self.core, 0)
+        if self.render_mode == "rgb_array":
+            return render_rgb(self.core, 0)
         return None
 
 
@@ -151,12 +167,11 @@ class LLMRoutingVectorEnv(VectorEnv):
     ``seed + i``.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 50, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None,
                  **kwargs):
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        render_mode = _check_render_mode(render_mode)
         if max_episode_steps is not None:
             kwargs["max_episode_steps"] = max_episode_steps
         self.render_mode = render_mode
@@ -211,8 +226,8 @@ class LLMRoutingVectorEnv(VectorEnv):
         return self._obs(), rewards, terminated, truncated, infos
 
     def action_masks(self) -> np.ndarray:
-        """(num_envs, A) bool: valid actions of each sub-env."""
-        return self.core.action_masks().copy()
+        """(num_envs, A) int8, 1 = valid: the valid actions of each sub-env."""
+        return self.core.action_masks().astype(np.int8)
 
     def router_view(self):
         return self.core.view()
@@ -223,16 +238,6 @@ class LLMRoutingVectorEnv(VectorEnv):
     def render(self):
         if self.render_mode == "ansi":
             return "\n".join(render_ansi(self.core, b) for b in range(self.num_envs))
+        if self.render_mode == "rgb_array":  # one picture per sub-env (gymnasium's vector convention)
+            return tuple(render_rgb(self.core, b) for b in range(self.num_envs))
         return None
-
-
-def render_ansi(core: RoutingCore, b: int) -> str:
-    """A text snapshot of one cluster: router queue and per-instance state."""
-    v = core.view()
-    lines = [f"t={core.t[b]:.3f}s  router queue={int(v.queue_len[b])}  arrived={int(core.n_arrived[b])}/"
-             f"{int(core.n_req[b])}  completed={int(core.completed[b])}"]
-    for m in range(core.N):
-        lines.append(f"  instance {m}: running {int(v.num_running[b, m]):>3}  waiting {int(v.num_waiting[b, m]):>4}  "
-                     f"KV {int(v.kv_blocks_used[b, m]):>6}/{int(v.kv_capacity_blocks[m])}  "
-                     f"pending prefill {int(v.pending_prefill_tokens[b, m]):>6} tok  impact {v.impact[b, m]:+.2f}")
-    return "\n".join(lines)

@@ -601,7 +601,7 @@ def format_accuracy_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main(argv=None) -> int:  # pragma: no cover
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -609,6 +609,13 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--buckets", default=PAPER_PREDICTOR_BUCKETS.name, choices=sorted(_SCHEMES))
     ap.add_argument("--profile", default="llama2-7b-v100")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(format_accuracy_report(learned_accuracy_report(args.n, args.seed, buckets=args.buckets,
                                                          profile=args.profile)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import entry_point
+
+    raise SystemExit(entry_point()(main)())

@@ -5,9 +5,14 @@ step that finished it and puts the last observation in ``info["terminal_observat
 adapter translates from the native env's NEXT_STEP autoreset, hands out per-env info dicts with
 ``TimeLimit.truncated``, and answers ``env_method("action_masks")`` so MaskablePPO works::
 
+    from sb3_contrib import MaskablePPO
+    from agents.policies import MaskableInstanceScoringPolicy
     from llm_routing_env.sb3 import make_sb3_vec_env
     venv = make_sb3_vec_env(num_envs=8, mode="arrival", obs="rich")
-    model = MaskablePPO("MlpPolicy", venv).learn(10_000)
+    model = MaskablePPO(MaskableInstanceScoringPolicy, venv).learn(10_000)
+
+(the per-instance scoring policy: a plain ``"MlpPolicy"`` learns a bias per instance and, acting
+deterministically, sends every request to one instance; README, "Train your own agent").
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import entry_point
 from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
@@ -593,11 +594,20 @@ def load_scenario(name_or_path) -> Scenario:
         raise ValueError(f"{path}: {e}") from e
 
 
+@entry_point("python -m llm_routing_env.scenarios")
 def main(argv=None) -> int:
-    """List the shipped scenarios, one line each, with the load they put on their cluster."""
-    args = sys.argv[1:] if argv is None else argv
-    names = args or scenario_names()
-    for name in names:
+    """List the shipped scenarios (or the named ones / scenario files), one line each, with the load they
+    put on their cluster."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m llm_routing_env.scenarios",
+                                description="List scenarios with the load each puts on its cluster (offered rate / "
+                                            "saturation rate of round-robin).")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help=f"shipped scenario names or TOML/YAML scenario files (default: every shipped one: "
+                        f"{', '.join(scenario_names())})")
+    args = p.parse_args(argv)
+    for name in args.scenarios or scenario_names():
         s = load_scenario(name)
         print(s.summary_line())
         if s.description:

@@ -236,7 +236,7 @@ def test_action_masks_agree_with_info_and_follow_the_router_queue_in_tick_mode()
     saw_empty = saw_full = False
     for _ in range(10_000):
         mask = env.unwrapped.action_masks()
-        assert mask.dtype == np.bool_ and mask.shape == (n + 1,)
+        assert mask.dtype == np.int8 and mask.shape == (n + 1,)
         np.testing.assert_array_equal(mask, info["action_mask"])
         assert mask[n]  # hold is always valid in tick mode
         if info["queue_len"] == 0:

@@ -103,7 +103,7 @@ def test_env_method_get_attr_and_masks():
     venv = make_sb3_vec_env(num_envs=4, mode="tick", num_requests=30, skip_idle_ticks=False)
     venv.reset()
     masks = venv.env_method("action_masks")
-    assert len(masks) == 4 and all(m.shape == (5,) and m.dtype == np.bool_ for m in masks)
+    assert len(masks) == 4 and all(m.shape == (5,) and m.dtype == np.int8 for m in masks)
     assert len(venv.env_method("action_masks", indices=[1, 3])) == 2
     np.testing.assert_array_equal(venv.env_method("action_masks", indices=[2])[0], masks[2])
     np.testing.assert_array_equal(get_action_masks(venv), np.stack(masks))

@@ -210,7 +210,7 @@ def test_vector_action_masks_agree_with_info():
     saw_empty = False
     for _ in range(200):
         masks = venv.action_masks()
-        assert masks.shape == (3, 5) and masks.dtype == np.bool_
+        assert masks.shape == (3, 5) and masks.dtype == np.int8
         np.testing.assert_array_equal(masks, info["action_mask"])
         empty = info["queue_len"] == 0
         np.testing.assert_array_equal(masks[:, :4], np.repeat(~empty[:, None], 4, axis=1))

@@ -745,7 +745,8 @@ def _git_head(repo: Path) -> str:
             return out.stdout.strip()
     return "unknown commit"
 
-if __name__ == "__main__":
+
+def cli(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -756,6 +757,13 @@ if __name__ == "__main__":
                     help="a checkout of github.com/microsoft/vidur (its data/profiling/compute/*/mlp.csv are read)")
     ap.add_argument("--llmservingsim-repo", type=Path, default=None,
                     help="a checkout of github.com/casys-kaist/LLMServingSim (its profiler/perf/RTX4090 is read)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     main(args.vidur, args.splitwise, args.vidur_repo, args.llmservingsim_repo)
     fit_paper_v100()
+    return 0
+
+
+if __name__ == "__main__":
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(cli)())

@@ -80,4 +80,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())
