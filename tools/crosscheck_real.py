@@ -158,7 +158,7 @@ def compare(run: dict, stages, scheduler: str) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="checkout of github.com/inference-sim/training @ c4f03409")
     ap.add_argument("--llmservingsim", type=Path, default=None,
@@ -166,10 +166,10 @@ def main() -> None:
     ap.add_argument("--scheduler", choices=("vllm-v1", "vllm-v0"), default="vllm-v1",
                     help="vllm-v1 (the servers' engine; default) or vllm-v0 with its chunked prefill")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     replay = args.data / "replay_data"
     if not replay.is_dir():
-        raise SystemExit(f"no replay_data/ under {args.data}: pass --data, a checkout of inference-sim/training")
+        raise ValueError(f"no replay_data/ under {args.data}: pass --data, a checkout of inference-sim/training")
     experiments = sorted(p.stem for p in replay.glob("*.json") if not p.stem.endswith("_ground_truth"))
     lines = ["Simulator vs real vLLM V1 runs (inference-sim/training @ c4f03409); command:",
              f"  PYTHONPATH=. python tools/crosscheck_real.py --data PATH [--llmservingsim PATH] --scheduler {args.scheduler}", ""]
@@ -195,4 +195,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())
