@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "tools"))
 from fit_profiles import Table, ape_pct, fit  # noqa: E402
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  # noqa: E402
-from llm_routing_env.profiles import KV_BLOCK_TOKENS, get_profile  # noqa: E402
+from llm_routing_env.profiles import KV_BLOCK_TOKENS, get_profile, iteration_time_ms  # noqa: E402
 from llm_routing_env.sim import ClusterSimulator  # noqa: E402
 from llm_routing_env.traces import load_azure_trace  # noqa: E402
 
@@ -324,6 +324,14 @@ def main() -> None:
                  f"above {c.knee_tokens} tokens, c3 {c.c3_ms_per_chunk_token_sq}, c4 {c.c4_ms_per_chunk_prior_token}, "
                  f"c5 {c.c5_ms_per_decode_context_token}; error against SplitwiseSim's iteration function: "
                  + "; ".join(f"{k} MAPE {m:.1f}% (max {x:.1f}%)" for k, (m, x) in per_kind.items()))
+    f = splitwise_iteration_ms(perf_csv)
+    p50 = int(np.median(prompt))
+    shipped = get_profile("llama2-70b-a100-tp4")
+    for what, p, b, ctx in ((f"one {p50}-token prompt with 16 decodes", p50, 16, 16 * 1100),
+                            ("32 decodes at context 1100", 0, 32, 32 * 1100)):
+        ms = [float(f(p, b))] + [float(iteration_time_ms(q.coefficients, p + b, p * p, 0, ctx)) for q in (c, shipped)]
+        lines.append(f"  iteration of {what}: SplitwiseSim {ms[0]:.1f} ms, splitwise-equivalent {ms[1]:.1f} ms, "
+                     f"llama2-70b-a100-tp4 {ms[2]:.1f} ms")
     lines.append("")
 
     with tempfile.TemporaryDirectory(prefix="xcheck-splitwise-") as tmp:
