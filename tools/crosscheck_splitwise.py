@@ -307,7 +307,10 @@ def main() -> None:
 
     prompt, output, dropped = draw_lengths(args.azure, args.requests, args.seed)
     perf_csv = args.splitwise / "data" / "perf_model.csv"
-    equivalent, per_kind = fit_equivalent_profile(perf_csv) if perf_csv.is_file() else (None, None)
+    if not perf_csv.is_file():
+        raise SystemExit(f"{args.splitwise} is not a SplitwiseSim checkout (no data/perf_model.csv): "
+                         "pass --splitwise, a checkout of github.com/Mutinifni/splitwise-sim")
+    equivalent, per_kind = fit_equivalent_profile(perf_csv)
     lines = ["SplitwiseSim (github.com/Mutinifni/splitwise-sim) vs this simulator, same requests; command:",
              f"  PYTHONPATH=. python tools/crosscheck_splitwise.py --splitwise PATH --splitwise-python PY "
              f"--requests {args.requests} --seed {args.seed}",
