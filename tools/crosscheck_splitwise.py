@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from crosscheck_real import stats  # noqa: E402  (mean, p50, p99)
 from fit_profiles import Table, ape_pct, fit  # noqa: E402
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  # noqa: E402
@@ -281,10 +282,6 @@ def run_ours(profile, sched: SchedulerConfig, arrival_s, prompt, output) -> tupl
 # ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
-
-
-def stats(x) -> tuple[float, float, float]:
-    return float(np.mean(x)), float(np.median(x)), float(np.percentile(x, 99))
 
 
 def gap(ref, ours) -> str:
