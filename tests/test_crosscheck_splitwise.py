@@ -67,5 +67,5 @@ def test_end_to_end_small_run(tmp_path):
 
 
 def test_bad_checkout_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="not a SplitwiseSim checkout"):
+    with pytest.raises(ValueError, match="not a SplitwiseSim checkout"):
         xc.prepare_splitwise(tmp_path, tmp_path / "work")

@@ -156,7 +156,7 @@ def poisson_arrivals(n: int, rate: float, seed: int) -> np.ndarray:
 
 def prepare_splitwise(checkout: Path, workdir: Path) -> Path:
     if not (checkout / "run.py").is_file() or not (checkout / "data" / "perf_model.csv").is_file():
-        raise SystemExit(f"{checkout} is not a SplitwiseSim checkout (no run.py / data/perf_model.csv): "
+        raise ValueError(f"{checkout} is not a SplitwiseSim checkout (no run.py / data/perf_model.csv): "
                          "pass --splitwise, a checkout of github.com/Mutinifni/splitwise-sim")
     sim = workdir / "splitwise-sim"
     shutil.copytree(checkout, sim, ignore=shutil.ignore_patterns(".git", "results", "outputs"))
@@ -288,7 +288,7 @@ def gap(ref, ours) -> str:
     return ", ".join(f"{100 * (b / a - 1):+.1f}%" for a, b in zip(stats(ref), stats(ours)))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splitwise", type=Path, required=True, help="checkout of github.com/Mutinifni/splitwise-sim")
     ap.add_argument("--splitwise-python", required=True, help="a Python with SplitwiseSim's requirements")
@@ -296,16 +296,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.requests < 10:
-        raise SystemExit(f"--requests must be at least 10, got {args.requests}")
+        raise ValueError(f"--requests must be at least 10, got {args.requests}")
     if not args.azure.is_file():
-        raise SystemExit(f"no Azure conversation trace at {args.azure}: pass --azure")
+        raise ValueError(f"no Azure conversation trace at {args.azure}: pass --azure")
 
     prompt, output, dropped = draw_lengths(args.azure, args.requests, args.seed)
     perf_csv = args.splitwise / "data" / "perf_model.csv"
     if not perf_csv.is_file():
-        raise SystemExit(f"{args.splitwise} is not a SplitwiseSim checkout (no data/perf_model.csv): "
+        raise ValueError(f"{args.splitwise} is not a SplitwiseSim checkout (no data/perf_model.csv): "
                          "pass --splitwise, a checkout of github.com/Mutinifni/splitwise-sim")
     equivalent, per_kind = fit_equivalent_profile(perf_csv)
     lines = ["SplitwiseSim (github.com/Mutinifni/splitwise-sim) vs this simulator, same requests; command:",
@@ -365,4 +365,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from llm_routing_env.cli import entry_point
+
+    raise SystemExit(entry_point()(main)())
