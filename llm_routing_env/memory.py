@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 1 << 30
+VLLM_BLOCK_TOKENS = 16  # vLLM's default paged-attention block size (--block-size)
 MIB = 1 << 20
 
 # Bytes per (sequence, vocabulary entry) the profile run's sampler holds at once: fp32 logits (4),
@@ -200,7 +201,7 @@ class KvCachePlan:
 
 def kv_cache_plan(model: ModelSpec, gpu: GpuSpec, *, tensor_parallel: int = 1,
                   gpu_memory_utilization: float = 0.9, max_num_batched_tokens: int, max_num_seqs: int,
-                  block_tokens: int = 16, non_torch_bytes: int = 0) -> KvCachePlan:
+                  block_tokens: int = VLLM_BLOCK_TOKENS, non_torch_bytes: int = 0) -> KvCachePlan:
     """vLLM's ``determine_num_available_blocks`` on paper: KV blocks one GPU gets.
 
     ``non_torch_bytes``: memory the profile sees beyond the weights and activations (cuBLAS / NCCL

@@ -328,3 +328,11 @@ def test_the_scheduler_is_chosen_on_the_command_line(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main([*SMALL, "--policies", "rr", "--scheduler", "vllm-v2"])
     assert e.value.code == 2
+
+
+def test_tick_only_routers_run_in_tick_mode_and_the_table_says_so():
+    results = E.evaluate(["rr", "late-binding", "kv-admission"], "paper-v100", episodes=1, seed=0, num_requests=20)
+    assert {r["policy"]: r["mode"] for r in results} == {"rr": "arrival", "late-binding": "tick", "kv-admission": "tick"}
+    table = reporting.format_table(results)
+    assert "late-binding [tick]" in table and "kv-admission [tick]" in table and "rr (ref) [" not in table
+    assert "[tick] = decides every 20 ms tick and may hold a request at the router" in table
