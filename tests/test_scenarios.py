@@ -278,7 +278,7 @@ def test_listing_prints_one_line_per_scenario_with_its_load(capsys):
 def test_the_regime_scenarios_take_their_kv_from_vllms_memory_arithmetic():
     from llm_routing_env.memory import LLAMA2_7B, V100_16GB, kv_cache_plan
     from llm_routing_env.profiles import get_profile
-    from llm_routing_env.simulator import ClusterSimulator
+    from llm_routing_env.sim import ClusterSimulator
 
     plan = kv_cache_plan(LLAMA2_7B, V100_16GB, gpu_memory_utilization=0.95, max_num_batched_tokens=2048,
                          max_num_seqs=128)
