@@ -42,6 +42,8 @@ def view_from_every_request(core: RoutingCore) -> dict:
     ({"scenario": "paper-v100"}, 0.9),
     ({"scenario": "paper-v100", "chunked_prefill": True, "predictor": "noisy", "predictor_kwargs": {"accuracy": 0.5}},
      0.9),
+    ({"scenario": "paper-v100", "scheduler": "vllm-v1", "predictor": "noisy", "predictor_kwargs": {"accuracy": 0.5}},
+     0.9),
 ])
 def test_view_fields_match_a_recomputation_from_every_request(settings, to_first):
     cfg = EnvConfig.from_kwargs(mode="tick", num_requests=300, **settings)

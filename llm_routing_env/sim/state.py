@@ -249,8 +249,15 @@ class BatchedState:
         (without it a prefill is done in the iteration that admits it)."""
         pending = self.w_pending_tokens[rows]
         if self.chunked:
-            width = int(self._tail[rows].max())  # (holes and free slots have TARGET = PREFILLED = 0)
-            pending = pending + (self.slots[TARGET, rows, :width] - self.slots[PREFILLED, rows, :width]).sum(axis=1)
+            # only the rows with a running prefill (more running requests than decoding ones) read
+            # their slots (holes, free slots and decodes have TARGET = PREFILLED)
+            p_idx = (self.n_running[rows] > self._n_dec[rows]).nonzero()[0]
+            if p_idx.size:
+                p_rows = rows[p_idx] if isinstance(rows, np.ndarray) else np.arange(self._rows)[rows][p_idx]
+                width = int(self._tail[p_rows].max())
+                block = self.slots[:, p_rows, :width]
+                pending = pending.copy()  # (a slice of rows gives a view)
+                pending[p_idx] += (block[TARGET] - block[PREFILLED]).sum(axis=1)
         return pending
 
     def _leave(self, rows, end, r_idx, j_idx, slot_rows, q, context0, decoding) -> None:
