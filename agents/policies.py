@@ -18,6 +18,8 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 
@@ -26,16 +28,72 @@ from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEA
 PADDED_ROW_VALUE = -1.0
 
 
+class ElapsedTimeReplayBuffer(ReplayBuffer):
+    """A replay buffer that also keeps how much simulated time each transition covered
+    (``info["elapsed_s"]``), so the learner can discount it by that time (a semi-MDP)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.elapsed_s = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        missing = [i for i, info in enumerate(infos) if "elapsed_s" not in info]
+        if missing:
+            raise ValueError(f"ElapsedTimeReplayBuffer needs info['elapsed_s'] from every env; env {missing[0]} "
+                             "gave none (use the llm_routing_env environments)")
+        self.elapsed_s[self.pos] = [info["elapsed_s"] for info in infos]
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def sample_with_elapsed(self, batch_size: int):
+        """(samples, elapsed_s of each sampled transition as a (batch, 1) tensor)."""
+        upper = self.buffer_size if self.full else self.pos
+        batch_inds = np.random.randint(0, upper, size=batch_size)
+        env_inds = np.random.randint(0, self.n_envs, size=(len(batch_inds),))
+        samples = ReplayBufferSamples(
+            observations=self.to_torch(self.observations[batch_inds, env_inds, :]),
+            actions=self.to_torch(self.actions[batch_inds, env_inds, :]),
+            next_observations=self.to_torch(self.next_observations[batch_inds, env_inds, :]),
+            dones=self.to_torch((self.dones[batch_inds, env_inds] * (1 - self.timeouts[batch_inds, env_inds])).reshape(-1, 1)),
+            rewards=self.to_torch(self.rewards[batch_inds, env_inds].reshape(-1, 1)),
+        )
+        return samples, self.to_torch(self.elapsed_s[batch_inds, env_inds].reshape(-1, 1))
+
+
 class DoubleDQN(DQN):
-    """DQN with the Double-DQN target (the only change to SB3's ``train``)."""
+    """DQN with the Double-DQN target, optionally discounted by elapsed simulated time.
+
+    ``discount_time_s`` (None: SB3's per-decision discount): ``gamma`` is the discount per
+    ``discount_time_s`` seconds of simulated time, and a transition that covered ``dt`` seconds is
+    discounted by ``gamma ** (dt / discount_time_s)`` (a semi-MDP; the transitions come from an
+    :class:`ElapsedTimeReplayBuffer`, chosen automatically). In tick mode a decision covers 0.02 s,
+    but the consequence of sending a request plays out over its 10-100 s life: a per-decision
+    gamma of 0.99 sees 2 s ahead, and holding looks free (docs/learning.md).
+    """
+
+    def __init__(self, *args, discount_time_s: float | None = None, **kwargs):
+        if discount_time_s is not None:
+            if isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float)) or not discount_time_s > 0:
+                raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+            if kwargs.get("replay_buffer_class") not in (None, ElapsedTimeReplayBuffer):
+                raise ValueError("discount_time_s needs the ElapsedTimeReplayBuffer (leave replay_buffer_class unset)")
+            kwargs["replay_buffer_class"] = ElapsedTimeReplayBuffer
+        self.discount_time_s = discount_time_s
+        super().__init__(*args, **kwargs)
+
+    def _sample(self, batch_size: int):
+        """(samples, per-transition discount)."""
+        if self.discount_time_s is None:
+            replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            return replay, (replay.discounts if replay.discounts is not None else self.gamma)
+        replay, elapsed_s = self.replay_buffer.sample_with_elapsed(batch_size)
+        return replay, th.pow(th.as_tensor(self.gamma, dtype=elapsed_s.dtype), elapsed_s / self.discount_time_s)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []
         for _ in range(gradient_steps):
-            replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = replay.discounts if replay.discounts is not None else self.gamma
+            replay, discounts = self._sample(batch_size)
             with th.no_grad():
                 next_action = self.q_net(replay.next_observations).argmax(dim=1, keepdim=True)
                 next_q = th.gather(self.q_net_target(replay.next_observations), dim=1, index=next_action)
