@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo oracle-lookahead results test test-slow test-all bench clean
+.PHONY: setup demo oracle-lookahead results regime test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,8 @@ results: setup
 		--json docs/results/paper-v100.json --plot docs/plots/paper-v100 | tee docs/results/paper-v100.txt
 	$(EVAL) --scenario paper-v100-heavy --policies $(ROSTER),$(AGENTS) --episodes 20 \
 		--json docs/results/paper-v100-heavy.json | tee docs/results/paper-v100-heavy.txt
+	$(EVAL) --scenario paper-v100-regime --policies rr,lor,least-kv,lwl,max-capacity,min-min,late-binding,kv-admission \
+		--episodes 20 --json docs/results/paper-v100-regime.json | tee docs/results/paper-v100-regime.txt
 	$(EVAL) --scenario mixed-fleet --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \
 		--json docs/results/mixed-fleet.json | tee docs/results/mixed-fleet.txt
 	$(EVAL) --scenario azure-conv-v100 --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \
@@ -51,6 +53,11 @@ results: setup
 		--episodes 20 --json docs/results/agnostic-16.json | tee docs/results/agnostic-16.txt
 	$(EVAL) --scenario paper-v100 --load 0.6,0.8,1.0,1.2,1.5 --policies rr,lor,p2c,least-kv,lwl,min-min,impact,models/dqn-guided.zip \
 		--episodes 10 --json docs/results/load-sweep.json --plot docs/plots/load-sweep | tee docs/results/load-sweep.txt
+
+# docs/paper-regime.md: the candidate configurations against the paper's facts (~10 min on 2 cores)
+regime: setup
+	$(PY) tools/paper_regime.py --episodes 10 --seed 0 --workers 2 | tee docs/results/paper-regime.txt
+	$(PY) tools/paper_regime.py --eight --episodes 5 --seed 0 --workers 2 | tee docs/results/paper-regime-8x.txt
 
 test: setup
 	$(PY) -m pytest -q

@@ -7,8 +7,10 @@
 
 Policies: the routers of agents/baselines.py (``--list`` shows them with their sources; ``jsq``, the
 paper's name for ``lot``, gives the ``lot`` row) and SB3 model files (``models/NAME.zip`` with its
-card ``models/NAME.json``). Heuristics run in ``--mode`` (default ``arrival``), a learned agent in
-the mode and observation it was trained with. Clairvoyant oracles (``oracle-*``) read true output
+card ``models/NAME.json``). Heuristics run in ``--mode`` (default ``arrival``), except the routers made
+for tick mode only (``late-binding``, ``kv-admission``: they hold requests at the router), which run
+in tick mode; a learned agent runs in the mode and observation it was trained with. The table marks
+every policy not in arrival mode ``[tick]``; the JSON has each result's ``mode``. Clairvoyant oracles (``oracle-*``) read true output
 lengths and are reported apart.
 
 Episodes: episode ``i`` uses env seed ``seed + i`` of the evaluation seed stream
@@ -85,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="episode i uses env seed SEED + i of the evaluation stream, 0 <= SEED < 2**32 (default 0)")
     p.add_argument("--mode", choices=["arrival", "tick"], default="arrival",
-                   help="decision mode of the heuristics (default arrival)")
+                   help="decision mode of the heuristics (default arrival; tick-only routers always tick)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--rate", type=_positive_float, help="mean arrival rate (req/s); rescales a trace")
     g.add_argument("--load", type=_loads, help="comma-separated loads (rate / saturation rate) to sweep")

@@ -8,7 +8,7 @@ Every router decides for the B environments of a :class:`~llm_routing_env.view.R
     actions = router.act(view)      # (B,) int64 actions for RoutingCore.step
 
 Class attributes: ``name``, ``modes`` (decision modes it supports), ``clairvoyant`` (reads true
-output lengths; reported apart) and ``source`` (one line: where the definition comes from).
+output lengths; reported apart), ``holds`` (may hold a request in tick mode) and ``source`` (one line: where the definition comes from).
 
 **What a router sees.** Heuristics read only the :class:`~llm_routing_env.view.RouterView`
 (router queue, each instance as of its last iteration finished, predictor outputs), which holds
@@ -18,8 +18,9 @@ same plus true lengths and the simulator) and refuse anything else; they are rep
 
 **Decision modes.** In ``arrival`` mode every router sends the request at the head of the router
 queue to an instance. In ``tick`` mode (action ``N`` = hold) the routers dispatch the head
-whenever the router queue is non-empty and hold otherwise, except ``max-capacity``, which holds
-between its 1 s marks. Every router chooses only among instances that ``view.action_mask``
+whenever the router queue is non-empty and hold otherwise, except the routers with ``holds = True``:
+``max-capacity`` holds between its 1 s marks, ``late-binding`` and ``kv-admission`` (tick mode only)
+hold the head until an instance can take it. Every router chooses only among instances that ``view.action_mask``
 allows; in tick mode it holds when none is allowed (in arrival mode there is no hold and the
 mask always allows every instance).
 
@@ -27,7 +28,8 @@ mask always allows every instance).
 on how episodes are batched), except ``lor-waiting`` (lowest index, as Vidur does).
 
 Roster (``router_names()``): random, rr, lor, lor-waiting, p2c, lot (the paper's JSQ), least-kv,
-lwl, max-capacity, min-min, impact, bucket, oracle-lwl, oracle-lookahead. See each class.
+lwl, max-capacity, min-min, impact, bucket, late-binding, kv-admission, oracle-lwl, oracle-lookahead.
+See each class.
 """
 
 from __future__ import annotations
@@ -64,12 +66,24 @@ def _blocks(tokens):
     return np.ceil(np.asarray(tokens, dtype=np.float64) / KV_BLOCK_TOKENS)
 
 
+def effective_free_blocks(view) -> np.ndarray:
+    """(B, N) free KV blocks less those the prompts already sent there (still to prefill) will take."""
+    return view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
+
+
+def watermark_blocks(view) -> np.ndarray:
+    """(1, N) vLLM v0's admission watermark: 1 % of the KV blocks stay free when admitting."""
+    return np.floor(0.01 * np.asarray(view.kv_capacity_blocks, dtype=np.float64))[None, :]
+
+
 class Router:
     """Base class. Subclasses implement :meth:`_choose` (instances for the envs that dispatch)."""
 
     name = "router"
     modes: tuple[str, ...] = ("arrival", "tick")
     clairvoyant = False
+    #: may hold a request at the router in tick mode (the others send the head whenever they can)
+    holds = False
     source = ""
     #: largest batch of envs worth giving the router at once (None: any); the evaluator obeys it
     max_batch: int | None = None
@@ -345,6 +359,7 @@ class MaxCapacityRouter(Router):
     """
 
     name = "max-capacity"
+    holds = True
     source = "paper arXiv 2408.13510 A.2.2 Maximum Capacity Usage (every 1 s, head to the most available capacity that fits)"
     period_s = 1.0
 
@@ -356,10 +371,10 @@ class MaxCapacityRouter(Router):
         seqs = np.asarray(view.max_num_seqs, dtype=np.float64)[None, :]
         cap_blocks = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
         occupied = view.num_running + view.num_waiting
-        free_eff = view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
+        free_eff = effective_free_blocks(view)
         capacity = np.minimum(1.0 - occupied / seqs, free_eff / cap_blocks)
         need = _blocks(view.head_prompt_tokens + view.head_pred_tokens)[:, None]
-        fits = (occupied < seqs) & (free_eff - np.floor(0.01 * cap_blocks) >= need)
+        fits = (occupied < seqs) & (free_eff - watermark_blocks(view) >= need)
         return capacity, fits
 
     def _choose(self, view, valid, go):
@@ -415,7 +430,7 @@ class MinMinRouter(Router):
         per_token_s = iteration_time_ms(_coeff_cols(view.coefficients), batch, 0.0, 0.0, context) / 1000.0
         prefill_cost = np.asarray(view.prefill_s_per_token)[None, :]
         exec_s = p * prefill_cost + d * per_token_s
-        free_eff = view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
+        free_eff = effective_free_blocks(view)
         full = (view.num_running + view.num_waiting >= seqs) | (free_eff < _blocks(p))
         ready_s = (view.pending_prefill_tokens * prefill_cost + view.busy_for_s
                    + np.where(full, view.earliest_completion_s, 0.0))
@@ -509,6 +524,88 @@ class BucketRouter(Router):
 
 
 # --------------------------------------------------------------------------------------------
+# Routers that hold (tick mode only): the non-learned users of the paper's no-op action
+# --------------------------------------------------------------------------------------------
+
+
+class LateBindingRouter(Router):
+    """Late binding ("pull", join-the-idle-queue): the head request waits at the router until some
+    instance has **no request waiting** and **KV room** for it, then goes to the one of those with
+    the most effective free KV (free blocks less the prompts still to prefill; ties at random).
+
+    * KV room: after the head's prompt, at least ``headroom_frac`` (10 %) of the instance's KV
+      cache stays free beyond vLLM's 1 % watermark, for its running requests to grow into;
+    * a free batch slot (``running < max_num_seqs``);
+    * an instance with nothing running or waiting always qualifies, so a request is never held
+      on an idle cluster (the one case where holding cannot help).
+
+    This is how pull-based dispatchers behave (join-idle-queue, Lu et al. 2011; Ray Serve's
+    queue-length probes with rejection; Triton's dispatch to free model instances): nothing queues
+    at an instance, so a request is bound to an instance only when it can start there.
+    """
+
+    name = "late-binding"
+    modes = ("tick",)
+    holds = True
+    headroom_frac = 0.10
+    source = ("late binding / join-idle-queue 'pull' dispatch (Lu et al. 2011 JIQ; Ray Serve queue-length probes; "
+              "Triton); hold until an instance has nothing waiting and 10% KV headroom, most free KV")
+
+    def ready(self, view) -> np.ndarray:
+        """(B, N) instances the head may be bound to now."""
+        cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
+        seqs = np.asarray(view.max_num_seqs)[None, :]
+        after = effective_free_blocks(view) - _blocks(view.head_prompt_tokens)[:, None]
+        room = after >= watermark_blocks(view) + self.headroom_frac * cap
+        idle = (view.num_running + view.num_waiting) == 0
+        return idle | ((view.num_waiting == 0) & room & (view.num_running < seqs))
+
+    def _choose(self, view, valid, go):
+        ok = valid & self.ready(view)
+        choice = self._argmin(-effective_free_blocks(view).astype(np.float64), ok)
+        return np.where(ok.any(axis=1), choice, -1)
+
+
+class KVAdmissionRouter(Router):
+    """KV admission: send the head where its prompt + *predicted* output fits in the KV cache without
+    preempting anyone, else hold it.
+
+    An instance's predicted peak KV, if every request on it reached its predicted length at once
+    (an upper bound: requests finish at different times), is ``used blocks + blocks of the
+    prompts still to prefill + predicted remaining decode tokens / 16 + one partly filled block per
+    request``; the head fits when that plus ``ceil((prompt + predicted output) / 16)`` stays within
+    the capacity less vLLM's 1 % watermark, with a free batch slot. Among the instances it fits,
+    the one with the most predicted room left (ties at random). An instance with nothing running or
+    waiting always takes it (it can run nowhere better). Predicted lengths come from the predictor
+    (``head_pred_tokens``, ``pred_remaining_tokens``), never the true ones: a request that outgrows
+    its prediction can still cause a preemption.
+    """
+
+    name = "kv-admission"
+    modes = ("tick",)
+    holds = True
+    source = ("KV admission control with predicted lengths (prompt + predicted output fits the free KV without "
+              "preemption, else hold; cf. S3, Jin et al. 2023; vLLM v0's watermark)")
+
+    def room_left_blocks(self, view) -> np.ndarray:
+        """(B, N) blocks left at the predicted peak if the head were sent there (negative: no room)."""
+        cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
+        outstanding = view.num_running + view.num_waiting
+        peak = (view.kv_blocks_used + _blocks(view.pending_prefill_tokens)
+                + view.pred_remaining_tokens.sum(axis=2) / KV_BLOCK_TOKENS + outstanding)
+        need = _blocks(view.head_prompt_tokens + view.head_pred_tokens)[:, None]
+        return cap - watermark_blocks(view) - peak - need
+
+    def _choose(self, view, valid, go):
+        left = self.room_left_blocks(view)
+        outstanding = view.num_running + view.num_waiting
+        fits = ((left >= 0) & (outstanding < np.asarray(view.max_num_seqs)[None, :])) | (outstanding == 0)
+        ok = valid & fits
+        choice = self._argmin(-left, ok)
+        return np.where(ok.any(axis=1), choice, -1)
+
+
+# --------------------------------------------------------------------------------------------
 # Clairvoyant oracles (reported apart)
 # --------------------------------------------------------------------------------------------
 
@@ -582,7 +679,8 @@ class OracleLookaheadRouter(Router):
 ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (
     RandomRouter, RoundRobinRouter, LeastOutstandingRequestsRouter, LeastWaitingRequestsRouter, PowerOfTwoRouter,
     LeastOutstandingTokensRouter, LeastKVRouter, LeastWorkLeftRouter, MaxCapacityRouter,
-    MinMinRouter, ImpactRouter, BucketRouter, OracleLWLRouter, OracleLookaheadRouter)}
+    MinMinRouter, ImpactRouter, BucketRouter, LateBindingRouter, KVAdmissionRouter, OracleLWLRouter,
+    OracleLookaheadRouter)}
 
 
 def router_names(clairvoyant: bool | None = None) -> list[str]:

@@ -25,7 +25,8 @@ validated on (``seeds``, written by train.py); ``training_seeds`` in its result 
 meet the evaluated episodes (``overlap``), or that the card records none (``known: false``,
 "training seeds unknown").
 
-**Decision modes.** Heuristics and oracles run in ``mode`` (default ``arrival``); a learned agent
+**Decision modes.** Heuristics and oracles run in ``mode`` (default ``arrival``), except a router
+made for one mode only (``late-binding``, ``kv-admission``: ``tick``), which runs in it; a learned agent
 runs in the mode and with the observation it was trained with (its model card, agents/learned.py)
 and with the card's predictor settings.
 
@@ -178,9 +179,10 @@ def resolve_policies(policies, num_instances: int, mode: str = "arrival") -> lis
             p = ROUTER_ALIASES.get(p, p)
             if p in ROUTERS:
                 cls = ROUTERS[p]
-                if mode not in cls.modes:
-                    raise PolicyError(f"router {p!r} supports mode(s) {', '.join(cls.modes)}, not {mode!r}")
-                spec = PolicySpec(label=p, name=p, kind="heuristic", mode=mode, clairvoyant=cls.clairvoyant,
+                # a router made for one mode (late-binding, kv-admission: tick) runs in it, as a
+                # learned agent runs in its own; the table marks the mode
+                spec = PolicySpec(label=p, name=p, kind="heuristic", mode=mode if mode in cls.modes else cls.modes[0],
+                                  clairvoyant=cls.clairvoyant,
                                   source=cls.source, max_batch=cls.max_batch)
             elif is_model_path(p):
                 try:

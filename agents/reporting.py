@@ -98,7 +98,9 @@ def format_table(results: list[dict]) -> str:
     out.extend(f"! {m}" for m in dict.fromkeys(overlaps))
     notes = ("times in s (TPOT per output token), preemptions per episode, ± = 95% t-interval over episodes; "
              "truncated = episodes cut off with requests unfinished; Δ = paired improvement of mean E2E over "
-             "round-robin (positive = faster), ± by the delta method for the ratio of the paired means")
+             "round-robin (positive = faster), ± by the delta method for the ratio of the paired means; "
+             "[tick] = decides every 20 ms tick and may hold a request at the router (router wait), "
+             "[arrival] (unmarked) = sends each request on arrival")
     return "\n\n".join(out) + "\n" + notes
 
 

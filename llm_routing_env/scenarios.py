@@ -479,6 +479,14 @@ register_scenario(Scenario(
     "paper-v100-8x", "the paper's scalability setting (A.11): 8 x Llama-2-7B on V100, 40 req/s, 4,000 requests",
     instances=("llama2-7b-v100",) * 8, rate_per_s=40.0, num_requests=4000))
 register_scenario(Scenario(
+    "paper-v100-regime", "the paper's regime (issue #12, docs/paper-regime.md): 4 x Llama-2-7B on 16 GB V100s, KV "
+    "from vLLM's memory arithmetic (292 blocks), 20 req/s: memory-bound, preemptions",
+    instances=("llama2-7b-v100-16gb",) * 4, rate_per_s=20.0, num_requests=2000))
+register_scenario(Scenario(
+    "paper-v100-8x-regime", "paper-v100-regime's cluster at the paper's 8-instance scale (A.11): 8 x 16 GB V100, "
+    "40 req/s, 4,000 requests",
+    instances=("llama2-7b-v100-16gb",) * 8, rate_per_s=40.0, num_requests=4000))
+register_scenario(Scenario(
     "mixed-fleet", "2 x Llama-2-7B A100 + 2 x Llama-2-7B V100 (heterogeneous), paper mix at 0.9 load",
     instances=("llama2-7b-a100",) * 2 + ("llama2-7b-v100",) * 2, load=0.9, num_requests=2000))
 register_scenario(Scenario(

@@ -85,11 +85,14 @@ def run_episode(router: Router, cfg: EnvConfig, seed=0, B=2, check=None):
 # ------------------------------------------------------------------------------------- registry
 def test_registry_and_attributes():
     assert set(ALL) >= {"random", "rr", "lor", "lor-waiting", "p2c", "lot", "least-kv", "lwl",
-                        "max-capacity", "min-min", "impact", "bucket", "oracle-lwl", "oracle-lookahead"}
+                        "max-capacity", "min-min", "impact", "bucket", "late-binding", "kv-admission",
+                        "oracle-lwl", "oracle-lookahead"}
     for name in ALL:
         r = make_router(name)
         assert r.name == name and isinstance(r.source, str) and r.source
-        assert set(r.modes) == {"arrival", "tick"}
+        # the routers that hold by design exist in tick mode only (arrival mode has no hold)
+        assert set(r.modes) == ({"tick"} if name in ("late-binding", "kv-admission") else {"arrival", "tick"})
+    assert [n for n in ALL if ROUTERS[n].holds] == ["max-capacity", "late-binding", "kv-admission"]
     assert router_names(clairvoyant=True) == ["oracle-lwl", "oracle-lookahead"]
     assert all(not ROUTERS[n].clairvoyant for n in HEURISTICS)
     with pytest.raises(ValueError, match="unknown router 'nope'"):
@@ -129,6 +132,10 @@ def test_the_router_view_holds_nothing_but_what_a_router_may_know():
 @pytest.mark.parametrize("mode", ["arrival", "tick"])
 @pytest.mark.parametrize("name", ALL)
 def test_valid_actions_on_episodes(name, mode):
+    if mode not in ROUTERS[name].modes:
+        with pytest.raises(ValueError, match=f"router '{name}' supports mode\\(s\\) tick, not 'arrival'"):
+            make_router(name).prepare(tiny_config(mode, n=5))
+        return
     cfg = tiny_config(mode, n=12 if name == "oracle-lookahead" else 30)
     N = cfg.num_instances
 
@@ -139,7 +146,7 @@ def test_valid_actions_on_episodes(name, mode):
         assert view.action_mask[np.flatnonzero(send), actions[send]].all()
         if mode == "tick":
             assert (actions[~view.has_request] == N).all()  # nothing to send: hold
-            if name != "max-capacity":
+            if not ROUTERS[name].holds:
                 assert (actions[view.has_request] < N).all()  # the others never hold a request
 
     router = make_router(name)
@@ -153,6 +160,8 @@ def test_valid_actions_on_episodes(name, mode):
 @pytest.mark.parametrize("name", [n for n in ALL if n != "oracle-lookahead"])
 @pytest.mark.parametrize("tick", [False, True])
 def test_masks_are_respected(name, tick):
+    if not tick and "arrival" not in ROUTERS[name].modes:
+        return
     N, B = 4, 3
     mask = np.zeros((B, N + int(tick)), dtype=bool)
     mask[:, 2] = True
@@ -176,7 +185,7 @@ def test_tick_mode_holds_without_a_request():
         r = make_router(name)
         a = r.act(make_view(4, 2, tick=True, has_request=[False, True], clairvoyant=r.clairvoyant))
         assert a[0] == 4, name
-        assert a[1] < 4 or name == "max-capacity", name
+        assert a[1] < 4 or ROUTERS[name].holds, name
 
 
 # ------------------------------------------------------------------------ hand-built choices
@@ -268,6 +277,71 @@ def test_min_min_avoids_a_full_instance():
     r = make_router("min-min")
     assert r.head_upper_bound(make_view(2, head_pred_bucket=[2], head_prompt_tokens=[96])).tolist() == [4000.0]
     assert r.head_upper_bound(make_view(2, head_pred_bucket=[0])).tolist() == [256.0]
+
+
+def test_late_binding_holds_until_an_instance_has_nothing_waiting_and_kv_room():
+    r = make_router("late-binding")
+    r.reset(1, 0)
+    # every instance has a request waiting: hold (action N = 4)
+    assert r.act(make_view(tick=True, num_running=3, num_waiting=[1, 1, 2, 1], kv_blocks_free=1500))[0] == 4
+    # nothing waiting; the 100-token prompt takes 7 blocks and 19 (1% watermark) + 195.8 (10% of
+    # 1,958) must stay free after it: 221 free blocks leave 214 (hold), 222 leave 215 (send there)
+    assert r.act(make_view(tick=True, num_running=5, kv_blocks_free=221))[0] == 4
+    assert r.act(make_view(tick=True, num_running=5, kv_blocks_free=[221, 222, 221, 221]))[0] == 1
+    # prompts already sent there count against the free KV (1,600 tokens = 100 blocks)
+    assert r.act(make_view(tick=True, num_running=5, kv_blocks_free=[300, 222, 221, 221],
+                           pending_prefill_tokens=[1600, 0, 0, 0]))[0] == 1
+    # among the instances that may take it: the most free KV, never one with a request waiting
+    assert r.act(make_view(tick=True, num_running=5, num_waiting=[0, 1, 0, 0],
+                           kv_blocks_free=[500, 1900, 800, 700]))[0] == 2
+    # a full batch is no room either
+    assert r.act(make_view(tick=True, num_running=128, kv_blocks_free=1958))[0] == 4
+    # an idle instance always takes it, even a prompt its headroom rule would refuse (94 of 100 blocks)
+    tiny = dict(tick=True, kv_capacity_blocks=np.full(4, 100), kv_blocks_free=100, head_prompt_tokens=1500)
+    assert r.act(make_view(num_running=[1, 0, 1, 1], **tiny))[0] == 1
+    assert r.act(make_view(num_running=1, **tiny))[0] == 4
+
+
+def test_kv_admission_sends_where_the_predicted_peak_fits_else_holds():
+    r = make_router("kv-admission")
+    r.reset(1, 0)
+    # head: 100 prompt + 100 predicted = 13 blocks; capacity 1,958 - 19 watermark. Predicted peak =
+    # used + pending prompts' blocks + predicted remaining / 16 + one partly filled block per request
+    view = make_view(tick=True, num_running=2, kv_blocks_used=[1800, 1000, 1900, 1000],
+                     kv_blocks_free=[158, 958, 58, 958], pred_remaining=[0, 16000, 0, 4800])
+    # 1958-19-13 = 1926 minus peaks 1802, 2002, 1902, 1302
+    np.testing.assert_array_equal(r.room_left_blocks(view), [[124, -76, 24, 624]])
+    assert r.act(view)[0] == 3
+    # nowhere fits: hold
+    full = make_view(tick=True, num_running=2, kv_blocks_used=1000, kv_blocks_free=958, pred_remaining=16000)
+    assert r.act(full)[0] == 4
+    # exactly full at the predicted peak still fits (no preemption if the predictions hold)
+    exact = make_view(tick=True, num_running=2, kv_blocks_used=[1926 - 2, 1000, 1000, 1000], kv_blocks_free=[34, 958, 958, 958],
+                      pred_remaining=[0, 16000, 16000, 16000])
+    assert r.room_left_blocks(exact)[0, 0] == 0 and r.act(exact)[0] == 0
+    # the predicted output (not the true one, which the view does not hold) sizes the head
+    assert r.act(make_view(tick=True, num_running=2, kv_blocks_used=[1900, 1800, 1900, 1900],
+                           kv_blocks_free=[58, 158, 58, 58], head_pred_tokens=900))[0] == 1
+    # a full batch does not fit; an idle instance takes a head that fits nowhere
+    assert r.act(make_view(tick=True, num_running=128))[0] == 4
+    tiny = dict(tick=True, kv_capacity_blocks=np.full(4, 100), kv_blocks_free=100, head_prompt_tokens=1500,
+                head_pred_tokens=2000.0)
+    assert r.act(make_view(num_running=[1, 1, 0, 1], **tiny))[0] == 2
+
+
+@pytest.mark.parametrize("name", ["late-binding", "kv-admission"])
+def test_holding_routers_hold_on_a_memory_bound_cluster_and_finish_every_request(name):
+    cfg = tiny_config("tick", n=200, profile="llama2-7b-v100-16gb", rate_per_s=200.0)
+    held = []
+
+    def check(view, actions):
+        held.append(int((view.has_request & (actions == cfg.num_instances)).sum()))
+
+    core = run_episode(make_router(name), cfg, check=check)
+    assert sum(held) > 0
+    for b in range(core.B):
+        m = core.episode_metrics(b)
+        assert m["completed"] == core.n_req[b] and m["mean_router_wait_s"] > 0
 
 
 def test_max_capacity_arrival_and_tick_windows():

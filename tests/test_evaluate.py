@@ -312,3 +312,11 @@ def test_a_learned_agent_with_a_true_length_predictor_is_reported_with_the_oracl
     model.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(E.PolicyError, match="unknown predictor 'psychic'"):
         E.resolve_policies([str(model)], 4)
+
+
+def test_tick_only_routers_run_in_tick_mode_and_the_table_says_so():
+    results = E.evaluate(["rr", "late-binding", "kv-admission"], "paper-v100", episodes=1, seed=0, num_requests=20)
+    assert {r["policy"]: r["mode"] for r in results} == {"rr": "arrival", "late-binding": "tick", "kv-admission": "tick"}
+    table = reporting.format_table(results)
+    assert "late-binding [tick]" in table and "kv-admission [tick]" in table and "rr (ref) [" not in table
+    assert "[tick] = decides every 20 ms tick and may hold a request at the router" in table

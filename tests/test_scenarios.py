@@ -257,3 +257,32 @@ def test_listing_prints_one_line_per_scenario_with_its_load(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("paper-v100") and "load" in out[0] and "saturation" in out[0]
     assert any(line.startswith("mixed-fleet") for line in out)
+
+
+def test_the_regime_scenarios_take_their_kv_from_vllms_memory_arithmetic():
+    from llm_routing_env.memory import LLAMA2_7B, V100_16GB, kv_cache_plan
+    from llm_routing_env.profiles import get_profile
+    from llm_routing_env.simulator import ClusterSimulator
+
+    plan = kv_cache_plan(LLAMA2_7B, V100_16GB, gpu_memory_utilization=0.95, max_num_batched_tokens=2048,
+                         max_num_seqs=128)
+    p = get_profile("llama2-7b-v100-16gb")
+    assert p.kv_capacity_blocks == plan.num_kv_blocks == 292 and p.max_model_len == 2048 <= plan.max_model_len_tokens
+    assert p.coefficients == get_profile("llama2-7b-v100").coefficients  # same V100 timings
+    s = S.load_scenario("paper-v100-regime")
+    assert s.instances == ("llama2-7b-v100-16gb",) * 4 and s.rate_per_s == 20 and s.num_requests == 2000
+    s8 = S.load_scenario("paper-v100-8x-regime")
+    assert s8.instances == ("llama2-7b-v100-16gb",) * 8 and s8.rate_per_s == 40 and s8.num_requests == 4000
+
+    def round_robin_preemptions(scenario) -> int:
+        w = scenario.with_overrides(num_requests=600).make_workload(0)
+        sim = ClusterSimulator(scenario.cluster_config(), num_clusters=1, max_requests=len(w))
+        for i in range(len(w)):
+            sim.advance_to(w.arrival_s[i])
+            sim.dispatch(0, i, i % scenario.num_instances, w.prompt_tokens[i], w.output_tokens[i], w.arrival_s[i])
+        sim.run_until_idle()
+        return int(sim.records().preemptions[0].sum())
+
+    # the regime is memory-bound: round-robin preempts there, never on the 32 GB cluster
+    assert round_robin_preemptions(s) > 0
+    assert round_robin_preemptions(S.load_scenario("paper-v100")) == 0
