@@ -285,3 +285,26 @@ def test_mixed_loads_with_the_paper_observation():
     venv.step(np.array([0, 4]))
     with pytest.raises(ValueError, match="cannot mix cluster sizes"):
         MixedClusterVecEnv([make_sb3_vec_env(num_envs=1, num_requests=20, num_instances=n) for n in (2, 4)])
+
+
+def test_n_step_returns_discount_by_elapsed_time_and_stop_at_the_episode_end():
+    from gymnasium import spaces
+
+    from agents.policies import ElapsedTimeReplayBuffer
+
+    buf = ElapsedTimeReplayBuffer(10, spaces.Box(0, 10, (1,)), spaces.Discrete(2), device="cpu", n_envs=1, n_steps=3)
+    # transitions 0..4: reward i + 1, 1 s each except 2 s for transition 1; the episode ends at 2
+    for i in range(5):
+        buf.add(np.array([[i]]), np.array([[i + 1]]), np.array([[0]]), np.array([i + 1.0]), np.array([i == 2]),
+                [{"elapsed_s": 2.0 if i == 1 else 1.0}])
+    samples, discounts = buf.sample_discounted(400, gamma=0.5, discount_time_s=1.0)
+    got = {int(o): (float(r), float(d), int(n), float(done)) for o, r, d, n, done in zip(
+        samples.observations.ravel(), samples.rewards.ravel(), discounts.ravel(), samples.next_observations.ravel(),
+        samples.dones.ravel())}
+    assert got == {
+        0: (1 + 0.5 * 2 + 0.125 * 3, 0.0625, 3, 1.0),  # 1 s, then 2 s, then 1 s; ends with the episode
+        1: (2 + 0.25 * 3, 0.125, 3, 1.0),
+        2: (3.0, 0.5, 3, 1.0),
+        3: (4 + 0.5 * 5, 0.25, 5, 0.0),  # only two transitions written after it: bootstrap from 5
+        4: (5.0, 0.5, 5, 0.0),
+    }
