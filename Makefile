@@ -41,6 +41,8 @@ results: setup
 		--json docs/results/paper-v100-heavy.json | tee docs/results/paper-v100-heavy.txt
 	$(EVAL) --scenario paper-v100-regime --policies rr,lor,least-kv,lwl,max-capacity,min-min,late-binding,kv-admission \
 		--episodes 20 --json docs/results/paper-v100-regime.json | tee docs/results/paper-v100-regime.txt
+	$(EVAL) --scenario paper-v100-8x-regime --policies rr,max-capacity,late-binding,kv-admission \
+		--episodes 5 --workers 1 --json docs/results/paper-v100-8x-regime.json | tee docs/results/paper-v100-8x-regime.txt
 	$(EVAL) --scenario mixed-fleet --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \
 		--json docs/results/mixed-fleet.json | tee docs/results/mixed-fleet.txt
 	$(EVAL) --scenario azure-conv-v100 --policies $(ROSTER),models/ppo-agnostic.zip --episodes 20 \

@@ -206,7 +206,8 @@ class RoutingCore:
             self.tick[envs] += 1
             if cfg.skip_idle_ticks:
                 idle = self.n_dispatched[envs] >= self.n_arrived[envs]
-                nxt_arrival = self.arrival[envs, np.minimum(self.n_arrived[envs], self.R - 1)]
+                # the episode's own next arrival (past its last request the arrays hold inf padding)
+                nxt_arrival = self.arrival[envs, np.minimum(self.n_arrived[envs], self.n_req[envs] - 1)]
                 jump = idle & ~routed_all
                 self.tick[envs] = np.where(jump, np.maximum(self.tick[envs], self._first_tick_at_or_after(nxt_arrival)),
                                            self.tick[envs])
