@@ -53,8 +53,10 @@ results: setup
 		--episodes 20 --json docs/results/agnostic-8.json | tee docs/results/agnostic-8.txt
 	$(EVAL) --scenario paper-v100 --instances 16 --load 1.0 --policies rr,lor,least-kv,lwl,min-min,models/ppo-agnostic.zip \
 		--episodes 20 --json docs/results/agnostic-16.json | tee docs/results/agnostic-16.txt
-	$(EVAL) --scenario paper-v100 --load 0.6,0.8,1.0,1.2,1.5 --policies rr,lor,p2c,least-kv,lwl,min-min,impact,models/dqn-guided.zip \
+	$(EVAL) --scenario paper-v100 --load 0.6,0.8,1.0,1.2,1.5 --policies rr,lor,p2c,least-kv,lwl,min-min,impact,$(AGENTS) \
 		--episodes 10 --json docs/results/load-sweep.json --plot docs/plots/load-sweep | tee docs/results/load-sweep.txt
+	$(EVAL) --scenario paper-v100-regime --load 0.6,0.8,1.0,1.2,1.5 --policies rr,min-min,$(AGENTS) \
+		--episodes 10 --json docs/results/load-sweep-regime.json --plot docs/plots/load-sweep-regime | tee docs/results/load-sweep-regime.txt
 
 # docs/paper-regime.md: the candidate configurations against the paper's facts (~10 min on 2 cores)
 regime: setup

@@ -214,7 +214,8 @@ def make_train_env(settings: dict):
     from llm_routing_env.wrappers import VectorHeuristicGuidance
 
     schedule = VARIANT_SCHEDULE[settings["variant"]]
-    guidance = {"gamma": settings["hyperparameters"].get("gamma", 0.99), **settings["guidance"]}
+    hp = settings["hyperparameters"]
+    guidance = {"gamma": hp.get("gamma", 0.99), "discount_time_s": hp.get("discount_time_s"), **settings["guidance"]}
 
     def part(n_envs, **overrides):
         venv = LLMRoutingVectorEnv(num_envs=n_envs, **env_kwargs(settings, **overrides))

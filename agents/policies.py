@@ -18,6 +18,8 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -27,16 +29,94 @@ from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEA
 PADDED_ROW_VALUE = -1.0
 
 
+class ElapsedTimeReplayBuffer(ReplayBuffer):
+    """A replay buffer that also keeps how much simulated time each transition covered
+    (``info["elapsed_s"]``), so the learner can discount it by that time (a semi-MDP), optionally
+    over ``n_steps`` transitions (an n-step return: in tick mode one step is 0.02 s, and a value
+    bootstrapped one step at a time takes thousands of target updates to see a request's life)."""
+
+    def __init__(self, *args, n_steps: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        self.n_steps = n_steps
+        self.elapsed_s = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        missing = [i for i, info in enumerate(infos) if "elapsed_s" not in info]
+        if missing:
+            raise ValueError(f"ElapsedTimeReplayBuffer needs info['elapsed_s'] from every env; env {missing[0]} "
+                             "gave none (use the llm_routing_env environments)")
+        self.elapsed_s[self.pos] = [info["elapsed_s"] for info in infos]
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def sample_discounted(self, batch_size: int, gamma: float, discount_time_s: float):
+        """A batch whose rewards are the n-step returns (each step discounted by ``gamma`` per
+        ``discount_time_s`` of the time before it) and its discount of the bootstrap value."""
+        # transitions in the order they were written: the oldest at ``base``, ``size`` of them
+        base, size = (self.pos, self.buffer_size) if self.full else (0, self.pos)
+        offsets = np.random.randint(0, size, size=batch_size)
+        envs = np.random.randint(0, self.n_envs, size=batch_size)
+        starts = (base + offsets) % self.buffer_size
+        ret, discount = np.zeros(batch_size), np.ones(batch_size)
+        alive = np.ones(batch_size, dtype=bool)  # still inside the episode and the written data
+        last = starts.copy()
+        for k in range(self.n_steps):
+            alive &= offsets + k < size
+            idx = (starts + k) % self.buffer_size
+            ret += np.where(alive, discount * self.rewards[idx, envs], 0.0)
+            discount = np.where(alive, discount * gamma ** (self.elapsed_s[idx, envs] / discount_time_s), discount)
+            last = np.where(alive, idx, last)
+            alive &= ~self.dones[idx, envs].astype(bool)
+        done = self.dones[last, envs] * (1 - self.timeouts[last, envs])
+        samples = ReplayBufferSamples(
+            observations=self.to_torch(self.observations[starts, envs, :]),
+            actions=self.to_torch(self.actions[starts, envs, :]),
+            next_observations=self.to_torch(self.next_observations[last, envs, :]),
+            dones=self.to_torch(done.reshape(-1, 1)),
+            rewards=self.to_torch(ret.reshape(-1, 1).astype(np.float32)),
+        )
+        return samples, self.to_torch(discount.reshape(-1, 1).astype(np.float32))
+
+
 class DoubleDQN(DQN):
-    """DQN with the Double-DQN target (the only change to SB3's ``train``)."""
+    """DQN with the Double-DQN target, optionally discounted by elapsed simulated time.
+
+    ``discount_time_s`` (None: SB3's per-decision discount): ``gamma`` is the discount per
+    ``discount_time_s`` seconds of simulated time, and a transition that covered ``dt`` seconds is
+    discounted by ``gamma ** (dt / discount_time_s)`` (a semi-MDP; the transitions come from an
+    :class:`ElapsedTimeReplayBuffer`, chosen automatically); ``return_steps`` > 1 learns from
+    n-step returns over that many transitions. In tick mode a decision covers 0.02 s,
+    but the consequence of sending a request plays out over its 10-100 s life: a per-decision
+    gamma of 0.99 sees 2 s ahead, and holding looks free (docs/learning.md).
+    """
+
+    def __init__(self, *args, discount_time_s: float | None = None, return_steps: int = 1, **kwargs):
+        if return_steps != 1 and discount_time_s is None:
+            raise ValueError("return_steps (an n-step return) needs discount_time_s")
+        if discount_time_s is not None:
+            if isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float)) or not discount_time_s > 0:
+                raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+            if kwargs.get("replay_buffer_class") not in (None, ElapsedTimeReplayBuffer):
+                raise ValueError("discount_time_s needs the ElapsedTimeReplayBuffer (leave replay_buffer_class unset)")
+            kwargs["replay_buffer_class"] = ElapsedTimeReplayBuffer
+            kwargs["replay_buffer_kwargs"] = {**(kwargs.get("replay_buffer_kwargs") or {}), "n_steps": return_steps}
+        self.discount_time_s = discount_time_s
+        super().__init__(*args, **kwargs)
+
+    def _sample(self, batch_size: int):
+        """(samples, per-transition discount)."""
+        if self.discount_time_s is None:
+            replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            return replay, (replay.discounts if replay.discounts is not None else self.gamma)
+        return self.replay_buffer.sample_discounted(batch_size, self.gamma, self.discount_time_s)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []
         for _ in range(gradient_steps):
-            replay = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = replay.discounts if replay.discounts is not None else self.gamma
+            replay, discounts = self._sample(batch_size)
             with th.no_grad():
                 next_action = self.q_net(replay.next_observations).argmax(dim=1, keepdim=True)
                 next_q = th.gather(self.q_net_target(replay.next_observations), dim=1, index=next_action)

@@ -87,6 +87,7 @@ class RoutingCore:
         self.steps = np.zeros(B, dtype=np.int64)
         self.episode_seed = np.zeros(B, dtype=np.int64)
         self.last_h = np.zeros(B)
+        self.step_start_s = np.zeros(B)  # when the last step began: its elapsed time discounts it (semi-MDP)
         self._view: RouterView | None = None
         self._counters_one: dict | None = None
         # what a RouterView reads: the simulator's router queries (closures: the view keeps no
@@ -120,6 +121,7 @@ class RoutingCore:
         self.completed[envs] = 0
         self.steps[envs] = 0
         self.last_h[envs] = 0.0
+        self.step_start_s[envs] = self.t[envs]
         target = self.sim.now_s.copy()
         target[envs] = self.t[envs]
         self.sim.advance_to(target)
@@ -182,6 +184,7 @@ class RoutingCore:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"action {int(actions[i])} is outside the action space 0..{self.A - 1} "
                              f"({self.N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env {int(envs[i])}")
+        self.step_start_s[envs] = self.t[envs]
         view = self.view()
         has_request = view.has_request[envs]
         h = guidance(view.impact[envs], actions, has_request)

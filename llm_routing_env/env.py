@@ -49,6 +49,7 @@ the sum over requests in the system of (1 - generated / predicted tokens), plus
 ``completion_reward`` per completed request. ``info["impact"]`` holds the workload-impact penalty of
 every instance for the request to route, ``info["impact_h"]`` the guidance term of the action
 just taken (impact.py); ``HeuristicGuidance`` (wrappers.py) adds it to the reward for training.
+``info["elapsed_s"]`` is the simulated time the step covered (a semi-MDP learner discounts by it).
 
 **Episode**: starts with the scenario's workload drawn from the seed and the clock at the first
 decision; ``terminated`` when every request has completed (the step that dispatches the last
@@ -84,6 +85,7 @@ def _step_info(core: RoutingCore, envs, h) -> dict:
         "impact": v.impact[envs],
         "impact_h": h,
         "time_s": core.t[envs].copy(),
+        "elapsed_s": core.t[envs] - core.step_start_s[envs],
         "queue_len": v.queue_len[envs],
         "arrived": core.n_arrived[envs].copy(),
         "completed": core.completed[envs].copy(),

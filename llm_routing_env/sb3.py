@@ -110,35 +110,42 @@ def make_sb3_vec_env(num_envs: int = 8, **env_kwargs) -> SB3VecEnv:
 
 
 class MixedClusterVecEnv(VecEnv):
-    """Several SB3VecEnvs of different cluster sizes as one VecEnv (``rich`` observation only).
+    """Several SB3VecEnvs (different cluster sizes, loads or scenarios) as one VecEnv.
 
-    Observations are padded to the largest cluster: missing instance rows are filled with -1 (below
-    every real feature) and their actions masked out; in tick mode the last action is hold for
-    every part. A policy with per-instance shared weights (agents/policies.py) trains on all sizes
-    at once.
+    With the ``rich`` observation, observations are padded to the largest cluster: missing instance
+    rows are filled with -1 (below every real feature) and their actions masked out; in tick mode the
+    last action is hold for every part. A policy with per-instance shared weights
+    (agents/policies.py) trains on all sizes at once. The ``paper`` observation has no padding:
+    every part must have the same number of instances (e.g. one scenario at several loads).
     """
 
     def __init__(self, parts: list[SB3VecEnv]):
         from .observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, observation_space
 
         configs = [p.core.config for p in parts]
-        if any(c.obs != "rich" for c in configs):
-            raise ValueError("MixedClusterVecEnv needs obs='rich' in every part")
+        if len({c.obs for c in configs}) != 1:
+            raise ValueError("every part of a MixedClusterVecEnv must use the same observation")
         if len({c.mode for c in configs}) != 1:
             raise ValueError("every part of a MixedClusterVecEnv must use the same mode")
         self.parts = parts
         self.hold = configs[0].mode == "tick"
         self.sizes = [c.num_instances for c in configs]
         self.n_max = max(self.sizes)
+        self.padded = configs[0].obs == "rich"
+        if not self.padded and len(set(self.sizes)) != 1:
+            raise ValueError(f"parts of {sorted(set(self.sizes))} instances need obs='rich' (padded); the "
+                             f"{configs[0].obs!r} observation cannot mix cluster sizes")
         self._g, self._f = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
         self._bounds = np.cumsum([0] + [p.num_envs for p in parts])
         self.render_mode = None
         n_actions = self.n_max + (1 if self.hold else 0)
         from gymnasium import spaces
-        super().__init__(int(self._bounds[-1]), observation_space("rich", self.n_max), spaces.Discrete(n_actions))
+        super().__init__(int(self._bounds[-1]), observation_space(configs[0].obs, self.n_max), spaces.Discrete(n_actions))
         self._actions = None
 
     def _pad_obs(self, obs: np.ndarray, n: int) -> np.ndarray:
+        if not self.padded:
+            return obs
         out = np.full((obs.shape[0], self._g + self.n_max * self._f), -1.0, dtype=np.float32)
         out[:, : obs.shape[1]] = obs
         return out

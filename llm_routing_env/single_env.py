@@ -39,6 +39,7 @@ def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
         raise ValueError(f"action {action} is outside the action space 0..{core.A - 1} "
                          f"({N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env 0")
     n_dispatched, n_arrived, n_req = core.n_dispatched.item(), core.n_arrived.item(), core.n_req.item()
+    core.step_start_s[0] = core.t[0]
     last = core.R - 1
     arrival = core._arrival_one
     h = 0.0
@@ -166,6 +167,7 @@ def step_info_one(core: RoutingCore, h: float) -> dict:
         "impact": np.array(c["impact"]),
         "impact_h": h,
         "time_s": core.t[0],
+        "elapsed_s": core.t[0] - core.step_start_s[0],
         "queue_len": np.int64(c["queue_len"]),
         "arrived": core.n_arrived[0],
         "completed": core.completed[0],

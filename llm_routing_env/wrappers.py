@@ -13,6 +13,14 @@ impact.py) and the training discount becomes ``gamma_k``. Schedules over trainin
 
 The wrapper only shapes the reward and publishes ``training_discount`` (``info`` and attribute);
 training code reads it (train.py updates the learner's discount at each episode).
+
+**Router-queue potential** (vector wrapper, ``queue_potential`` > 0; docs/learning.md): potential-
+based shaping (Ng et al., 1999), which leaves the optimal policy unchanged, with
+``Phi(s) = -queue_potential * (requests waiting at the router)`` and the learner's discount of the
+transition, ``gamma ** (info["elapsed_s"] / discount_time_s)``: the reward gets
+``discount * Phi(s') - Phi(s)``. Sending a request pays ``queue_potential`` at once and holding it
+costs ``(1 - discount) * queue_potential`` per step, so in tick mode the agent sees at once what it
+otherwise learns only over the request's whole life.
 """
 
 from __future__ import annotations
@@ -88,11 +96,19 @@ class HeuristicGuidance(gym.Wrapper, RecordConstructorArgs):
 class VectorHeuristicGuidance(VectorWrapper):
     """The same for the native vector env; each sub-env counts its own episodes."""
 
-    def __init__(self, env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5, weight: float = 1.0):
+    def __init__(self, env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5, weight: float = 1.0,
+                 queue_potential: float = 0.0, discount_time_s: float | None = None):
         super().__init__(env)
         self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
+        if isinstance(queue_potential, bool) or not isinstance(queue_potential, (int, float)) or not queue_potential >= 0:
+            raise ValueError(f"queue_potential must be a number >= 0, got {queue_potential!r}")
+        if discount_time_s is not None and (isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float))
+                                            or not discount_time_s > 0):
+            raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+        self.queue_potential, self.discount_time_s = float(queue_potential), discount_time_s
         self.episodes = np.zeros(env.num_envs, dtype=np.int64)
         self._ended = np.zeros(env.num_envs, dtype=bool)
+        self._phi = np.zeros(env.num_envs)  # Phi of each sub-env's current state
 
     @property
     def training_discount(self) -> float:
@@ -104,7 +120,10 @@ class VectorHeuristicGuidance(VectorWrapper):
         if "reset_mask" not in options:  # a full reset starts the schedule over; a partial one
             self.episodes[:] = 0          # (SB3's same-step autoreset) restarts episodes that ended,
             self._ended[:] = False        # which the next step counts through _ended
-        return self.env.reset(**kwargs)
+        obs, info = self.env.reset(**kwargs)
+        fresh = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+        self._phi = np.where(fresh, -self.queue_potential * np.asarray(info["queue_len"], dtype=np.float64), self._phi)
+        return obs, info
 
     def step(self, actions):
         # NEXT_STEP autoreset: a sub-env that ended last step starts its next episode now
@@ -113,7 +132,14 @@ class VectorHeuristicGuidance(VectorWrapper):
         w = self.guidance.weight_at(self.episodes)
         info["guidance_weight"] = w
         self._ended = terminated | truncated
-        return obs, reward + w * info["impact_h"], terminated, truncated, info
+        reward = reward + w * info["impact_h"]
+        if self.queue_potential > 0:
+            phi = np.where(terminated, 0.0, -self.queue_potential * np.asarray(info["queue_len"], dtype=np.float64))
+            elapsed = np.asarray(info["elapsed_s"], dtype=np.float64)
+            discount = self.guidance.gamma ** (elapsed / self.discount_time_s if self.discount_time_s else 1.0)
+            reward = reward + discount * phi - self._phi
+            self._phi = phi
+        return obs, reward, terminated, truncated, info
 
 
 class DictMaskObservation(gym.ObservationWrapper, RecordConstructorArgs):

@@ -212,3 +212,99 @@ def test_dqn_smoke_train_on_a_single_env():
         done = term or trunc
     m = info["metrics"]
     assert math.fsum(rewards) == pytest.approx(-0.01 * m["mean_e2e_s"] * m["completed"], rel=1e-9)
+
+
+# ------------------------------------------------------------- tick-mode learning (docs/learning.md)
+def test_elapsed_s_is_the_simulated_time_each_step_covered():
+    venv = LLMRoutingVectorEnv(num_envs=2, mode="tick", num_requests=40, rate_per_s=5.0)
+    _, info = venv.reset(seed=3)
+    np.testing.assert_array_equal(info["elapsed_s"], 0.0)
+    skipped = False
+    for _ in range(400):
+        before = info["time_s"].copy()
+        _, _, term, trunc, info = venv.step(np.array([4, 0]))  # env 0 holds, env 1 sends to instance 0
+        if (term | trunc).any():
+            break
+        np.testing.assert_allclose(info["elapsed_s"], info["time_s"] - before)
+        skipped |= bool((info["elapsed_s"] > 0.02 + 1e-9).any())  # an idle router queue skips ticks
+    assert skipped
+    assert (info["elapsed_s"] >= 0.0).all()
+
+
+def test_double_dqn_discounts_each_transition_by_its_elapsed_time():
+    from agents.policies import DoubleDQN, ElapsedTimeReplayBuffer
+
+    venv = make_sb3_vec_env(num_envs=2, mode="tick", num_requests=20)
+    model = DoubleDQN("MlpPolicy", venv, gamma=0.5, discount_time_s=2.0, buffer_size=100, seed=0, device="cpu")
+    assert isinstance(model.replay_buffer, ElapsedTimeReplayBuffer)
+    obs = venv.reset()
+    for elapsed in (0.02, 2.0, 4.0):
+        model.replay_buffer.add(obs, obs, np.zeros((2, 1)), np.zeros(2), np.zeros(2),
+                                [{"elapsed_s": elapsed}, {"elapsed_s": elapsed}])
+    _, discounts = model._sample(64)
+    got = sorted({round(float(d), 5) for d in discounts.numpy().ravel()})
+    assert got == [0.25, 0.5, round(0.5 ** 0.01, 5)]
+    with pytest.raises(ValueError, match="elapsed_s"):
+        model.replay_buffer.add(obs, obs, np.zeros((2, 1)), np.zeros(2), np.zeros(2), [{}, {}])
+    with pytest.raises(ValueError, match="discount_time_s"):
+        DoubleDQN("MlpPolicy", venv, discount_time_s=0.0, device="cpu")
+
+
+def test_queue_potential_telescopes_to_minus_the_first_potential():
+    """Potential-based shaping changes an episode's discounted return by -Phi(s0) only (Ng et al.):
+    the shaped agent optimizes the same thing."""
+    kwargs = dict(num_envs=1, mode="tick", num_requests=30, rate_per_s=30.0)
+    plain = VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), schedule="none", gamma=0.9)
+    shaped = VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), schedule="none", gamma=0.9,
+                                     queue_potential=0.7, discount_time_s=0.5)
+    rng = np.random.default_rng(0)
+    _, info = plain.reset(seed=5)
+    _, info_s = shaped.reset(seed=5)
+    phi0 = -0.7 * float(info_s["queue_len"][0])
+    total, discount, done = 0.0, 1.0, False
+    while not done:
+        a = np.array([int(rng.integers(0, 5))])
+        _, r, term, trunc, info = plain.step(a)
+        _, r_s, term_s, trunc_s, info_s = shaped.step(a)
+        assert term == term_s and info["time_s"] == info_s["time_s"]
+        total += discount * float(r_s[0] - r[0])
+        discount *= 0.9 ** (float(info_s["elapsed_s"][0]) / 0.5)
+        done = bool(term[0] or trunc[0])
+    assert total == pytest.approx(-phi0, abs=1e-9)
+    with pytest.raises(ValueError, match="queue_potential"):
+        VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), queue_potential=-1.0)
+
+
+def test_mixed_loads_with_the_paper_observation():
+    from llm_routing_env.sb3 import MixedClusterVecEnv
+
+    parts = [make_sb3_vec_env(num_envs=1, mode="tick", num_requests=20, load=x) for x in (0.5, 1.5)]
+    venv = MixedClusterVecEnv(parts)
+    obs = venv.reset()
+    assert obs.shape == (2, parts[0].observation_space.shape[0])
+    venv.step(np.array([0, 4]))
+    with pytest.raises(ValueError, match="cannot mix cluster sizes"):
+        MixedClusterVecEnv([make_sb3_vec_env(num_envs=1, num_requests=20, num_instances=n) for n in (2, 4)])
+
+
+def test_n_step_returns_discount_by_elapsed_time_and_stop_at_the_episode_end():
+    from gymnasium import spaces
+
+    from agents.policies import ElapsedTimeReplayBuffer
+
+    buf = ElapsedTimeReplayBuffer(10, spaces.Box(0, 10, (1,)), spaces.Discrete(2), device="cpu", n_envs=1, n_steps=3)
+    # transitions 0..4: reward i + 1, 1 s each except 2 s for transition 1; the episode ends at 2
+    for i in range(5):
+        buf.add(np.array([[i]]), np.array([[i + 1]]), np.array([[0]]), np.array([i + 1.0]), np.array([i == 2]),
+                [{"elapsed_s": 2.0 if i == 1 else 1.0}])
+    samples, discounts = buf.sample_discounted(400, gamma=0.5, discount_time_s=1.0)
+    got = {int(o): (float(r), float(d), int(n), float(done)) for o, r, d, n, done in zip(
+        samples.observations.ravel(), samples.rewards.ravel(), discounts.ravel(), samples.next_observations.ravel(),
+        samples.dones.ravel())}
+    assert got == {
+        0: (1 + 0.5 * 2 + 0.125 * 3, 0.0625, 3, 1.0),  # 1 s, then 2 s, then 1 s; ends with the episode
+        1: (2 + 0.25 * 3, 0.125, 3, 1.0),
+        2: (3.0, 0.5, 3, 1.0),
+        3: (4 + 0.5 * 5, 0.25, 5, 0.0),  # only two transitions written after it: bootstrap from 5
+        4: (5.0, 0.5, 5, 0.0),
+    }

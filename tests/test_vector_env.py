@@ -15,7 +15,7 @@ from llm_routing_env.single_env import step_one
 from llm_routing_env.wrappers import VectorHeuristicGuidance
 
 ID = llm_routing_env.ENV_ID
-STEP_INFO_KEYS = ("action_mask", "impact", "impact_h", "time_s", "queue_len", "arrived", "completed")
+STEP_INFO_KEYS = ("action_mask", "impact", "impact_h", "time_s", "elapsed_s", "queue_len", "arrived", "completed")
 
 
 def random_actions(rngs, masks) -> np.ndarray:
