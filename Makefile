@@ -39,7 +39,7 @@ results: setup
 		--json docs/results/paper-v100.json --plot docs/plots/paper-v100 | tee docs/results/paper-v100.txt
 	$(EVAL) --scenario paper-v100-heavy --policies $(ROSTER),$(AGENTS) --episodes 20 \
 		--json docs/results/paper-v100-heavy.json | tee docs/results/paper-v100-heavy.txt
-	$(EVAL) --scenario paper-v100-regime --policies rr,lor,least-kv,lwl,max-capacity,min-min,late-binding,kv-admission \
+	$(EVAL) --scenario paper-v100-regime --policies rr,lor,least-kv,lwl,max-capacity,min-min,late-binding,kv-admission,$(AGENTS) \
 		--episodes 20 --json docs/results/paper-v100-regime.json | tee docs/results/paper-v100-regime.txt
 	$(EVAL) --scenario paper-v100-8x-regime --policies rr,max-capacity,late-binding,kv-admission \
 		--episodes 5 --workers 1 --json docs/results/paper-v100-8x-regime.json | tee docs/results/paper-v100-8x-regime.txt
@@ -57,6 +57,12 @@ results: setup
 		--episodes 10 --json docs/results/load-sweep.json --plot docs/plots/load-sweep | tee docs/results/load-sweep.txt
 	$(EVAL) --scenario paper-v100-regime --load 0.6,0.8,1.0,1.2,1.5 --policies rr,min-min,$(AGENTS) \
 		--episodes 10 --json docs/results/load-sweep-regime.json --plot docs/plots/load-sweep-regime | tee docs/results/load-sweep-regime.txt
+	$(EVAL) --scenario azure-conv-h100-v1 --policies $(ROSTER),$(AGENTS) --episodes 10 \
+		--json docs/results/azure-conv-h100-v1.json | tee docs/results/azure-conv-h100-v1.txt
+	$(EVAL) --scenario azure-code-h100-v1 --policies $(ROSTER),$(AGENTS) --episodes 10 \
+		--json docs/results/azure-code-h100-v1.json | tee docs/results/azure-code-h100-v1.txt
+	$(EVAL) --scenario mixed-a100-h100-v1 --policies $(ROSTER),$(AGENTS) --episodes 10 \
+		--json docs/results/mixed-a100-h100-v1.json | tee docs/results/mixed-a100-h100-v1.txt
 
 # docs/paper-regime.md: the candidate configurations against the paper's facts (~10 min on 2 cores)
 regime: setup

@@ -87,10 +87,24 @@ def algo_class(algo: str):
 
 def known_hyperparameters(algo: str) -> set[str]:
     """Keys a config's ``hyperparameters`` / ``--hyperparams`` may set for ``algo``."""
+    params = set(_init_parameters(algo_class(algo))) - _FIXED_ARGUMENTS
+    return params | set(OWN_HYPERPARAMETERS["dqn" if algo == "dqn" else "ppo"])
+
+
+def _init_parameters(Algo) -> dict:
+    """name -> inspect.Parameter of ``Algo(...)``; a subclass that passes ``**kwargs`` on to its base
+    (DoubleDQN) takes the base's parameters too, down to the library's own algorithm class."""
     import inspect
 
-    params = set(inspect.signature(algo_class(algo).__init__).parameters) - _FIXED_ARGUMENTS
-    return params | set(OWN_HYPERPARAMETERS["dqn" if algo == "dqn" else "ppo"])
+    params = {}
+    for cls in Algo.__mro__:
+        if "__init__" in vars(cls):
+            for name, p in inspect.signature(cls.__init__).parameters.items():
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    params.setdefault(name, p)
+        if cls.__module__.startswith(("stable_baselines3", "sb3_contrib")):
+            break  # the library's algorithm class names every setting
+    return params
 
 
 def parse_settings(argv=None) -> dict:
@@ -273,7 +287,7 @@ def _built(Algo, policy, venv, common: dict, kwargs: dict):
     import inspect
 
     model = Algo(policy, venv, **kwargs, **common)
-    params = inspect.signature(Algo.__init__).parameters
+    params = _init_parameters(Algo)
     used = {k: v.default for k, v in params.items()
             if k not in _FIXED_ARGUMENTS and v.default is not inspect.Parameter.empty}
     used.update(kwargs)
