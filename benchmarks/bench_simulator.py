@@ -20,7 +20,7 @@ import numpy as np
 
 from llm_routing_env import ClusterConfig, SchedulerConfig
 from llm_routing_env.sim import ClusterSimulator
-from llm_routing_env.workloads import generate
+from llm_routing_env.mixes import generate
 
 
 SCHEDULERS = ("vllm-v0", "vllm-v1")

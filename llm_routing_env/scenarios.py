@@ -78,7 +78,8 @@ from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
 from .sim import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
-from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
+from .mixes import generate, get_mix, mix_names
+from .workload import OVERLONG_CHOICES, Workload
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
 SATURATION_SEED = 20240801
@@ -349,13 +350,13 @@ def _cache_file() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
-    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
+    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads, mixes and
     the measurement), so that a changed simulator never reads a rate measured by an older one."""
-    from . import cluster, profiles, workloads
+    from . import cluster, mixes, profiles, workload
     from .sim import scheduler, simulator, state
 
     h = hashlib.sha256()
-    for module in (simulator, state, scheduler, cluster, profiles, workloads):
+    for module in (simulator, state, scheduler, cluster, profiles, workload, mixes):
         h.update(Path(module.__file__).read_bytes())
     h.update(inspect.getsource(measure_saturation_rate).encode())
     return h.hexdigest()

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .workloads import Workload
+from .workload import Workload
 
 __all__ = [
     "TraceError",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm_routing_env import traces as T
-from llm_routing_env.workloads import Workload
+from llm_routing_env.workload import Workload
 
 # Other projects' data is not shipped: the real traces are read beside the project, tests skip without them.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -125,7 +125,7 @@ def test_mooncake_small_file(tmp_path):
 
 
 def test_generic_round_trip(tmp_path):
-    from llm_routing_env.workloads import generate
+    from llm_routing_env.mixes import generate
 
     w = generate(rate_per_s=7.3, n=500, seed=11)
     path = T.save_generic_csv(w, tmp_path / "mine.csv")
