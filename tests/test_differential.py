@@ -75,11 +75,12 @@ class Scenario:
     max_num_batched_tokens: int | None
     num_clusters: int
     calls: list[tuple] = field(default_factory=list)
+    prefix_caching: bool | None = None  # (with prefixes: on, for every scheduler)
 
     def scheduler_kwargs(self) -> dict:
         return {"scheduler": "vllm-v1" if self.scheduler == "vllm-v1" else "vllm-v0",
                 "chunked_prefill": self.scheduler == "vllm-v0-chunked", "max_num_seqs": self.max_num_seqs,
-                "max_num_batched_tokens": self.max_num_batched_tokens}
+                "max_num_batched_tokens": self.max_num_batched_tokens, "prefix_caching": self.prefix_caching}
 
     def config(self) -> ClusterConfig:
         return ClusterConfig([PROFILES[p] for p in self.profiles], SchedulerConfig(**self.scheduler_kwargs()))
@@ -103,7 +104,9 @@ class Scenario:
 @st.composite
 def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small", "large"),
               prompt_lengths=st.integers(1, 300),
-              schedulers=("vllm-v0", "vllm-v0-chunked", "vllm-v1")) -> Scenario:
+              schedulers=("vllm-v0", "vllm-v0-chunked", "vllm-v1"), prefixes: bool = False) -> Scenario:
+    """Random scenarios; with ``prefixes``, requests carry prefix block ids from three families
+    that share leading blocks (the last id sometimes differs), and prefix caching is on."""
     num_instances = draw(st.integers(1, 4))
     # by default "tiny" is twice as likely: it is the one that forces preemptions
     profiles = draw(st.lists(st.sampled_from(profile_choices), min_size=num_instances, max_size=num_instances))
@@ -119,7 +122,7 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
         budget = draw(st.sampled_from([None, max_model_len]))  # None: 4096
         max_num_seqs = draw(st.sampled_from([None, 1, 2, 3, 8]))
     num_clusters = draw(st.integers(1, 3))
-    scenario = Scenario(profiles, scheduler, max_num_seqs, budget, num_clusters)
+    scenario = Scenario(profiles, scheduler, max_num_seqs, budget, num_clusters, prefix_caching=prefixes or None)
 
     next_id = [0] * num_clusters
     for _ in range(draw(st.integers(1, max_steps))):
@@ -135,7 +138,13 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
                 prompt = draw(prompt_lengths)
                 output = min(draw(st.integers(1, 300)), max_len - prompt)
                 arrival_frac = draw(st.sampled_from([1.0, 0.5, 0.0]))
-                batch.append((c, next_id[c], n, prompt, output, arrival_frac))
+                ids = None
+                if prefixes:
+                    family, length, variant = draw(st.integers(0, 2)), draw(st.integers(0, 20)), draw(st.integers(0, 1))
+                    ids = [100 * family + k for k in range(min(length, prompt // 16))]
+                    if ids and variant:
+                        ids[-1] += 50
+                batch.append((c, next_id[c], n, prompt, output, arrival_frac, ids))
                 next_id[c] += 1
             if batch:
                 # one dispatch call with 1-D arrays (broadcasting and in-order queueing)
@@ -154,7 +163,8 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
 # Comparison
 # --------------------------------------------------------------------------------------------
 
-INT_RECORD_FIELDS = ("status", "instance", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions")
+INT_RECORD_FIELDS = ("status", "instance", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
+                     "prefix_hit_tokens", "prefill_tokens")
 TIME_RECORD_FIELDS = ("arrival_s", "dispatch_s", "first_scheduled_s", "first_token_s", "completion_s")
 
 
@@ -236,11 +246,13 @@ def run_both(scenario: Scenario):
             # Each simulator's call is computed from its own clocks, which may differ in the last
             # bits after a closed-form decode run; a target "now + 0" then repeats the clock exactly.
             if call[0] == "dispatch":
-                clusters, rids, instances, prompts, outputs, fracs = call[1:]
+                clusters, rids, instances, prompts, outputs, fracs, ids = call[1:]
+                ids = None if all(i is None for i in ids) else ids
                 log.append(f"sim.dispatch({clusters}, {rids}, {instances}, {prompts}, {outputs}, "
-                           f"sim.now_s[{clusters}] * {fracs})")
+                           f"sim.now_s[{clusters}] * {fracs}, prefix_blocks={ids})")
                 for sim in (ref, fast):
-                    sim.dispatch(clusters, rids, instances, prompts, outputs, sim.now_s[clusters] * fracs)
+                    sim.dispatch(clusters, rids, instances, prompts, outputs, sim.now_s[clusters] * fracs,
+                                 prefix_blocks=ids)
             elif call[0] == "advance":
                 log.append(f"sim.advance_to(sim.now_s + {call[1]!r})")
                 for sim in (ref, fast):
@@ -279,6 +291,17 @@ def test_fast_matches_reference_with_tiny_kv_caches(scenario):
     """
     ref, _ = run_both(scenario)
     _events(scenario, ref)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scenarios(prefixes=True, prompt_lengths=st.one_of(st.integers(1, 300), st.sampled_from([16, 32, 48, 64]))))
+def test_fast_matches_reference_with_shared_prefixes(scenario):
+    """Prefix caching on, under the three schedulers: hits, shared blocks, evictions and
+    preemptions of requests that share blocks."""
+    ref, _ = run_both(scenario)
+    _events(scenario, ref)
+    recs = ref.records()
+    event("prefix hits" if recs.prefix_hit_tokens.sum() else "no prefix hit")
 
 
 def _events(scenario: Scenario, ref: ReferenceSimulator) -> None:
