@@ -235,8 +235,9 @@ def fast_router_requests(fast) -> list[list[dict]]:
     return out
 
 
-def run_both(scenario: Scenario):
-    """Make every call on both simulators, comparing them after each call; returns both."""
+def run_both(scenario: Scenario, check=None):
+    """Make every call on both simulators, comparing them after each call (and calling
+    ``check(ref, fast)``, if given); returns both."""
     config = scenario.config()
     ref = ReferenceSimulator(config, scenario.num_clusters, MAX_REQUESTS)
     fast = ClusterSimulator(config, scenario.num_clusters, MAX_REQUESTS)
@@ -262,6 +263,8 @@ def run_both(scenario: Scenario):
                 ref.run_until_idle()
                 fast.run_until_idle()
             assert_same_state(ref, fast, f"call #{i} ({log[-1]})")
+            if check is not None:
+                check(ref, fast)
     except Exception:
         note(scenario.repro(log))
         raise
@@ -298,10 +301,29 @@ def test_fast_matches_reference_with_tiny_kv_caches(scenario):
 def test_fast_matches_reference_with_shared_prefixes(scenario):
     """Prefix caching on, under the three schedulers: hits, shared blocks, evictions and
     preemptions of requests that share blocks."""
-    ref, _ = run_both(scenario)
+    ref, fast = run_both(scenario, check=check_prefix_caches)
     _events(scenario, ref)
     recs = ref.records()
     event("prefix hits" if recs.prefix_hit_tokens.sum() else "no prefix hit")
+    dispatched = recs.status != 0
+    assert (recs.status[dispatched] == 3).all(), "every dispatched request completes"
+    assert (recs.prefill_tokens[dispatched] + recs.prefix_hit_tokens[dispatched]
+            >= recs.prompt_tokens[dispatched]).all()
+
+
+def check_prefix_caches(ref, fast) -> None:
+    """Invariants of every instance's prefix cache (PrefixCache.check: no block both free and
+    referenced, cached free blocks within the free blocks, the shared count) and KV usage
+    within capacity, in both simulators."""
+    for b, instances in enumerate(ref._instances):
+        for n, inst in enumerate(instances):
+            assert 0 <= inst.free_blocks <= inst.limits.kv_capacity_blocks
+            inst.cache.check(inst.free_blocks)
+            held = sum(len(r.held) for r in inst.running)
+            assert inst.cache.shared == held - len(inst.cache.refs), "references are the running requests' only"
+    for row, cache in fast._caches.items():
+        cache.check(int(fast.free_blocks[row]))
+    assert ((fast.free_blocks >= 0) & (fast.free_blocks <= fast._capacity)).all()
 
 
 def _events(scenario: Scenario, ref: ReferenceSimulator) -> None:
