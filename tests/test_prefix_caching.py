@@ -151,3 +151,41 @@ def test_without_prefixes_caching_changes_nothing(scheduler):
     for name in out[0].__dataclass_fields__:
         assert np.array_equal(getattr(out[0], name), getattr(out[1], name), equal_nan=True), name
     assert (out[0].status == COMPLETED).all() and out[0].preemptions.sum() > 0
+
+
+@pytest.mark.parametrize("caching", [None, False])
+def test_an_episode_on_a_trace_with_prefixes(tmp_path, caching):
+    """A generic CSV trace with a shared 64-token system prompt (4 blocks) and per-session blocks,
+    played through the environment under vLLM v1: the instances' caches hit (on by default), and
+    the episode's metrics report it; with prefix_caching = false nothing hits."""
+    import gymnasium as gym
+
+    from llm_routing_env.scenarios import Scenario
+
+    rows = ["arrival_s,prompt_tokens,output_tokens,prefix_blocks"]
+    for i in range(60):
+        session = i % 3
+        rows.append(f"{0.05 * i:.2f},{100 + i},{5 + i % 7},1 2 3 4 {10 + session} {20 + session}")
+    path = tmp_path / "prefixed.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    scenario = Scenario("prefixed", instances=("llama2-7b-a100",) * 2, scheduler="vllm-v1", prefix_caching=caching,
+                        mix=None, trace=str(path), num_requests=40, predictor_train_fraction=0.2)
+    env = gym.make("llm_routing_env/LLMRouting-v0", scenario=scenario, mode="arrival")
+    env.reset(seed=0)
+    done, info, k = False, {}, 0
+    while not done:  # round-robin
+        _, _, terminated, truncated, info = env.step(k % 2)
+        k += 1
+        done = terminated or truncated
+    m = info["metrics"]
+    assert m["completed"] == 40
+    if caching is None:
+        # round-robin over 2 instances, sessions i % 3: each instance serves 20 requests of all three
+        # sessions; its first hits nothing, the first of each other session the 4 shared blocks
+        # (64 tokens), the 17 others all 6 blocks (96 tokens; prompts >= 100, so the cap does not
+        # bind): 2 * (2 * 64 + 17 * 96) = 3520 hit tokens
+        assert m["prefix_hit_rate"] == pytest.approx(3520 / (3520 + m["prefill_tokens"]), rel=1e-12)
+    else:
+        assert m["prefix_hit_rate"] == 0.0
+    assert m["prefill_tokens"] > 0
+    env.close()
