@@ -189,3 +189,17 @@ def test_an_episode_on_a_trace_with_prefixes(tmp_path, caching):
         assert m["prefix_hit_rate"] == 0.0
     assert m["prefill_tokens"] > 0
     env.close()
+
+
+def test_scenario_files_set_prefix_caching(tmp_path):
+    from llm_routing_env.scenarios import load_scenario
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[cluster]\nprofile = "llama2-7b-a100"\nnum_instances = 2\nscheduler = "vllm-v1"\n'
+                    'prefix_caching = false\n[workload]\nmix = "paper-mix"\nrate_per_s = 5.0\n', encoding="utf-8")
+    assert not load_scenario(path).cluster_config().scheduler.caches_prefixes
+    path.write_text(path.read_text().replace("prefix_caching = false\n", ""), encoding="utf-8")
+    assert load_scenario(path).cluster_config().scheduler.caches_prefixes
+    path.write_text(path.read_text().replace('scheduler = "vllm-v1"\n', 'prefix_caching = "on"\n'), encoding="utf-8")
+    with pytest.raises(ValueError, match="prefix_caching must be True, False or None"):
+        load_scenario(path)
