@@ -203,3 +203,21 @@ def test_scenario_files_set_prefix_caching(tmp_path):
     path.write_text(path.read_text().replace('scheduler = "vllm-v1"\n', 'prefix_caching = "on"\n'), encoding="utf-8")
     with pytest.raises(ValueError, match="prefix_caching must be True, False or None"):
         load_scenario(path)
+
+
+@pytest.mark.parametrize("sim_cls", SIMS)
+def test_blocks_taken_earlier_in_the_step_evict_before_the_look_up(sim_cls):
+    sim = make(sim_cls, profile(kv_capacity_blocks=8, max_model_len=128))
+    sim.dispatch(0, 0, 0, 17, 1, 0.0, prefix_blocks=[[5]])
+    sim.run_until_idle()  # 10 + 17 = 27 ms; its block c (key 5) is cached free
+    sim.dispatch(0, 1, 0, 49, 1, sim.now_s[0], prefix_blocks=[[1, 2, 3]])
+    sim.run_until_idle()  # 10 + 49 = 59 ms; free queue, least recent first: c, x3, x2, x1 (4 uncached)
+    sim.dispatch(0, 2, 0, 64, 3, sim.now_s[0])  # D takes the 4 uncached blocks: 10 + 64 = 74 ms
+    sim.advance_to(sim.now_s[0] + 0.01)
+    sim.dispatch(0, 3, 0, 17, 1, sim.now_s[0], prefix_blocks=[[5]])
+    sim.run_until_idle()
+    # Next step (0.086 + 0.074): D's decode needs a 5th block, which evicts c before C looks the
+    # cache up: C hits nothing and computes its 17 tokens beside D's decode: 10 + 1 + 17 = 28 ms
+    c = rec(sim, 3)
+    assert c["prefix_hit_tokens"] == 0
+    assert c["first_token_s"] == close(0.027 + 0.059 + 0.074 + 0.028)

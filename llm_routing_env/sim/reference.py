@@ -272,7 +272,8 @@ class _Instance:
         lim = self.limits
         admitted = []
         cache = self.cache
-        if cache is not None:
+        if cache is not None and self.waiting and len(self.running) < lim.max_num_seqs:
+            cache.evict_to(self.free_blocks)  # (the blocks taken so far in this step evict first)
             room = min(len(self.waiting), lim.max_num_seqs - len(self.running))
             lookups = [cache.lookup(r.keys, max_hit_blocks(r.prompt + r.generated))
                        for r in list(self.waiting)[:max(room, 0)]]
