@@ -404,3 +404,20 @@ def test_fast_matches_reference_on_a_large_workload(scheduler):
     recs = ref.records()
     assert (recs.status == 3).all()
     assert recs.preemptions.sum() > 50, "the workload is meant to exercise preemption"
+
+
+def test_fast_matches_reference_when_admissions_of_a_step_share_a_cached_free_block():
+    """Two requests of one step hit the same cached free block: the first takes it from the free
+    blocks, the second shares it; the step's admission checks count it for both (they see the
+    cache as it was before the step), which leaves request 9 waiting on a 24-block instance."""
+    scenario = Scenario(["tiny"], "vllm-v0", None, None, 1, prefix_caching=True, calls=[
+        ("dispatch", [0], [0], [0], [1], [1], [1.0], [[]]),
+        ("dispatch", [0] * 3, [1, 2, 3], [0] * 3, [1, 1, 16], [1] * 3, [1.0] * 3, [[], [], [0]]),
+        ("idle",),
+        ("dispatch", [0] * 6, [4, 5, 6, 7, 8, 9], [0] * 6, [17, 33, 33, 33, 97, 97], [1] * 6, [1.0] * 6,
+         [[], [0], [], [], [0], []]),
+    ])
+    ref, _ = run_both(scenario, check=check_prefix_caches)
+    recs = ref.records()
+    assert recs.prefix_hit_tokens[0, [5, 8]].tolist() == [16, 16]
+    assert recs.first_scheduled_s[0, 9] > recs.first_scheduled_s[0, 8]

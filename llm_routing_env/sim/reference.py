@@ -272,6 +272,7 @@ class _Instance:
         lim = self.limits
         admitted = []
         cache = self.cache
+        more_shared = 0
         if cache is not None and self.waiting and len(self.running) < lim.max_num_seqs:
             cache.evict_to(self.free_blocks)  # (the blocks taken so far in this step evict first)
             room = min(len(self.waiting), lim.max_num_seqs - len(self.running))
@@ -296,9 +297,13 @@ class _Instance:
             self.waiting.popleft()
             self.free_blocks -= blocks
             r.blocks = blocks
+            self.free_blocks += shared  # (shared hit blocks are not taken)
             if hit:
                 r.held = list(r.keys[:hit])
-                self.free_blocks += cache.acquire(r.held)
+                # a hit block taken from the free blocks by an earlier admission of this step is
+                # shared too; the checks of this step do not count it (they see the cache as it
+                # was before the step's admissions)
+                more_shared += cache.acquire(r.held) - shared
             r.prefix_done = hit
             r.prefix_hit_tokens += prior
             r.prefill_tokens += target - prior  # (less what a preemption cuts short)
@@ -310,6 +315,7 @@ class _Instance:
             self.running.append(r)
             budget_left -= chunk
             admitted.append((r, chunk, prior))
+        self.free_blocks += more_shared
         return admitted
 
     def _cache_filled_blocks(self, r: _Request, filled_tokens: int) -> None:
