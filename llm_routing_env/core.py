@@ -147,8 +147,9 @@ class RoutingCore:
         self.context_fits[b] = w.context_fit
         # prefixes of KV-cache blocks reach the instances' prefix caches (other block sizes, such as
         # Mooncake's 512-token hashes, need a mapping first: issue #13 §2)
-        self.prefix_blocks[b] = (w.prefix_hashes if w.prefix_hashes is not None
-                                 and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
+        # (a prompt clipped to the context keeps the full blocks it still has)
+        self.prefix_blocks[b] = (tuple(h[:p // KV_BLOCK_TOKENS] for h, p in zip(w.prefix_hashes, w.prompt_tokens.tolist()))
+                                 if w.prefix_hashes is not None and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
