@@ -221,3 +221,28 @@ def test_blocks_taken_earlier_in_the_step_evict_before_the_look_up(sim_cls):
     c = rec(sim, 3)
     assert c["prefix_hit_tokens"] == 0
     assert c["first_token_s"] == close(0.027 + 0.059 + 0.074 + 0.028)
+
+
+def test_a_clipped_prompt_keeps_its_full_prefix_blocks(tmp_path):
+    """A prompt clipped to the context (4,200 -> 4,095 tokens) keeps the 255 full blocks it still
+    has of its 262 prefix blocks; the second request on the instance hits all 255."""
+    import gymnasium as gym
+
+    from llm_routing_env.scenarios import Scenario
+
+    ids = " ".join(str(i) for i in range(262))
+    rows = ["arrival_s,prompt_tokens,output_tokens,prefix_blocks"] + [f"{i}.0,4200,3,{ids}" for i in range(10)]
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    scenario = Scenario("long", instances=("llama2-7b-v100",), scheduler="vllm-v1", mix=None, trace=str(path),
+                        num_requests=2, overlong="clip", predictor_train_fraction=0.2)
+    env = gym.make("llm_routing_env/LLMRouting-v0", scenario=scenario, mode="arrival")
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(0)
+        done = terminated or truncated
+    m = info["metrics"]
+    assert m["completed"] == 2 and m["clipped_at_context"] == 2
+    assert m["prefix_hit_rate"] == pytest.approx(255 * 16 / (2 * 4095), rel=1e-12)
+    env.close()
