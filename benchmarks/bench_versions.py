@@ -24,7 +24,10 @@ import os, sys, time
 import numpy as np
 import llm_routing_env
 from llm_routing_env import ClusterConfig
-from llm_routing_env.workloads import generate
+try:
+    from llm_routing_env.mixes import generate
+except ImportError:  # a tree from before the split of workloads.py
+    from llm_routing_env.workloads import generate
 if os.path.isdir(os.path.join(os.path.dirname(llm_routing_env.__file__), "sim")):
     from llm_routing_env import SchedulerConfig
     from llm_routing_env.sim import ClusterSimulator

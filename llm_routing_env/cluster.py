@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .profiles import LatencyProfile, blocks_for_tokens, get_profile
+from .profiles import KV_BLOCK_TOKENS, LatencyProfile, blocks_for_tokens, get_profile
 
 # Request status codes (RequestRecords.status)
 NOT_DISPATCHED, WAITING, RUNNING, COMPLETED = 0, 1, 2, 3
@@ -43,6 +43,10 @@ class SchedulerConfig:
     options. Under vLLM v1 they default to vLLM v1's online-serving values (2048 tokens and 256
     sequences; 8192 and 1024 on H100 profiles). Settings under which some request could never be
     admitted are refused when the :class:`ClusterConfig` is built (see ``ClusterConfig._resolve``).
+
+    ``prefix_caching`` (vLLM's automatic prefix caching, :mod:`llm_routing_env.sim.prefix_cache`)
+    defaults to each engine's default: on under vLLM v1, off under v0 (``--enable-prefix-caching``
+    turns it on there). It acts only on requests dispatched with prefix block ids.
     """
 
     scheduler: str = "vllm-v0"
@@ -50,10 +54,14 @@ class SchedulerConfig:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     watermark_frac: float | None = None
+    prefix_caching: bool | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
+        if self.prefix_caching is not None and not isinstance(self.prefix_caching, (bool, np.bool_)):
+            raise ValueError(f"prefix_caching must be True, False or None (the scheduler's default), "
+                             f"got {self.prefix_caching!r}")
         if not isinstance(self.chunked_prefill, (bool, np.bool_)):
             raise ValueError(f"chunked_prefill must be True or False, got {self.chunked_prefill!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -74,6 +82,11 @@ class SchedulerConfig:
     @property
     def v1(self) -> bool:
         return self.scheduler == "vllm-v1"
+
+    @property
+    def caches_prefixes(self) -> bool:
+        """Prefix caching is on: as set, else the engine's default (v1 on, v0 off)."""
+        return self.v1 if self.prefix_caching is None else bool(self.prefix_caching)
 
     @property
     def mixed_batches(self) -> bool:
@@ -184,7 +197,9 @@ class RequestRecords:
     ``arrival_s`` is the arrival at the router, ``dispatch_s`` the moment the router sent the
     request to ``instance``, ``first_scheduled_s`` its first admission to a batch,
     ``first_token_s`` the end of its first prefill and ``completion_s`` the end of the iteration
-    that produced its last token.
+    that produced its last token. ``prefix_hit_tokens`` are the prompt tokens found in the
+    instance's prefix cache and ``prefill_tokens`` the prefill tokens computed, each summed over the
+    request's admissions (a preempted request is prefilled again).
     """
 
     status: np.ndarray
@@ -198,6 +213,8 @@ class RequestRecords:
     first_scheduled_s: np.ndarray
     first_token_s: np.ndarray
     completion_s: np.ndarray
+    prefix_hit_tokens: np.ndarray
+    prefill_tokens: np.ndarray
 
 
 @dataclass
@@ -226,6 +243,33 @@ def _check_int_field(name: str, value, n: int) -> np.ndarray:
     if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
         raise ValueError(f"{name} must be a scalar or have length {n}, got shape {arr.shape}")
     return arr
+
+
+def validate_prefix_blocks(prefix_blocks, prompt: np.ndarray) -> list[tuple[int, ...]] | None:
+    """The prefix block ids of a batch of dispatches (None, or one entry per dispatch: None or a
+    sequence of non-negative integer ids, at most one per full 16-token block of the prompt) as
+    tuples of ints. Raises ValueError naming the dispatch and the id."""
+    if prefix_blocks is None:
+        return None
+    n = prompt.size
+    if isinstance(prefix_blocks, (str, bytes)) or not hasattr(prefix_blocks, "__len__") or len(prefix_blocks) != n:
+        raise ValueError(f"prefix_blocks must be a sequence with one entry (None or block ids) per dispatch ({n}), "
+                         f"got {prefix_blocks!r}")
+    out = []
+    for i, ids in enumerate(prefix_blocks):
+        if ids is None:
+            out.append(())
+            continue
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or (arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0)):
+            raise ValueError(f"prefix_blocks of dispatch #{i} must be a 1-D sequence of non-negative integer "
+                             f"block ids, got {ids!r}")
+        full = int(prompt[i]) // KV_BLOCK_TOKENS
+        if arr.size > full:
+            raise ValueError(f"prefix_blocks of dispatch #{i}: {arr.size} block ids for a prompt of {int(prompt[i])} "
+                             f"tokens, which has only {full} full blocks of {KV_BLOCK_TOKENS} tokens")
+        out.append(tuple(arr.tolist()))
+    return out
 
 
 def validate_dispatch(config: ClusterConfig, num_clusters: int, max_requests: int, now_s: np.ndarray,

@@ -33,6 +33,7 @@ from .config import EnvConfig
 from .impact import guidance
 from .metrics import summarize
 from .predictors import DQN_STATE_BUCKETS, make_predictor
+from .profiles import KV_BLOCK_TOKENS
 from .sim import ClusterSimulator
 from .view import ClairvoyantView, RouterQueries, RouterView
 
@@ -78,6 +79,7 @@ class RoutingCore:
         self.task_names: list[tuple[str, ...]] = [()] * B
         # per env: how the episode's requests were fitted to the context (refused ones never enter)
         self.context_fits: list = [None] * B
+        self.prefix_blocks: list = [None] * B  # per env: its workload's prefix block ids, or None
         self.t = np.zeros(B)
         self.tick = np.zeros(B, dtype=np.int64)
         self.n_arrived = np.zeros(B, dtype=np.int64)
@@ -145,6 +147,11 @@ class RoutingCore:
         self.prompt[b, :n], self.output[b, :n], self.task[b, :n] = w.prompt_tokens, w.output_tokens, w.task
         self.task_names[b] = w.task_names
         self.context_fits[b] = w.context_fit
+        # prefixes of KV-cache blocks reach the instances' prefix caches (other block sizes, such as
+        # Mooncake's 512-token hashes, need a mapping first: issue #13 §2)
+        # (a prompt clipped to the context keeps the full blocks it still has)
+        self.prefix_blocks[b] = (tuple(h[:p // KV_BLOCK_TOKENS] for h, p in zip(w.prefix_hashes, w.prompt_tokens.tolist()))
+                                 if w.prefix_hashes is not None and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
@@ -195,7 +202,12 @@ class RoutingCore:
         if go.any():
             b = envs[go]
             rid = self.n_dispatched[b]
-            self.sim.dispatch(b, rid, actions[go], self.prompt[b, rid], self.output[b, rid], self.arrival[b, rid])
+            prefixes = None
+            if any(self.prefix_blocks[i] is not None for i in b.tolist()):
+                prefixes = [None if self.prefix_blocks[i] is None else self.prefix_blocks[i][r]
+                            for i, r in zip(b.tolist(), rid.tolist())]
+            self.sim.dispatch(b, rid, actions[go], self.prompt[b, rid], self.output[b, rid], self.arrival[b, rid],
+                              prefix_blocks=prefixes)
             self.n_dispatched[b] += 1
 
         # the next decision time

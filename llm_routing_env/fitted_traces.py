@@ -22,7 +22,7 @@ The model, per trace (every number is a fact about the trace file named in ``sou
 The quantile tables share one probability grid, :data:`QUANTILE_PROBABILITIES`, denser in the
 tails (0.05 % steps at both ends) so that the heavy tails (code: output p99 251, max 1,899 tokens;
 gaps up to 557 mean gaps) keep their weight. Sampling is seeded: one ``SeedSequence`` spawns an
-arrival stream and a contents stream (as :func:`~llm_routing_env.workloads.generate`), so the same
+arrival stream and a contents stream (as :func:`~llm_routing_env.mixes.generate`), so the same
 seed gives bit-identical workloads.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arrivals import interarrival_cv, mean_rate
-from .workloads import Workload
+from .workload import Workload
 
 __all__ = ["QUANTILE_PROBABILITIES", "FittedTrace", "fit_trace", "format_fitted_trace", "FITTED_TRACES",
            "fitted_trace_names", "get_fitted_trace", "AZURE_TRACE_SOURCE"]

@@ -11,7 +11,10 @@ Per request (seconds):
 
 Per run: mean, p50, p90 and p99 of each, over completed requests; prompt and generated tokens per
 second over the makespan (first arrival to last completion); preemptions; completed and arrived
-counts.
+counts; over completed requests, ``prefill_tokens`` (prefill tokens computed, recomputations after
+preemption included) and ``prefix_hit_rate``, the prefix-cache hit tokens over the tokens looked up
+(hits plus computed prefill tokens), as vLLM's ``prefix_cache_hits / prefix_cache_queries``
+(without preemption: hit tokens over prompt tokens; 0 without prefix caching).
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ def summarize(records: RequestRecords, arrived: int | None = None, as_of_s: floa
     summary["completed"] = completed
     summary["arrived"] = int(arrived if arrived is not None else dispatched.sum())
     summary["preemptions"] = int(records.preemptions[dispatched].sum())
+    hits, computed = int(records.prefix_hit_tokens[done].sum()), int(records.prefill_tokens[done].sum())
+    summary["prefill_tokens"] = computed
+    summary["prefix_hit_rate"] = hits / (hits + computed) if hits + computed else float("nan")
     if completed:
         start = float(np.nanmin(records.arrival_s[dispatched]))
         makespan = float(np.nanmax(records.completion_s[done])) - start

@@ -552,7 +552,8 @@ def learned_accuracy_report(n: int = 31329, seed: int = 0, test_frac: float = 0.
     """Train/test the learned predictor on the paper mix (the paper's 31,329 samples, 80:20) with
     and without the task feature; report the held-out accuracies, the exact Bayes ceilings of our
     synthetic mix and the paper's numbers."""
-    from .workloads import Workload, get_mix  # local: workloads does not import predictors
+    from .mixes import get_mix  # local: mixes does not import predictors
+    from .workload import Workload
 
     mix = get_mix("paper-mix", profile)
     buckets = _scheme(buckets)

@@ -11,6 +11,7 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     num_instances = 4
     scheduler = "vllm-v0"           # or "vllm-v1" (docs/simulator.md)
     chunked_prefill = false         # vllm-v0 only: v0's chunked prefill
+    prefix_caching = false          # vLLM's prefix caching (default: on under v1, off under v0)
     [workload]
     trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv"
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
@@ -79,7 +80,8 @@ from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
 from .sim import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
-from .workloads import OVERLONG_CHOICES, Workload, generate, get_mix, mix_names
+from .mixes import generate, get_mix, mix_names
+from .workload import OVERLONG_CHOICES, Workload
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
 SATURATION_SEED = 20240801
@@ -98,6 +100,7 @@ class Scenario:
     chunked_prefill: bool = False
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    prefix_caching: bool | None = None
     mix: str | None = "paper-mix"
     trace: str | None = None
     arrivals: str = "poisson"
@@ -216,7 +219,7 @@ class Scenario:
     def cluster_config(self) -> ClusterConfig:
         return ClusterConfig(list(self.instances), SchedulerConfig(
             scheduler=self.scheduler, chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens))
+            max_num_batched_tokens=self.max_num_batched_tokens, prefix_caching=self.prefix_caching))
 
     @property
     def num_instances(self) -> int:
@@ -350,13 +353,13 @@ def _cache_file() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
-    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads and
+    """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads, mixes and
     the measurement), so that a changed simulator never reads a rate measured by an older one."""
-    from . import cluster, profiles, workloads
-    from .sim import scheduler, simulator, state
+    from . import cluster, mixes, profiles, workload
+    from .sim import prefix_cache, scheduler, simulator, state
 
     h = hashlib.sha256()
-    for module in (simulator, state, scheduler, cluster, profiles, workloads):
+    for module in (simulator, state, scheduler, prefix_cache, cluster, profiles, workload, mixes):
         h.update(Path(module.__file__).read_bytes())
     h.update(inspect.getsource(measure_saturation_rate).encode())
     return h.hexdigest()
@@ -531,7 +534,7 @@ def scenario_names() -> list[str]:
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "scheduler", "chunked_prefill", "max_num_seqs",
-                "max_num_batched_tokens"},
+                "max_num_batched_tokens", "prefix_caching"},
     "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong",
                  "predictor_train_fraction", "predictor_train_trace"},
 }

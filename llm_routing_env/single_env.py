@@ -47,7 +47,9 @@ def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
         impact = counters_one(core)["impact"]
         h = impact[action] - max(impact)
         rid = n_dispatched
-        core.sim.dispatch(0, rid, action, core._prompt_one[rid], core._output_one[rid], arrival[rid])
+        prefixes = core.prefix_blocks[0]
+        core.sim.dispatch(0, rid, action, core._prompt_one[rid], core._output_one[rid], arrival[rid],
+                          prefix_blocks=None if prefixes is None else [prefixes[rid]])
         n_dispatched += 1
         core.n_dispatched[0] = n_dispatched
     core.last_h[0] = h

@@ -18,9 +18,13 @@ Formats (auto-detected from the extension and the first line; ``format=`` overri
   trace start), ``input_length``, ``output_length`` and ``hash_ids`` (prefix-block hashes of 512
   tokens; optional). Times become seconds (``timestamp / 1000``).
 * ``"generic"``: a CSV that users write from their own logs, header
-  ``arrival_s,prompt_tokens,output_tokens`` and an optional ``task`` column (any strings; the
-  task names are sorted, numerically if they are all integers). Columns may come in any order;
-  other columns are ignored. :func:`save_generic_csv` writes this format.
+  ``arrival_s,prompt_tokens,output_tokens``, an optional ``task`` column (any strings; the
+  task names are sorted, numerically if they are all integers) and an optional ``prefix_blocks``
+  column: the request's prompt prefix as block ids separated by spaces (``"7 12 40"``), one id per
+  full block of ``KV_BLOCK_TOKENS`` (16) prompt tokens from the start, empty for none; requests
+  whose first ``k`` ids are equal share their first ``16 k`` prompt tokens (see
+  ``docs/workloads.md``). Columns may come in any order; other columns are ignored.
+  :func:`save_generic_csv` writes this format.
 
 A ``.gz`` suffix is read through gzip. Malformed input never loads partially: it raises
 :class:`TraceError` (a ``ValueError``) whose message names the file, the line and the column,
@@ -41,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .workloads import Workload
+from .profiles import KV_BLOCK_TOKENS
+from .workload import Workload
 
 __all__ = [
     "TraceError",
@@ -60,6 +65,7 @@ __all__ = [
 TRACE_FORMATS = ("azure", "mooncake", "generic")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 GENERIC_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+PREFIX_COLUMN = "prefix_blocks"  # optional generic column: the prompt's prefix as 16-token block ids
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 MOONCAKE_BLOCK_TOKENS = 512
 AZURE_TRACE_HINT = ("the Azure LLM inference traces 2023 are AzureLLMInferenceTrace_code.csv and "
@@ -282,7 +288,7 @@ def _task_sort_key(names):
 
 
 def load_generic_csv(path, task_name: str | None = None) -> Workload:
-    """The generic ``arrival_s,prompt_tokens,output_tokens[,task]`` CSV."""
+    """The generic ``arrival_s,prompt_tokens,output_tokens[,task][,prefix_blocks]`` CSV."""
     path = Path(path)
     header, _, rows = _read_csv(path, GENERIC_COLUMNS, "generic")
     return _generic_from_rows(path, header, rows, task_name)
@@ -291,6 +297,8 @@ def load_generic_csv(path, task_name: str | None = None) -> Workload:
 def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
     ci = {c: header.index(c) for c in GENERIC_COLUMNS}
     ti = header.index("task") if "task" in header else None
+    pi = header.index(PREFIX_COLUMN) if PREFIX_COLUMN in header else None
+    prefixes = [] if pi is not None else None
     n = len(rows)
     arrival = np.empty(n, dtype=np.float64)
     prompt = np.empty(n, dtype=np.int64)
@@ -307,6 +315,8 @@ def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
             if not label:
                 raise TraceError(path, line, "task", "missing task name")
             labels.append(label)
+        if pi is not None:
+            prefixes.append(_parse_prefix_blocks(path, line, fields[pi], int(prompt[i])))
     _check_sorted(path, lines, arrival, "arrival_s", " s")
     if ti is None:
         names = (task_name or _trace_stem(path),)
@@ -315,21 +325,52 @@ def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
         names = tuple(_task_sort_key(set(labels)))
         index = {s: k for k, s in enumerate(names)}
         task = np.fromiter((index[s] for s in labels), dtype=np.int64, count=n)
-    return Workload(arrival, prompt, output, task, names, name=str(path))
+    return Workload(arrival, prompt, output, task, names, name=str(path),
+                    prefix_hashes=None if prefixes is None else tuple(prefixes),
+                    prefix_block_tokens=None if prefixes is None else KV_BLOCK_TOKENS)
+
+
+_MAX_BLOCK_ID = 2**63 - 1
+
+
+def _parse_prefix_blocks(path, line, text: str, prompt_tokens: int) -> np.ndarray:
+    """The ``prefix_blocks`` field: block ids (integers in 0..2**63-1) separated by spaces; at
+    most one per full 16-token block of the prompt."""
+    ids = []
+    for k, word in enumerate(text.split()):
+        if not re.fullmatch(r"\d+", word):
+            raise TraceError(path, line, PREFIX_COLUMN,
+                             f"block id #{k + 1} {word!r} is not a non-negative integer (ids are separated by spaces)")
+        v = int(word)
+        if v > _MAX_BLOCK_ID:
+            raise TraceError(path, line, PREFIX_COLUMN, f"block id #{k + 1} {word!r} does not fit in 63 bits")
+        ids.append(v)
+    full_blocks = prompt_tokens // KV_BLOCK_TOKENS
+    if len(ids) > full_blocks:
+        raise TraceError(path, line, PREFIX_COLUMN,
+                         f"{len(ids)} block ids for a prompt of {prompt_tokens} tokens, which has only {full_blocks} "
+                         f"full blocks of {KV_BLOCK_TOKENS} tokens (one id per full block)")
+    return np.asarray(ids, dtype=np.int64)
 
 
 def save_generic_csv(workload: Workload, path) -> Path:
     """Write ``workload`` in the generic CSV format (times round-trip exactly; the task column is
-    the task name). Prefix hashes are not written."""
+    the task name). Prefix block ids of 16-token blocks are written in the ``prefix_blocks``
+    column; other block sizes (Mooncake's 512-token hashes) cannot be: ValueError."""
+    hashes = workload.prefix_hashes
+    if hashes is not None and workload.prefix_block_tokens != KV_BLOCK_TOKENS:
+        raise ValueError(f"the generic CSV holds prefixes of {KV_BLOCK_TOKENS}-token blocks; this workload's are "
+                         f"blocks of {workload.prefix_block_tokens} tokens")
     path = Path(path)
     opener = (lambda: gzip.open(path, "wt", encoding="utf-8", newline="")) if path.suffix.lower() == ".gz" \
         else (lambda: open(path, "w", encoding="utf-8", newline=""))
     with opener() as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(GENERIC_COLUMNS + ("task",))
-        for t, p, o, k in zip(workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
-                              workload.output_tokens.tolist(), workload.task.tolist()):
-            w.writerow((repr(float(t)), p, o, workload.task_names[k]))
+        w.writerow(GENERIC_COLUMNS + ("task",) + ((PREFIX_COLUMN,) if hashes is not None else ()))
+        for i, (t, p, o, k) in enumerate(zip(workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
+                                             workload.output_tokens.tolist(), workload.task.tolist())):
+            prefix = () if hashes is None else (" ".join(str(b) for b in hashes[i].tolist()),)
+            w.writerow((repr(float(t)), p, o, workload.task_names[k]) + prefix)
     return path
 
 

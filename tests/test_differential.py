@@ -75,11 +75,12 @@ class Scenario:
     max_num_batched_tokens: int | None
     num_clusters: int
     calls: list[tuple] = field(default_factory=list)
+    prefix_caching: bool | None = None  # (with prefixes: on, for every scheduler)
 
     def scheduler_kwargs(self) -> dict:
         return {"scheduler": "vllm-v1" if self.scheduler == "vllm-v1" else "vllm-v0",
                 "chunked_prefill": self.scheduler == "vllm-v0-chunked", "max_num_seqs": self.max_num_seqs,
-                "max_num_batched_tokens": self.max_num_batched_tokens}
+                "max_num_batched_tokens": self.max_num_batched_tokens, "prefix_caching": self.prefix_caching}
 
     def config(self) -> ClusterConfig:
         return ClusterConfig([PROFILES[p] for p in self.profiles], SchedulerConfig(**self.scheduler_kwargs()))
@@ -103,7 +104,9 @@ class Scenario:
 @st.composite
 def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small", "large"),
               prompt_lengths=st.integers(1, 300),
-              schedulers=("vllm-v0", "vllm-v0-chunked", "vllm-v1")) -> Scenario:
+              schedulers=("vllm-v0", "vllm-v0-chunked", "vllm-v1"), prefixes: bool = False) -> Scenario:
+    """Random scenarios; with ``prefixes``, requests carry prefix block ids from three families
+    that share leading blocks (the last id sometimes differs), and prefix caching is on."""
     num_instances = draw(st.integers(1, 4))
     # by default "tiny" is twice as likely: it is the one that forces preemptions
     profiles = draw(st.lists(st.sampled_from(profile_choices), min_size=num_instances, max_size=num_instances))
@@ -119,7 +122,7 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
         budget = draw(st.sampled_from([None, max_model_len]))  # None: 4096
         max_num_seqs = draw(st.sampled_from([None, 1, 2, 3, 8]))
     num_clusters = draw(st.integers(1, 3))
-    scenario = Scenario(profiles, scheduler, max_num_seqs, budget, num_clusters)
+    scenario = Scenario(profiles, scheduler, max_num_seqs, budget, num_clusters, prefix_caching=prefixes or None)
 
     next_id = [0] * num_clusters
     for _ in range(draw(st.integers(1, max_steps))):
@@ -135,7 +138,13 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
                 prompt = draw(prompt_lengths)
                 output = min(draw(st.integers(1, 300)), max_len - prompt)
                 arrival_frac = draw(st.sampled_from([1.0, 0.5, 0.0]))
-                batch.append((c, next_id[c], n, prompt, output, arrival_frac))
+                ids = None
+                if prefixes:
+                    family, length, variant = draw(st.integers(0, 2)), draw(st.integers(0, 20)), draw(st.integers(0, 1))
+                    ids = [100 * family + k for k in range(min(length, prompt // 16))]
+                    if ids and variant:
+                        ids[-1] += 50
+                batch.append((c, next_id[c], n, prompt, output, arrival_frac, ids))
                 next_id[c] += 1
             if batch:
                 # one dispatch call with 1-D arrays (broadcasting and in-order queueing)
@@ -154,7 +163,8 @@ def scenarios(draw, max_steps: int = 12, profile_choices=("tiny", "tiny", "small
 # Comparison
 # --------------------------------------------------------------------------------------------
 
-INT_RECORD_FIELDS = ("status", "instance", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions")
+INT_RECORD_FIELDS = ("status", "instance", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
+                     "prefix_hit_tokens", "prefill_tokens")
 TIME_RECORD_FIELDS = ("arrival_s", "dispatch_s", "first_scheduled_s", "first_token_s", "completion_s")
 
 
@@ -225,8 +235,9 @@ def fast_router_requests(fast) -> list[list[dict]]:
     return out
 
 
-def run_both(scenario: Scenario):
-    """Make every call on both simulators, comparing them after each call; returns both."""
+def run_both(scenario: Scenario, check=None):
+    """Make every call on both simulators, comparing them after each call (and calling
+    ``check(ref, fast)``, if given); returns both."""
     config = scenario.config()
     ref = ReferenceSimulator(config, scenario.num_clusters, MAX_REQUESTS)
     fast = ClusterSimulator(config, scenario.num_clusters, MAX_REQUESTS)
@@ -236,11 +247,13 @@ def run_both(scenario: Scenario):
             # Each simulator's call is computed from its own clocks, which may differ in the last
             # bits after a closed-form decode run; a target "now + 0" then repeats the clock exactly.
             if call[0] == "dispatch":
-                clusters, rids, instances, prompts, outputs, fracs = call[1:]
+                clusters, rids, instances, prompts, outputs, fracs, ids = call[1:]
+                ids = None if all(i is None for i in ids) else ids
                 log.append(f"sim.dispatch({clusters}, {rids}, {instances}, {prompts}, {outputs}, "
-                           f"sim.now_s[{clusters}] * {fracs})")
+                           f"sim.now_s[{clusters}] * {fracs}, prefix_blocks={ids})")
                 for sim in (ref, fast):
-                    sim.dispatch(clusters, rids, instances, prompts, outputs, sim.now_s[clusters] * fracs)
+                    sim.dispatch(clusters, rids, instances, prompts, outputs, sim.now_s[clusters] * fracs,
+                                 prefix_blocks=ids)
             elif call[0] == "advance":
                 log.append(f"sim.advance_to(sim.now_s + {call[1]!r})")
                 for sim in (ref, fast):
@@ -250,6 +263,8 @@ def run_both(scenario: Scenario):
                 ref.run_until_idle()
                 fast.run_until_idle()
             assert_same_state(ref, fast, f"call #{i} ({log[-1]})")
+            if check is not None:
+                check(ref, fast)
     except Exception:
         note(scenario.repro(log))
         raise
@@ -279,6 +294,36 @@ def test_fast_matches_reference_with_tiny_kv_caches(scenario):
     """
     ref, _ = run_both(scenario)
     _events(scenario, ref)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scenarios(prefixes=True, prompt_lengths=st.one_of(st.integers(1, 300), st.sampled_from([16, 32, 48, 64]))))
+def test_fast_matches_reference_with_shared_prefixes(scenario):
+    """Prefix caching on, under the three schedulers: hits, shared blocks, evictions and
+    preemptions of requests that share blocks."""
+    ref, fast = run_both(scenario, check=check_prefix_caches)
+    _events(scenario, ref)
+    recs = ref.records()
+    event("prefix hits" if recs.prefix_hit_tokens.sum() else "no prefix hit")
+    dispatched = recs.status != 0
+    assert (recs.status[dispatched] == 3).all(), "every dispatched request completes"
+    assert (recs.prefill_tokens[dispatched] + recs.prefix_hit_tokens[dispatched]
+            >= recs.prompt_tokens[dispatched]).all()
+
+
+def check_prefix_caches(ref, fast) -> None:
+    """Invariants of every instance's prefix cache (PrefixCache.check: no block both free and
+    referenced, cached free blocks within the free blocks, the shared count) and KV usage
+    within capacity, in both simulators."""
+    for b, instances in enumerate(ref._instances):
+        for n, inst in enumerate(instances):
+            assert 0 <= inst.free_blocks <= inst.limits.kv_capacity_blocks
+            inst.cache.check(inst.free_blocks)
+            held = sum(len(r.held) for r in inst.running)
+            assert inst.cache.shared == held - len(inst.cache.refs), "references are the running requests' only"
+    for row, cache in fast._caches.items():
+        cache.check(int(fast.free_blocks[row]))
+    assert ((fast.free_blocks >= 0) & (fast.free_blocks <= fast._capacity)).all()
 
 
 def _events(scenario: Scenario, ref: ReferenceSimulator) -> None:
@@ -359,3 +404,20 @@ def test_fast_matches_reference_on_a_large_workload(scheduler):
     recs = ref.records()
     assert (recs.status == 3).all()
     assert recs.preemptions.sum() > 50, "the workload is meant to exercise preemption"
+
+
+def test_fast_matches_reference_when_admissions_of_a_step_share_a_cached_free_block():
+    """Two requests of one step hit the same cached free block: the first takes it from the free
+    blocks, the second shares it; the step's admission checks count it for both (they see the
+    cache as it was before the step), which leaves request 9 waiting on a 24-block instance."""
+    scenario = Scenario(["tiny"], "vllm-v0", None, None, 1, prefix_caching=True, calls=[
+        ("dispatch", [0], [0], [0], [1], [1], [1.0], [[]]),
+        ("dispatch", [0] * 3, [1, 2, 3], [0] * 3, [1, 1, 16], [1] * 3, [1.0] * 3, [[], [], [0]]),
+        ("idle",),
+        ("dispatch", [0] * 6, [4, 5, 6, 7, 8, 9], [0] * 6, [17, 33, 33, 33, 97, 97], [1] * 6, [1.0] * 6,
+         [[], [0], [], [], [0], []]),
+    ])
+    ref, _ = run_both(scenario, check=check_prefix_caches)
+    recs = ref.records()
+    assert recs.prefix_hit_tokens[0, [5, 8]].tolist() == [16, 16]
+    assert recs.first_scheduled_s[0, 9] > recs.first_scheduled_s[0, 8]

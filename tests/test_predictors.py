@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from llm_routing_env import predictors as P
-from llm_routing_env.workloads import PAPER_TABLE1, Workload, generate
+from llm_routing_env.mixes import PAPER_TABLE1, generate
+from llm_routing_env.workload import Workload
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_learned_without_sklearn_says_how_to_install(monkeypatch):
 
 
 def test_core_package_does_not_import_sklearn():
-    code = ("import sys, llm_routing_env, llm_routing_env.workloads, llm_routing_env.traces, "
+    code = ("import sys, llm_routing_env, llm_routing_env.workload, llm_routing_env.mixes, llm_routing_env.traces, "
             "llm_routing_env.predictors; assert 'sklearn' not in sys.modules, 'sklearn imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

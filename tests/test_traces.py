@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm_routing_env import traces as T
-from llm_routing_env.workloads import Workload
+from llm_routing_env.workload import Workload
 
 # Other projects' data is not shipped: the real traces are read beside the project, tests skip without them.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -123,9 +123,37 @@ def test_mooncake_small_file(tmp_path):
 
 # --- generic CSV -------------------------------------------------------------------------------
 
+PREFIX_HEAD = "arrival_s,prompt_tokens,output_tokens,prefix_blocks\n"
+
+
+def test_generic_prefix_blocks_column(tmp_path):
+    path = tmp_path / "prefixed.csv"
+    path.write_text(PREFIX_HEAD + "0.0,40,3,7 12\n0.5,16,2,\n1.0,33,4, 7  13 \n", encoding="utf-8")
+    w = T.load_trace(path)
+    assert [h.tolist() for h in w.prefix_hashes] == [[7, 12], [], [7, 13]]
+    assert w.prefix_block_tokens == 16
+    back = T.load_trace(T.save_generic_csv(w, tmp_path / "again.csv"))
+    assert [h.tolist() for h in back.prefix_hashes] == [[7, 12], [], [7, 13]]
+    assert back.prefix_block_tokens == 16
+    assert T.load_trace(T.save_generic_csv(w.subset([0, 2]), tmp_path / "sub.csv")).prefix_hashes[1].tolist() == [7, 13]
+
+
+def test_generic_csv_without_prefix_column_has_no_prefixes(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,40,3\n", encoding="utf-8")
+    w = T.load_trace(path)
+    assert w.prefix_hashes is None and w.prefix_block_tokens is None
+    assert "prefix_blocks" not in T.save_generic_csv(w, tmp_path / "b.csv").read_text().splitlines()[0]
+
+
+def test_saving_other_block_sizes_is_refused(tmp_path):
+    w = Workload([0.0], [1024], [3], prefix_hashes=([4, 5],), prefix_block_tokens=512)
+    with pytest.raises(ValueError, match="prefixes of 16-token blocks; this workload's are blocks of 512 tokens"):
+        T.save_generic_csv(w, tmp_path / "mc.csv")
+
 
 def test_generic_round_trip(tmp_path):
-    from llm_routing_env.workloads import generate
+    from llm_routing_env.mixes import generate
 
     w = generate(rate_per_s=7.3, n=500, seed=11)
     path = T.save_generic_csv(w, tmp_path / "mine.csv")
@@ -196,6 +224,15 @@ MALFORMED = [
     ("semicolon_row.csv", GOOD_GENERIC + "1.5;3;3\n", None, 5, "prompt_tokens",
      "missing value.*uses ';' as delimiter"),
     ("unknown_header.csv", "time,in,out\n0,1,1\n", None, 1, "time", "unknown header"),
+    ("prefix_word.csv", PREFIX_HEAD + "0.0,40,3,1 2\n1.0,40,3,1 x\n", None, 3, "prefix_blocks",
+     "block id #2 'x' is not a non-negative integer"),
+    ("prefix_negative.csv", PREFIX_HEAD + "0.0,40,3,-1\n", None, 2, "prefix_blocks",
+     "block id #1 '-1' is not a non-negative integer"),
+    ("prefix_comma.csv", PREFIX_HEAD + '0.0,40,3,"1,2"\n', None, 2, "prefix_blocks",
+     "block id #1 '1,2' is not a non-negative integer .ids are separated by spaces"),
+    ("prefix_huge.csv", PREFIX_HEAD + f"0.0,40,3,{2**63}\n", None, 2, "prefix_blocks", "does not fit in 63 bits"),
+    ("prefix_too_many.csv", PREFIX_HEAD + "0.0,47,3,5 6 7\n", None, 2, "prefix_blocks",
+     "3 block ids for a prompt of 47 tokens, which has only 2 full blocks of 16 tokens"),
     # Azure
     ("az_bad_ts.csv", AZ_HEAD + AZ_ROW1 + "2023-13-16 18:17:04.0,1,1\n", None, 3, "TIMESTAMP", "not a valid datetime"),
     ("az_garbage_ts.csv", AZ_HEAD + AZ_ROW1 + "yesterday,1,1\n", None, 3, "TIMESTAMP", "not a datetime"),

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from llm_routing_env import workloads as W
+from llm_routing_env import mixes as W
+from llm_routing_env.workload import Workload
 from llm_routing_env.arrivals import (
     ConstantArrivals,
     GammaArrivals,
@@ -251,7 +252,7 @@ def small_workload(**kw):
     base = dict(arrival_s=[0.0, 0.5, 1.0, 4.0, 5.0], prompt_tokens=[10, 4000, 20, 30, 5000],
                 output_tokens=[5, 200, 7, 4090, 10], task=[0, 1, 0, 1, 1], task_names=("a", "b"))
     base.update(kw)
-    return W.Workload(**base)
+    return Workload(**base)
 
 
 def test_workload_is_immutable_and_typed():
@@ -262,7 +263,7 @@ def test_workload_is_immutable_and_typed():
         w.prompt_tokens[0] = 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         w.name = "x"
-    ok = W.Workload([0.0, 1.0], [1.0, 2.0], [3, 4])  # integral floats are accepted
+    ok = Workload([0.0, 1.0], [1.0, 2.0], [3, 4])  # integral floats are accepted
     assert ok.prompt_tokens.dtype == np.int64 and ok.task_names == ("default",)
 
 
@@ -326,7 +327,7 @@ def test_fit_context_reject_clip_error():
         w.fit_context(4096, "error")
     # the boundary: a prompt of max_model_len - 1 tokens is served with one output token;
     # max_model_len tokens is refused (vLLM v0's server: prompt_tokens >= max_model_len)
-    edge = W.Workload([0.0, 1.0], [4095, 4096], [1, 1])
+    edge = Workload([0.0, 1.0], [4095, 4096], [1, 1])
     assert np.array_equal(edge.fit_context(4096).prompt_tokens, [4095])
     assert edge.head(1).fit_context(4096, "error").context_fit.clipped_at_context == 0
     same = w.fit_context(100_000, "error")
@@ -340,7 +341,7 @@ def test_fit_context_reject_clip_error():
 
 
 def test_clip_cuts_prefix_hashes():
-    w = W.Workload([0.0, 1.0], [1500, 100], [10, 10], prefix_hashes=([1, 2, 3], [4]), prefix_block_tokens=512)
+    w = Workload([0.0, 1.0], [1500, 100], [10, 10], prefix_hashes=([1, 2, 3], [4]), prefix_block_tokens=512)
     c = w.fit_context(1025, "clip")
     assert c.context_fit.clipped_at_context == 1
     # (1500 tokens, 10 out) with max 1025: prompt clipped to 1024 tokens = 2 blocks, output to 1

@@ -12,6 +12,11 @@ when that iteration was scheduled (admissions, preemptions and the KV blocks the
 the tokens, finished prefills, completions and freed blocks of the iteration are not), with its
 live waiting queue (the router's own dispatches are in it at once).
 
+Prefix caching (docs/simulator.md, "Prefix caching") uses :class:`.prefix_cache.PrefixCache`, one
+per instance: ``free_blocks`` counts cached free blocks as free, each request's ``blocks`` are
+those of all its tokens, and the blocks saved by sharing come back to ``free_blocks`` as
+``PrefixCache.shared`` changes.
+
 Iteration durations are computed by :func:`llm_routing_env.profiles.iteration_time_ms` with Python
 ints and added to the instance clock as ``busy_until_s += t_ms / 1000.0``, exactly as the fast
 simulator does on the iterations it does not skip, so both agree to the last bit there.
@@ -35,9 +40,11 @@ from ..cluster import (
     RequestRecords,
     SchedulerConfig,
     validate_dispatch,
+    validate_prefix_blocks,
     validate_target_times,
 )
-from ..profiles import blocks_for_tokens, iteration_time_ms
+from ..profiles import KV_BLOCK_TOKENS, blocks_for_tokens, iteration_time_ms
+from .prefix_cache import PrefixCache, PrefixKeys, max_hit_blocks
 
 NAN = float("nan")
 
@@ -48,11 +55,12 @@ class _Request:
     __slots__ = (
         "request_id", "instance", "prompt", "output", "arrival_s", "dispatch_s",
         "status", "generated", "blocks", "prefill_target", "prefilled", "preemptions",
-        "first_scheduled_s", "first_token_s", "completion_s",
+        "first_scheduled_s", "first_token_s", "completion_s", "keys", "held", "prefix_done",
+        "prefix_hit_tokens", "prefill_tokens",
     )
 
     def __init__(self, request_id: int, instance: int, prompt: int, output: int,
-                 arrival_s: float, dispatch_s: float):
+                 arrival_s: float, dispatch_s: float, keys: tuple = ()):
         self.request_id = request_id
         self.instance = instance
         self.prompt = prompt            # true prompt length
@@ -68,6 +76,11 @@ class _Request:
         self.first_scheduled_s = NAN
         self.first_token_s = NAN
         self.completion_s = NAN
+        self.keys = keys                # prefix cache keys of its prefix blocks
+        self.held = []                  # the keys it references (its hit, then blocks it cached)
+        self.prefix_done = 0            # prefix blocks of the current prefill hit or computed
+        self.prefix_hit_tokens = 0      # summed over admissions
+        self.prefill_tokens = 0         # prefill tokens computed, summed over admissions
 
     @property
     def prefill_done(self) -> bool:
@@ -103,6 +116,7 @@ class _Instance:
         self.busy_until_s = 0.0         # end of the iteration last started
         self.iterations = 0
         self.seen: _Seen | None = None  # the last iteration as scheduled, before its effects
+        self.cache = PrefixCache() if scheduler.caches_prefixes else None
 
     # --- observation ------------------------------------------------------------------------
 
@@ -142,6 +156,11 @@ class _Instance:
         else:
             decodes, chunks = self._schedule_prefill_first(start_s)
         assert decodes or chunks, "an instance with work always schedules something"
+        if self.cache is not None:
+            # the prefix blocks this iteration fills are cached; the pool's new blocks evict
+            for r, chunk, prior in chunks:
+                self._cache_filled_blocks(r, prior + chunk)
+            self.cache.evict_to(self.free_blocks)
 
         # Duration (Python ints into the shared latency model), then the clock moves.
         ntok = sum(chunk for _, chunk, _ in chunks) + len(decodes)
@@ -169,8 +188,7 @@ class _Instance:
             if r.generated == r.output:
                 r.status = COMPLETED
                 r.completion_s = end_s
-                self.free_blocks += r.blocks
-                r.blocks = 0
+                self._free(r)
             else:
                 still_running.append(r)
         self.running = still_running
@@ -179,8 +197,8 @@ class _Instance:
         """vLLM v0: a prefill-only batch if anything is admitted, else a decode-only batch."""
         admitted = self._admit(self.limits.max_num_batched_tokens, start_s)
         if admitted:
-            # Each admitted request's whole target is one chunk with nothing in the cache before.
-            return [], [(r, chunk, 0) for r, chunk in admitted]
+            # Each admitted request's whole target (but its cache hit) is one chunk.
+            return [], admitted
         self._allocate_decode_blocks()
         return list(self.running), []
 
@@ -199,7 +217,7 @@ class _Instance:
                 chunks.append((r, chunk, r.prefilled))
                 budget_left -= chunk
         if not preempted:
-            chunks.extend((r, chunk, 0) for r, chunk in self._admit(budget_left, start_s))
+            chunks.extend(self._admit(budget_left, start_s))
         return decodes, chunks
 
     def _schedule_v1(self, start_s: float):
@@ -236,45 +254,88 @@ class _Instance:
         for victim in preempted:  # (tail first: they end in admission order at the head)
             self.waiting.appendleft(victim)
         if not preempted:  # admissions only in a step that preempts nothing
-            chunks.extend((r, chunk, 0) for r, chunk in self._admit(budget_left, start_s))
+            chunks.extend(self._admit(budget_left, start_s))
         return decodes, chunks
 
-    def _admit(self, budget_left: int, start_s: float) -> list[tuple[_Request, int]]:
+    def _admit(self, budget_left: int, start_s: float) -> list[tuple[_Request, int, int]]:
         """Move requests from the waiting head to the running list while the rules allow (FCFS).
 
-        Returns (request, chunk) pairs: without chunked prefill the chunk is the whole target, with
-        it (v0's chunked prefill, v1) ``min(target, budget left)``. vLLM v0 takes the blocks of the
-        whole target at once and keeps the watermark free; v1 takes the chunk's only (its
-        watermark is 0).
+        Returns (request, chunk, prior) triples: ``prior`` is the request's prefix cache hit (its
+        tokens are not computed), the chunk its uncached tokens without chunked prefill, with it
+        (v0's chunked prefill, v1) at most the budget left. vLLM v0 takes the blocks of the whole
+        target at once and keeps the watermark free; v1 takes those up to the chunk's end only (its
+        watermark is 0). A hit block that another request references is shared, not taken.
+
+        The candidates look the cache up as it is before this step's admissions (a block cached
+        by a request admitted in this step is hit from the next step on).
         """
         lim = self.limits
         admitted = []
+        cache = self.cache
+        more_shared = 0
+        if cache is not None and self.waiting and len(self.running) < lim.max_num_seqs:
+            cache.evict_to(self.free_blocks)  # (the blocks taken so far in this step evict first)
+            room = min(len(self.waiting), lim.max_num_seqs - len(self.running))
+            lookups = [cache.lookup(r.keys, max_hit_blocks(r.prompt + r.generated))
+                       for r in list(self.waiting)[:max(room, 0)]]
         while self.waiting and len(self.running) < lim.max_num_seqs:
             r = self.waiting[0]
             target = r.prompt + r.generated
+            hit, shared = lookups[len(admitted)] if cache is not None else (0, 0)
+            prior = hit * KV_BLOCK_TOKENS
             if self.chunked_prefill or self.v1:
                 if budget_left <= 0:
                     break
-                chunk = min(target, budget_left)
+                chunk = min(target - prior, budget_left)
             else:
-                if target > budget_left:
+                if target - prior > budget_left:
                     break
-                chunk = target
-            blocks = blocks_for_tokens(chunk if self.v1 else target)
-            if self.free_blocks - blocks < lim.watermark_blocks:
+                chunk = target - prior
+            blocks = blocks_for_tokens(prior + chunk if self.v1 else target)
+            if self.free_blocks - (blocks - shared) < lim.watermark_blocks:
                 break
             self.waiting.popleft()
             self.free_blocks -= blocks
             r.blocks = blocks
+            self.free_blocks += shared  # (shared hit blocks are not taken)
+            if hit:
+                r.held = list(r.keys[:hit])
+                # a hit block taken from the free blocks by an earlier admission of this step is
+                # shared too; the checks of this step do not count it (they see the cache as it
+                # was before the step's admissions)
+                more_shared += cache.acquire(r.held) - shared
+            r.prefix_done = hit
+            r.prefix_hit_tokens += prior
+            r.prefill_tokens += target - prior  # (less what a preemption cuts short)
             r.prefill_target = target
-            r.prefilled = 0
+            r.prefilled = prior
             r.status = RUNNING
             if math.isnan(r.first_scheduled_s):
                 r.first_scheduled_s = start_s
             self.running.append(r)
             budget_left -= chunk
-            admitted.append((r, chunk))
+            admitted.append((r, chunk, prior))
+        self.free_blocks += more_shared
         return admitted
+
+    def _cache_filled_blocks(self, r: _Request, filled_tokens: int) -> None:
+        """``r``'s prefix blocks within its first ``filled_tokens`` are computed: cache them (a
+        key cached already leaves r's block its own)."""
+        full = min(len(r.keys), filled_tokens // KV_BLOCK_TOKENS)
+        for key in r.keys[r.prefix_done:full]:
+            if self.cache.register(key):
+                r.held.append(key)
+        r.prefix_done = max(r.prefix_done, full)
+
+    def _free(self, r: _Request) -> None:
+        """``r`` gives its blocks back; its prefix blocks stay cached (shared ones stay held)."""
+        self.free_blocks += r.blocks
+        r.blocks = 0
+        if r.held:
+            delta, _ = self.cache.release(r.held)
+            self.free_blocks += delta
+            r.held = []
+        r.prefix_done = 0
 
     def _allocate_decode_blocks(self) -> list[_Request]:
         """Give each decoding request the block it needs, preempting from the tail (recompute).
@@ -308,8 +369,8 @@ class _Instance:
         return preempted
 
     def _preempt(self, r: _Request) -> None:
-        self.free_blocks += r.blocks
-        r.blocks = 0
+        r.prefill_tokens -= r.prefill_target - r.prefilled  # never computed
+        self._free(r)
         r.prefilled = 0
         r.prefill_target = 0
         r.preemptions += 1
@@ -334,6 +395,7 @@ class ReferenceSimulator:
         self.iterations = np.zeros((self.num_clusters, config.num_instances), dtype=np.int64)
         self._instances: list[list[_Instance]] = [[] for _ in range(self.num_clusters)]
         self._requests: list[dict[int, _Request]] = [{} for _ in range(self.num_clusters)]
+        self._prefix_keys = PrefixKeys()
         self.reset()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -366,17 +428,20 @@ class ReferenceSimulator:
 
     # --- router actions ---------------------------------------------------------------------
 
-    def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
-        """Hand requests to instances at their cluster's current time (tail of the waiting queue)."""
+    def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s,
+                 prefix_blocks=None) -> None:
+        """Hand requests to instances at their cluster's current time (tail of the waiting queue).
+        ``prefix_blocks``: None, or per dispatch None or its prompt's prefix block ids."""
         status = self._status_array()
         cluster, request_id, instance, prompt, output, arrival = validate_dispatch(
             self.config, self.num_clusters, self.max_requests, self.now_s, status,
             cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s,
         )
-        for b, rid, n, p, o, a in zip(cluster.tolist(), request_id.tolist(), instance.tolist(),
-                                      prompt.tolist(), output.tolist(), arrival.tolist()):
+        ids = validate_prefix_blocks(prefix_blocks, prompt) or [()] * prompt.size
+        for b, rid, n, p, o, a, block_ids in zip(cluster.tolist(), request_id.tolist(), instance.tolist(),
+                                                 prompt.tolist(), output.tolist(), arrival.tolist(), ids):
             now = float(self.now_s[b])
-            request = _Request(rid, n, p, o, a, now)
+            request = _Request(rid, n, p, o, a, now, self._prefix_keys.keys(block_ids))
             self._requests[b][rid] = request
             self._instances[b][n].enqueue(request, now)
 
@@ -415,7 +480,8 @@ class ReferenceSimulator:
             return RequestRecords(**{name: value[cluster] for name, value in vars(every).items()})
         shape = (self.num_clusters, self.max_requests)
         ints = {name: np.zeros(shape, dtype=np.int64) for name in
-                ("status", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions")}
+                ("status", "prompt_tokens", "output_tokens", "generated_tokens", "preemptions",
+                 "prefix_hit_tokens", "prefill_tokens")}
         instance = np.full(shape, -1, dtype=np.int64)
         times = {name: np.full(shape, np.nan, dtype=np.float64) for name in
                  ("arrival_s", "dispatch_s", "first_scheduled_s", "first_token_s", "completion_s")}
@@ -427,6 +493,8 @@ class ReferenceSimulator:
                 ints["output_tokens"][b, rid] = r.output
                 ints["generated_tokens"][b, rid] = r.generated
                 ints["preemptions"][b, rid] = r.preemptions
+                ints["prefix_hit_tokens"][b, rid] = r.prefix_hit_tokens
+                ints["prefill_tokens"][b, rid] = r.prefill_tokens
                 times["arrival_s"][b, rid] = r.arrival_s
                 times["dispatch_s"][b, rid] = r.dispatch_s
                 times["first_scheduled_s"][b, rid] = r.first_scheduled_s

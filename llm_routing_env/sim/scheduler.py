@@ -13,6 +13,10 @@ vLLM v1. The three share one pipeline, which differs only where the engines do:
   fills, ``_v1_prefill_chunks``; an admission the blocks of its chunk), so the running prefill's
   chunk can preempt, and there is no watermark (the limits hold 0).
 
+With prefix caching, an admitted request's cache hit is prior context that it does not compute
+(``_look_up_prefixes``); the cache's bookkeeping is per request, on the requests with prefix keys
+only (``_admit_prefixes``, ``_cache_filled``, ``_release_prefixes``, ``_settle_evictions``).
+
 The latency model is :func:`llm_routing_env.profiles.iteration_time_ms`.
 
 A step applies an iteration's whole effect when it starts; for the iteration still in flight at
@@ -26,6 +30,7 @@ import numpy as np
 
 from ..cluster import COMPLETED, RUNNING, WAITING
 from ..profiles import KV_BLOCK_TOKENS, iteration_time_ms
+from .prefix_cache import max_hit_blocks
 from .state import (
     _BLOCK, _CLOCK, _FIRST_NEED, _FREE, _HALF_F, _MAX_ROOM_MS, _MAX_RUN, _MS_PER_S, _NO_LIMIT, _ONE,
     _RUNNING, _SLACK15, _WAITING, END, GEN0, PREFILLED, PROMPT, Q, TARGET, _ceil_blocks, _run_ms,
@@ -60,6 +65,8 @@ class SchedulerSteps:
                 cand = self._admission_candidates(rows[a_idx], limit[a_idx])
         adm = stalled = None  # stalled, prefill first: rows whose decodes wait for a prefill-only batch
         if cand is not None and not self.chunked:
+            if self._caches:
+                self._look_up_prefixes(cand, free[a_idx])
             cand["chunk"] = cand["x"]
             adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx], chunked=False))
             if adm is not None:
@@ -122,9 +129,15 @@ class SchedulerSteps:
                 budget_left = budget_left[a_idx]
                 # admission sees the blocks left once the decode set has taken those it needs now
                 taken = (hist[a_idx] * (slack15[a_idx] == KV_BLOCK_TOKENS - 1)).sum(axis=1)
+                if self._caches:
+                    self._look_up_prefixes(cand, free[a_idx] - taken,
+                                           None if preempted is None else ~preempted[a_idx])
                 cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - (cand["cum_x"] - cand["x"]))
                 if self.v1:  # an admitted request takes the blocks of its chunk only
-                    cand["need"] = _ceil_blocks(np.maximum(cand["chunk"], 0))
+                    if "prior" in cand:  # (its hit's blocks too, bar those it shares)
+                        cand["need"] = _ceil_blocks(cand["prior"] + np.maximum(cand["chunk"], 0)) - cand["shared"]
+                    else:
+                        cand["need"] = _ceil_blocks(np.maximum(cand["chunk"], 0))
                     cand["cum_need"] = cand["need"].cumsum(axis=1)
                 adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx] - taken, chunked=True,
                                                                    budget=budget_left))
@@ -134,6 +147,10 @@ class SchedulerSteps:
             np.add.at(chunk_total, adm["step"], adm["chunk"])
             np.add.at(chunk_sq, adm["step"], adm["chunk"] * adm["chunk"])
             np.subtract.at(free, adm["step"], adm["need"])
+            if "prior" in adm:  # a cache hit is prior context of the admitted chunk
+                if isinstance(chunk_prior, int):
+                    chunk_prior = np.zeros(k_rows, dtype=np.int64)
+                np.add.at(chunk_prior, adm["step"], adm["chunk"] * adm["prior"])
 
         # ---- duration: one iteration, or k decode iterations for pure decode batches
         ntok = n_dec + chunk_total
@@ -182,6 +199,8 @@ class SchedulerSteps:
             self._admit(adm, clock, start_s, end_s)
         if prefills is not None or adm is not None:  # the requests that joined the decode sets count
             end_min = self._end_min[rows]
+        if self._caches:  # the iteration's new blocks evict cached free ones, before any is freed
+            self._settle_evictions(rows)
         # Completions, including requests whose (last) prefill chunk was their last token
         self.last_step_completions[rows] = 0
         done_row = clock >= end_min
@@ -230,9 +249,13 @@ class SchedulerSteps:
         r_idx, j_idx = adm.nonzero()
         if r_idx.size == 0:
             return None
-        return {"rows": cand["rows"], "count": adm.sum(axis=1), "r": r_idx, "j": j_idx, "step": a_idx[r_idx],
-                "q": cand["q"][r_idx, j_idx], "x": cand["x"][r_idx, j_idx], "chunk": cand["chunk"][r_idx, j_idx],
-                "need": cand["need"][r_idx, j_idx]}
+        out = {"rows": cand["rows"], "count": adm.sum(axis=1), "r": r_idx, "j": j_idx, "step": a_idx[r_idx],
+               "q": cand["q"][r_idx, j_idx], "x": cand["x"][r_idx, j_idx], "chunk": cand["chunk"][r_idx, j_idx],
+               "need": cand["need"][r_idx, j_idx]}
+        if "prior" in cand:  # (then "x" is the uncached part of the prefill "target")
+            for name in ("prior", "shared", "target"):
+                out[name] = cand[name][r_idx, j_idx]
+        return out
 
     def _admit(self, adm, clock, start_s, end_s) -> None:
         """Move the admitted requests from the waiting heads to the running tails (their blocks are
@@ -241,9 +264,17 @@ class SchedulerSteps:
         ``clock``, ``start_s`` and ``end_s`` are by step row (``adm["step"]``)."""
         rows, k_adm, r_idx, step_idx = adm["rows"], adm["count"], adm["r"], adm["step"]
         q, x, chunk = adm["q"], adm["x"], adm["chunk"]
+        prior = adm.get("prior")
         slot_rows = rows[r_idx]
+        if prior is None:
+            done = chunk
+            self.prefill_tokens[q] += x
+        else:  # x: the prefill target, of which the cache hit (prior) is not computed
+            x = adm["target"]
+            done = prior + chunk
+            self.prefill_tokens[q] += x - prior
         gen_before = self.generated[q]
-        finished = (chunk == x).astype(np.int64)  # (an int64 count for _count_in_decode_sets)
+        finished = (done == x).astype(np.int64)  # (an int64 count for _count_in_decode_sets)
         gen = gen_before + finished
         self.status[q] = RUNNING
         # fmin keeps the first time: a request admitted again after a preemption has one already,
@@ -262,12 +293,100 @@ class SchedulerSteps:
         prompt = x - gen_before
         gen0 = gen - clock[step_idx]
         end = np.where(finished, self.output[q] - gen0, _NO_LIMIT)
-        self.slots[:, slot_rows, dest] = np.array([q, prompt, gen0, end, chunk, x])
+        self.slots[:, slot_rows, dest] = np.array([q, prompt, gen0, end, done, x])
         self._tail[rows] = tail + k_adm
         self.n_running[rows] += k_adm
         # a whole prefill: the request decodes from the next iteration on
         self._count_in_decode_sets(slot_rows, prompt + gen0, finished, q, gen0)
         np.minimum.at(self._end_min, slot_rows, end)
+        if prior is not None:
+            # (while the iteration is in flight the router sees the admitted prefills' uncached tokens)
+            np.subtract.at(self._vis_pending, slot_rows, prior)
+            self._admit_prefixes(slot_rows, q, prior, adm["shared"], done)
+
+    def _look_up_prefixes(self, cand, free, admitting=None) -> None:
+        """The prefix cache hits of the candidates (``cand`` of ``_admission_candidates``) on rows
+        with a cache, as the cache is before this step's admissions; ``free``: each candidate row's
+        free blocks once the step's other blocks are taken (cached free blocks beyond them are
+        evicted first); ``admitting``: a mask of the rows that may admit (None: all). Candidates
+        get ``prior`` (hit tokens), ``shared`` (hit blocks that others reference) and ``target``;
+        ``x`` becomes the uncached part of the target and ``need`` the blocks taken."""
+        rows = cand["rows"]
+        on = self._cache_rows[rows]
+        if admitting is not None:
+            on &= admitting
+        if not np.count_nonzero(on):
+            return
+        for i in on.nonzero()[0].tolist():
+            self._caches[int(rows[i])].evict_to(int(free[i]))
+        q, x = cand["q"], cand["x"]
+        has = (np.arange(x.shape[1]) < cand["limit"][:, None]) & on[:, None] & (self._n_keys[q] > 0)
+        if not np.count_nonzero(has):
+            return
+        prior, shared = np.zeros_like(x), np.zeros_like(x)
+        for i, j in zip(*has.nonzero()):
+            hit, prior_shared = self._caches[int(rows[i])].lookup(self._keys[q[i, j]], max_hit_blocks(int(x[i, j])))
+            prior[i, j], shared[i, j] = hit * KV_BLOCK_TOKENS, prior_shared
+        cand["target"], cand["prior"], cand["shared"] = x, prior, shared
+        cand["x"] = x - prior
+        cand["cum_x"] = cand["x"].cumsum(axis=1)
+        cand["need"] = _ceil_blocks(x) - shared  # v0: the whole target's blocks, bar the shared ones
+        cand["cum_need"] = cand["need"].cumsum(axis=1)
+
+    def _admit_prefixes(self, slot_rows, q, prior, shared, done) -> None:
+        """The admitted requests with prefix keys take their hits (blocks others reference are
+        shared: the admission check counted those known before the step, ``shared``) and cache the
+        prefix blocks their first chunk fills."""
+        for row, qi, hit_tokens, known_shared, filled in zip(slot_rows.tolist(), q.tolist(), prior.tolist(),
+                                                             shared.tolist(), done.tolist()):
+            keys = self._keys[qi]
+            if not keys:
+                continue
+            cache = self._caches[row]
+            hit = hit_tokens // KV_BLOCK_TOKENS
+            held = list(keys[:hit])
+            more_shared = cache.acquire(held) - known_shared
+            if more_shared:  # (a block taken by an earlier admission of this step)
+                self.free_blocks[row] += more_shared
+                self._vis_int[_FREE, row] += more_shared  # (in the router's view: taken when scheduled)
+            self.prefix_hit_tokens[qi] += hit_tokens
+            self._held[qi] = held
+            self._prefix_done[qi] = hit
+            self._cache_filled(cache, qi, filled)
+
+    def _cache_filled(self, cache, q: int, filled_tokens: int) -> None:
+        """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed: cache
+        them (a key cached already leaves q's block its own)."""
+        keys = self._keys[q]
+        full = min(len(keys), filled_tokens // KV_BLOCK_TOKENS)
+        done = int(self._prefix_done[q])
+        if full > done:
+            held = self._held[q]
+            for key in keys[done:full]:
+                if cache.register(key):
+                    held.append(key)
+            self._prefix_done[q] = full
+
+    def _release_prefixes(self, slot_rows, q, to_free: bool) -> None:
+        """Requests ``q`` (in the order given) drop their prefix blocks; with ``to_free``, the
+        shared blocks that stay held are taken back from ``free_blocks`` (which got the blocks of
+        all their tokens)."""
+        for row, qi in zip(slot_rows.tolist(), q.tolist()):
+            held = self._held[qi]
+            self._prefix_done[qi] = 0
+            if held:
+                delta, _ = self._caches[row].release(held)
+                self._held[qi] = []
+                if to_free:
+                    self.free_blocks[row] += delta
+
+    def _settle_evictions(self, rows) -> None:
+        """Cached free blocks beyond the free blocks of ``rows`` are evicted (new blocks take the
+        uncached free ones first), least recently freed first."""
+        for row in rows[self._cache_rows[rows]].tolist():
+            cache = self._caches[row]
+            if len(cache.lru) > self.free_blocks[row]:
+                cache.evict_to(int(self.free_blocks[row]))
 
     def _complete(self, rows, clock, end_s) -> None:
         """Complete the decoding requests of ``rows`` whose END is the clock (the iteration ending at
@@ -285,6 +404,8 @@ class SchedulerSteps:
         self.generated[q] = output
         # a decoding request holds the blocks of its context minus the token it has not fed yet
         np.add.at(self.free_blocks, slot_rows, _ceil_blocks(prompt + output - 1))
+        if self._caches:  # (in admission order, as the reference frees them)
+            self._release_prefixes(slot_rows, q, to_free=True)
         n_done = np.bincount(r_idx, minlength=rows.size)
         self.last_step_completions[rows] = n_done
         k = np.arange(r_idx.size) - np.searchsorted(r_idx, r_idx)  # (r_idx is sorted)
@@ -315,11 +436,16 @@ class SchedulerSteps:
             rem = np.where(valid & ~decoding, block[TARGET] - prior, 0)
             chunk = np.clip(chunk_budget[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
             need = need + (_ceil_blocks(prior + chunk) - _ceil_blocks(prior))
+        if self._caches:
+            held = self._prefix_shares(rows, block[Q], held)
         suffix_after = held.sum(axis=1, keepdims=True) - held.cumsum(axis=1)
         victims = valid & (need.cumsum(axis=1) - suffix_after > free[:, None])
         n_victims = victims.sum(axis=1)
         r_idx, j_idx = victims.nonzero()
         q = block[Q, r_idx, j_idx]
+        self.prefill_tokens[q] -= block[TARGET, r_idx, j_idx] - block[PREFILLED, r_idx, j_idx]  # never computed
+        if self._caches:  # tail first, as they are preempted (held counts what this frees)
+            self._release_prefixes(rows[r_idx[::-1]], q[::-1], to_free=False)
         prompt, gen0 = block[PROMPT, r_idx, j_idx], block[GEN0, r_idx, j_idx]
         gen = gen0 + clock[r_idx]
         self.generated[q] = gen
@@ -337,6 +463,24 @@ class SchedulerSteps:
         self._leave(rows, block[END], r_idx, j_idx, rows[r_idx], q, prompt + gen0,
                     decoding=decoding[r_idx, j_idx].astype(np.int64))
         return np.bincount(r_idx, weights=held[r_idx, j_idx], minlength=rows.size).astype(np.int64)
+
+    def _prefix_shares(self, rows, q, held):
+        """``held`` (blocks of each running request's tokens) as the blocks its preemption frees
+        when every request after it is preempted too: a prefix block shared by several running
+        requests is freed with the first of them (in admission order), the last preempted."""
+        held = held.copy()
+        for i, row in enumerate(rows.tolist()):
+            cache = self._caches.get(row)
+            if cache is None or not cache.shared:  # (unshared: a request's blocks are its own)
+                continue
+            seen = set()
+            for j, qi in enumerate(q[i].tolist()):
+                keys = self._held[qi] if qi >= 0 else ()
+                if keys:
+                    firsts = len(set(keys) - seen)
+                    seen.update(keys)
+                    held[i, j] -= len(keys) - firsts
+        return held
 
     def _prefill_chunks(self, rows, budget_left):
         """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
@@ -365,6 +509,12 @@ class SchedulerSteps:
         clock moves."""
         gen_before = block[GEN0] + clock_before[:, None]
         block[PREFILLED] += chunk
+        if self._caches:  # the prefix blocks the chunks fill are cached
+            qs = block[Q]
+            fills = (chunk > 0) & (self._n_keys[qs] > self._prefix_done[qs])
+            for i, j in zip(*fills.nonzero()):
+                row = int(rows[i])
+                self._cache_filled(self._caches[row], int(qs[i, j]), int(block[PREFILLED, i, j]))
         finished = prefilling & (block[PREFILLED] == block[TARGET])
         block[GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[GEN0])
         r_idx, j_idx = finished.nonzero()

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cluster import NOT_DISPATCHED, WAITING, ClusterConfig, validate_dispatch, validate_target_times
+from ..cluster import (
+    NOT_DISPATCHED, WAITING, ClusterConfig, validate_dispatch, validate_prefix_blocks, validate_target_times,
+)
+from .prefix_cache import PrefixCache, PrefixKeys
 from .scheduler import SchedulerSteps
 from .state import _WAITING, BatchedState
 from .views import RouterQueries
@@ -68,20 +71,34 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
         self.now_s = np.zeros(self.B)
         self.iterations = np.zeros((self.B, self.N), dtype=np.int64)
         self._wcap = 16
+        self._caching = config.scheduler.caches_prefixes
+        self._prefix_keys = PrefixKeys()
         self._alloc_state()
 
-    def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s) -> None:
-        """Send requests to instances at their cluster's current time (tail of the waiting queue)."""
+    def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s,
+                 prefix_blocks=None) -> None:
+        """Send requests to instances at their cluster's current time (tail of the waiting queue).
+        ``prefix_blocks``: None, or per dispatch None or its prompt's prefix block ids (cached only
+        with prefix caching on)."""
         args = (cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s)
         checked = self._plainly_valid_single(args)
         if checked is None:  # anything else is for validate_dispatch to check (and to word any error)
             checked = validate_dispatch(self.config, self.B, self.R, self.now_s,
                                         self.status.reshape(self.B, self.R), *args)
         cluster, request_id, instance, prompt, output, arrival = checked
+        ids = validate_prefix_blocks(prefix_blocks, prompt)
         if cluster.size == 0:
             return
         q = cluster * self.R + request_id
         row = cluster * self.N + instance
+        if ids is not None and self._caching:
+            for qi, ri, block_ids in zip(q.tolist(), row.tolist(), ids):
+                if block_ids:
+                    self._keys[qi] = self._prefix_keys.keys(block_ids)
+                    self._n_keys[qi] = len(block_ids)
+                    if not self._cache_rows[ri]:
+                        self._cache_rows[ri] = True
+                        self._caches[ri] = PrefixCache()
         rank = 0
         if row.size > 1:  # rank of each dispatch among those to the same row, in the given order
             order = np.argsort(row, kind="stable")

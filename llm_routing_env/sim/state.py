@@ -22,6 +22,13 @@ For routers, each row also summarizes its decode set as the router's length pred
 (given by ``set_predictions``; they never change the dynamics): the members per predicted class and
 the member predicted to finish first. Between changes of the set every member gains the same
 tokens, so that member stays first until it leaves; only then is the row searched again.
+
+Prefix caching (:mod:`.prefix_cache`) is per-request Python work on the few requests that carry
+prefix block ids, at the moments their slots change anyway: each row with such requests has a
+:class:`.prefix_cache.PrefixCache`; a request's keys, the keys it references and its prefix blocks
+done sit in Python lists by request index. ``free_blocks`` counts cached free blocks as free and
+each request is charged the blocks of all its tokens; the blocks saved by sharing are added back
+as the caches' ``shared`` counts change.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 
 from ..cluster import NOT_DISPATCHED
 from ..profiles import KV_BLOCK_TOKENS
+from .prefix_cache import PrefixCache
 
 # Slot fields (leading axis of ``slots``): request index (-1: a hole), prompt tokens, generated
 # tokens minus the row's decode clock, the clock value at which the request completes (_NO_LIMIT
@@ -130,6 +138,20 @@ class BatchedState:
         self.first_scheduled_s = np.full(BR, np.nan)
         self.first_token_s = np.full(BR, np.nan)
         self.completion_s = np.full(BR, np.nan)
+        self.prefix_hit_tokens = np.zeros(BR, dtype=np.int64)
+        self.prefill_tokens = np.zeros(BR, dtype=np.int64)
+        self._alloc_prefix_state()
+
+    def _alloc_prefix_state(self) -> None:
+        """The prefix caches (rows that have seen a request with prefix block ids) and, per
+        request, its keys, the keys it references and its prefix blocks hit or computed."""
+        BR = self.B * self.R
+        self._caches: dict[int, PrefixCache] = {}
+        self._cache_rows = np.zeros(self._rows, dtype=bool)
+        self._n_keys = np.zeros(BR, dtype=np.int64)
+        self._keys: list[tuple] = [()] * BR
+        self._held: list[list] = [[] for _ in range(BR)] if self._caching else []
+        self._prefix_done = np.zeros(BR, dtype=np.int64)
 
     # Some state is views of other arrays (the counters' tables, the iterations by row). A copy
     # (copy.deepcopy, pickle) copies each array apart, so views are left out and made again.
@@ -193,8 +215,17 @@ class BatchedState:
                            (self.generated, 0), (self.preemptions, 0), (self.arrival_s, np.nan),
                            (self.dispatch_s, np.nan), (self.first_scheduled_s, np.nan),
                            (self.first_token_s, np.nan), (self.completion_s, np.nan),
-                           (self.predicted_class, 0), (self.predicted_output, 0.0), (self.decode_start_s, np.nan)):
+                           (self.predicted_class, 0), (self.predicted_output, 0.0), (self.decode_start_s, np.nan),
+                           (self.prefix_hit_tokens, 0), (self.prefill_tokens, 0), (self._n_keys, 0),
+                           (self._prefix_done, 0)):
             arr[reqs] = value
+        if self._caching:
+            for row in rows.tolist():
+                self._caches.pop(row, None)
+            self._cache_rows[rows] = False
+            for q in reqs.tolist():
+                self._keys[q] = ()
+                self._held[q] = []
 
     def set_predictions(self, cluster: int, predicted_class, predicted_output_tokens) -> None:
         """The router's predictions for requests ``0..n-1`` of ``cluster``: a class in

@@ -180,7 +180,8 @@ class RouterQueries:
             output_tokens=part(self.output), generated_tokens=generated.reshape(shape),
             preemptions=part(self.preemptions), arrival_s=part(self.arrival_s), dispatch_s=part(self.dispatch_s),
             first_scheduled_s=part(self.first_scheduled_s), first_token_s=part(self.first_token_s),
-            completion_s=part(self.completion_s),
+            completion_s=part(self.completion_s), prefix_hit_tokens=part(self.prefix_hit_tokens),
+            prefill_tokens=part(self.prefill_tokens),
         )
 
     def instance_state(self) -> InstanceState:

@@ -1,0 +1,160 @@
+"""vLLM's automatic prefix caching, one instance's worth, shared by both simulators.
+
+The model (docs/simulator.md, "Prefix caching", gives the vLLM source of each rule):
+
+* A request may carry its prompt's prefix as block ids, one per full 16-token block from the
+  start (``Workload.prefix_hashes``). A block's *key* is the chain of ids up to it
+  (:class:`PrefixKeys`), as vLLM hashes a block with its parent's hash: two requests share their
+  first ``k`` blocks exactly when their first ``k`` ids are equal. Only these declared prefix
+  blocks are cached; the rest of a request's KV cache is its own.
+* An instance's cache (:class:`PrefixCache`) holds the keys of blocks in its KV pool: *referenced*
+  ones (``refs``: key -> reference count, the running requests that use the block) and *cached
+  free* ones (``lru``: reference count 0, least recently freed first). A cached free block counts
+  as free; it keeps its key until the pool needs it for a new block: the simulators take new
+  blocks from the uncached free ones first, then evict cached free blocks, least recently freed
+  first (:meth:`PrefixCache.evict_to`).
+* At admission a request's hit is the longest leading run of its keys in the cache (referenced or
+  free), capped at ``floor((target - 1) / 16)`` blocks so that one token is always computed
+  (:meth:`~PrefixCache.lookup`); admitting it *touches* the hit blocks
+  (:meth:`~PrefixCache.acquire`): a referenced one gains a reference (it is shared, no new block),
+  a free one leaves the free pool.
+* A prefix block the request computes itself becomes cached when the iteration that fills it is
+  scheduled (:meth:`~PrefixCache.register`); if its key is cached already (another request
+  computed the same block meanwhile, or the cap made the request recompute it) the request keeps
+  its block as its own (vLLM v1 does not deduplicate).
+* When a request completes or is preempted it drops its references, last block first
+  (:meth:`~PrefixCache.release`); a block no one references any more becomes cached free (the
+  most recently freed). Preemption keeps the keys: the request may hit its own blocks again.
+
+``shared`` counts the blocks the running requests save by sharing: the references minus the
+referenced blocks. The simulators charge each request the blocks of all its tokens and add
+``shared`` to their free count, so that a shared block is held once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..profiles import KV_BLOCK_TOKENS
+
+__all__ = ["PrefixKeys", "PrefixCache", "max_hit_blocks"]
+
+
+def max_hit_blocks(target_tokens: int) -> int:
+    """Blocks a prefill of ``target_tokens`` may hit: the last token is always computed (vLLM:
+    ``max_cache_hit_length = num_tokens - 1``), and only full blocks are cached."""
+    return (target_tokens - 1) // KV_BLOCK_TOKENS
+
+
+class PrefixKeys:
+    """The keys of block chains: block ``j``'s key names the chain of ids ``0..j``.
+
+    Keys are interned (an exact name for each chain seen, no hash collisions); they are small
+    ints, equal for equal chains, whatever the order in which chains were first seen.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[int, int], int] = {}
+
+    def keys(self, block_ids) -> tuple[int, ...]:
+        """The keys of the blocks of a prefix given as block ids (any iterable of ints)."""
+        table = self._keys
+        parent, out = -1, []
+        for block_id in block_ids:
+            key = table.setdefault((parent, int(block_id)), len(table))
+            out.append(key)
+            parent = key
+        return tuple(out)
+
+
+class PrefixCache:
+    """The cached blocks of one instance's KV pool (see the module docstring)."""
+
+    __slots__ = ("refs", "lru", "shared", "evictions")
+
+    def __init__(self) -> None:
+        self.refs: dict[int, int] = {}
+        self.lru: OrderedDict[int, None] = OrderedDict()
+        self.shared = 0      # references minus referenced blocks (blocks saved by sharing)
+        self.evictions = 0   # cached free blocks evicted so far
+
+    def __len__(self) -> int:
+        """Blocks with a key (referenced or cached free)."""
+        return len(self.refs) + len(self.lru)
+
+    def lookup(self, keys, max_blocks: int) -> tuple[int, int]:
+        """``(hit, shared)``: the leading run of ``keys`` in the cache, at most ``max_blocks``
+        long, and how many of those blocks are referenced (the others are cached free)."""
+        refs, lru = self.refs, self.lru
+        hit = shared = 0
+        for key in keys[:max(max_blocks, 0)]:
+            if key in refs:
+                shared += 1
+            elif key not in lru:
+                break
+            hit += 1
+        return hit, shared
+
+    def acquire(self, keys) -> int:
+        """A request takes a reference to each of ``keys`` (its hit, all cached: looked up and not
+        evicted since). Returns the change of ``shared`` (the blocks it did not take from the
+        free pool)."""
+        refs, lru = self.refs, self.lru
+        delta = 0
+        for key in keys:
+            if key in refs:
+                refs[key] += 1
+                delta += 1
+            else:
+                del lru[key]  # (KeyError: the caller's bug, a hit that is not cached)
+                refs[key] = 1
+        self.shared += delta
+        return delta
+
+    def register(self, key: int) -> bool:
+        """A request filled the block of ``key``: it becomes cached and referenced by the request
+        (True), unless the key is cached already (False: the request's block stays its own)."""
+        if key in self.refs or key in self.lru:
+            return False
+        self.refs[key] = 1
+        return True
+
+    def release(self, keys) -> tuple[int, int]:
+        """A request drops its references to ``keys`` (block order; released last block first).
+        Returns ``(delta_shared, freed)``: the change of ``shared`` and the blocks that become
+        cached free (no reference left)."""
+        refs, lru = self.refs, self.lru
+        delta = freed = 0
+        for key in reversed(keys):
+            count = refs[key] - 1
+            if count:
+                refs[key] = count
+                delta -= 1
+            else:
+                del refs[key]
+                lru[key] = None
+                freed += 1
+        self.shared += delta
+        return delta, freed
+
+    def evict_to(self, free_blocks: int) -> int:
+        """Evict cached free blocks, least recently freed first, until they fit in
+        ``free_blocks`` (the pool's free blocks once the new blocks are taken: uncached free
+        blocks go first). Returns how many were evicted."""
+        lru = self.lru
+        n = len(lru) - max(int(free_blocks), 0)
+        for _ in range(n):
+            lru.popitem(last=False)
+        n = max(n, 0)
+        self.evictions += n
+        return n
+
+    def check(self, free_blocks: int) -> None:
+        """Assert the invariants (tests): no key both referenced and free, positive counts, the
+        cached free blocks fit in the free pool, ``shared`` matches the counts."""
+        assert not (self.refs.keys() & self.lru.keys()), "a block is both referenced and free"
+        assert all(c > 0 for c in self.refs.values()), "a referenced block has no reference"
+        assert len(self.lru) <= free_blocks, f"{len(self.lru)} cached free blocks > {free_blocks} free blocks"
+        assert self.shared == sum(self.refs.values()) - len(self.refs), "shared does not match the references"
