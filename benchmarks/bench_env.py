@@ -217,9 +217,9 @@ def breakdown_single(mode: str, steps: int, warmup: int) -> dict:
     spent = [0.0, 0]
     sim = inside_env[0].unwrapped.core.sim
     for name in ("advance_to", "dispatch"):
-        def timed(*args, _method=getattr(sim, name)):
+        def timed(*args, _method=getattr(sim, name), **kwargs):
             start = clock()
-            _method(*args)
+            _method(*args, **kwargs)
             spent[0] += clock() - start
             spent[1] += 1
         setattr(sim, name, timed)
@@ -230,19 +230,19 @@ def breakdown_single(mode: str, steps: int, warmup: int) -> dict:
     record = []
     sim = record_env[0].unwrapped.core.sim
     for name in ("advance_to", "dispatch", "reset", "set_predictions"):
-        def recorded(*args, _name=name, _method=getattr(sim, name)):
-            record.append((_name, copy.deepcopy(args)))
-            return _method(*args)
+        def recorded(*args, _name=name, _method=getattr(sim, name), **kwargs):
+            record.append((_name, copy.deepcopy(args), copy.deepcopy(kwargs)))
+            return _method(*args, **kwargs)
         setattr(sim, name, recorded)
     _run_single(*record_env, steps, reset_seed=None)
     replay_sim, sim_alone_s, calls = replay_env[0].unwrapped.core.sim, 0.0, 0
-    for name, args in record:
+    for name, args, kwargs in record:
         method = getattr(replay_sim, name)
         if name in ("reset", "set_predictions"):
-            method(*args)
+            method(*args, **kwargs)
             continue
         start = clock()
-        method(*args)
+        method(*args, **kwargs)
         sim_alone_s += clock() - start
         calls += 1
     sim_alone_s -= timing_cost(calls)

@@ -305,7 +305,7 @@ class Scenario:
         workload = self.mix if self.mix is not None else \
             (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
-        return (f"{self.name:<18} {cluster:<48} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
+        return (f"{self.name:<20} {cluster:<48} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
 
 
@@ -622,7 +622,7 @@ def main(argv=None) -> int:
         s = load_scenario(name)
         print(s.summary_line())
         if s.description:
-            print(f"{'':<20} {s.description}")
+            print(f"{'':<22} {s.description}")
     return 0
 
 
