@@ -75,18 +75,10 @@ def _key_values(text: str) -> tuple[str, object]:
         return key, value
 
 
-def algo_class(algo: str):
-    if algo == "dqn":
-        from agents.policies import DoubleDQN as Algo
-    elif algo == "maskable-ppo":
-        from sb3_contrib import MaskablePPO as Algo
-    else:
-        from stable_baselines3 import PPO as Algo
-    return Algo
-
-
 def known_hyperparameters(algo: str) -> set[str]:
     """Keys a config's ``hyperparameters`` / ``--hyperparams`` may set for ``algo``."""
+    from agents.learned import algo_class
+
     params = set(_init_parameters(algo_class(algo))) - _FIXED_ARGUMENTS
     return params | set(OWN_HYPERPARAMETERS["dqn" if algo == "dqn" else "ppo"])
 
@@ -186,10 +178,7 @@ def parse_settings(argv=None) -> dict:
         p.error(f"--discount-schedule guided needs --variant guided (got {settings['variant']})")
     settings["discount_schedule"] = schedule
     try:  # every environment setting is checked here, before any training
-        from llm_routing_env.core import EnvConfig
-
-        for part in settings["clusters"] or [{}]:
-            EnvConfig.from_kwargs(**env_kwargs(settings, **{k: v for k, v in part.items() if k != "n_envs"}))
+        validation_scenarios(settings)
     except (TypeError, ValueError) as e:  # one line, exit 2 (llm_routing_env/cli.py)
         raise ValueError(f"environment settings: {e}") from e
     return settings
@@ -307,6 +296,8 @@ def _episode_requests(settings: dict) -> int:
 
 
 def load_model(settings: dict, path: str, venv=None):
+    from agents.learned import algo_class
+
     return algo_class(settings["algo"]).load(path, env=venv, device="cpu")
 
 

@@ -308,7 +308,8 @@ def check_compatible(info: ModelInfo, num_instances: int) -> tuple[str, str]:
     return info.mode, info.obs
 
 
-def _algo_class(algo: str):
+def algo_class(algo: str):
+    """The SB3 class of an ``algo`` name (dqn: the project's Double DQN; maskable-ppo; ppo)."""
     if algo == "dqn":
         try:
             from agents.policies import DoubleDQN as cls  # the project's Double DQN (loads plain DQN zips too)
@@ -326,7 +327,7 @@ def load_model(info: ModelInfo):
     """The SB3 model (CPU); ModelError if the file does not load."""
     if info.policy_module.startswith("agents."):
         import agents.policies  # noqa: F401  (custom policy classes must be importable to unpickle)
-    cls = _algo_class(info.algo)
+    cls = algo_class(info.algo)
     try:
         model = cls.load(info.path, device="cpu")
     except Exception as e:  # SB3/torch raise many types for bad files

@@ -25,6 +25,7 @@ import numpy as np
 from llm_routing_env import ClusterConfig, SchedulerConfig
 from llm_routing_env.sim import ClusterSimulator
 from llm_routing_env.mixes import generate
+from llm_routing_env.profiles import KV_BLOCK_TOKENS
 
 
 SCHEDULERS = ("vllm-v0", "vllm-v1")
@@ -46,7 +47,7 @@ def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: 
     sim = ClusterSimulator(config, num_clusters, num_requests)
     ids = [None] * num_requests
     if prefixes:  # (made before the clock starts, as the workload is)
-        ids = [[[1000 * (i % SYSTEM_PROMPTS) + k for k in range(min(SYSTEM_PROMPT_BLOCKS, int(p) // 16))]
+        ids = [[[1000 * (i % SYSTEM_PROMPTS) + k for k in range(min(SYSTEM_PROMPT_BLOCKS, int(p) // KV_BLOCK_TOKENS))]
                 for p in prompt[:, i]] for i in range(num_requests)]
     start = time.perf_counter()
     for i in range(num_requests):
@@ -86,7 +87,7 @@ def main() -> None:
     print(f"numpy {np.__version__}, python {platform.python_version()}, {platform.machine()}; "
           f"llama2-7b-v100 instances, paper mix, Poisson, {n} requests per cluster, round-robin")
     if args.prefixes:
-        show(f"Batch size with shared prefixes ({SYSTEM_PROMPTS} system prompts of <= {16 * SYSTEM_PROMPT_BLOCKS} "
+        show(f"Batch size with shared prefixes ({SYSTEM_PROMPTS} system prompts of <= {KV_BLOCK_TOKENS * SYSTEM_PROMPT_BLOCKS} "
              "tokens, prefix caching on)",
              [run(b, 4, 20.0, n, scheduler=s, prefixes=True) for s in SCHEDULERS for b in (1, big_b)])
         return

@@ -80,6 +80,7 @@ class RoutingCore:
         # per env: how the episode's requests were fitted to the context (refused ones never enter)
         self.context_fits: list = [None] * B
         self.prefix_blocks: list = [None] * B  # per env: its workload's prefix block ids, or None
+        self.has_prefixes = np.zeros(B, dtype=bool)  # per env: prefix_blocks is not None (read each step)
         self.t = np.zeros(B)
         self.tick = np.zeros(B, dtype=np.int64)
         self.n_arrived = np.zeros(B, dtype=np.int64)
@@ -152,6 +153,7 @@ class RoutingCore:
         # (a prompt clipped to the context keeps the full blocks it still has)
         self.prefix_blocks[b] = (tuple(h[:p // KV_BLOCK_TOKENS] for h, p in zip(w.prefix_hashes, w.prompt_tokens.tolist()))
                                  if w.prefix_hashes is not None and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
+        self.has_prefixes[b] = self.prefix_blocks[b] is not None
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
@@ -203,7 +205,7 @@ class RoutingCore:
             b = envs[go]
             rid = self.n_dispatched[b]
             prefixes = None
-            if any(self.prefix_blocks[i] is not None for i in b.tolist()):
+            if self.has_prefixes[b].any():
                 prefixes = [None if self.prefix_blocks[i] is None else self.prefix_blocks[i][r]
                             for i, r in zip(b.tolist(), rid.tolist())]
             self.sim.dispatch(b, rid, actions[go], self.prompt[b, rid], self.output[b, rid], self.arrival[b, rid],

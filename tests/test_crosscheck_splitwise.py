@@ -37,7 +37,7 @@ def test_iteration_function_is_splitwisesims_lookup():
 
 @needs_table
 def test_equivalent_profile_fit_is_close_to_splitwisesims_function():
-    profile, per_kind = xc.fit_equivalent_profile(PERF_CSV)
+    profile, per_kind = xc.fit_equivalent_profile(xc.splitwise_iteration_ms(PERF_CSV))
     assert profile.c5_ms_per_decode_context_token == 0.0  # SplitwiseSim's times ignore the context
     for kind, (mape, max_ape) in per_kind.items():
         assert mape < 7.0 and max_ape < 20.0, (kind, mape, max_ape)

@@ -224,11 +224,10 @@ def splitwise_iteration_ms(perf_csv: Path, hardware: str = "a100-80gb", tensor_p
     return iteration_ms
 
 
-def fit_equivalent_profile(perf_csv: Path):
-    """Our closed form fitted to SplitwiseSim's iteration function on the batches a run meets:
-    decode-only batches of 1-64, single prompts of 128-4096 tokens, and one prompt with 1-64 decodes.
-    Returns the profile and the fit's MAPE / max APE (%)."""
-    f = splitwise_iteration_ms(perf_csv)
+def fit_equivalent_profile(f):
+    """Our closed form fitted to SplitwiseSim's iteration function ``f`` (splitwise_iteration_ms) on
+    the batches a run meets: decode-only batches of 1-64, single prompts of 128-4096 tokens, and one
+    prompt with 1-64 decodes. Returns the profile and the fit's MAPE / max APE (%)."""
     rows = []  # (prefill tokens, decodes, kind)
     rows += [(0, b, "decode") for b in range(1, 65)]
     prompts = np.unique(np.geomspace(128, MAX_MODEL_LEN, 40).astype(int))
@@ -307,7 +306,8 @@ def main(argv=None) -> None:
     if not perf_csv.is_file():
         raise ValueError(f"{args.splitwise} is not a SplitwiseSim checkout (no data/perf_model.csv): "
                          "pass --splitwise, a checkout of github.com/Mutinifni/splitwise-sim")
-    equivalent, per_kind = fit_equivalent_profile(perf_csv)
+    f = splitwise_iteration_ms(perf_csv)  # read once: fitted here, quoted below
+    equivalent, per_kind = fit_equivalent_profile(f)
     lines = ["SplitwiseSim (github.com/Mutinifni/splitwise-sim) vs this simulator, same requests; command:",
              f"  PYTHONPATH=. python tools/crosscheck_splitwise.py --splitwise PATH --splitwise-python PY "
              f"--requests {args.requests} --seed {args.seed}",
@@ -324,7 +324,6 @@ def main(argv=None) -> None:
                  f"above {c.knee_tokens} tokens, c3 {c.c3_ms_per_chunk_token_sq}, c4 {c.c4_ms_per_chunk_prior_token}, "
                  f"c5 {c.c5_ms_per_decode_context_token}; error against SplitwiseSim's iteration function: "
                  + "; ".join(f"{k} MAPE {m:.1f}% (max {x:.1f}%)" for k, (m, x) in per_kind.items()))
-    f = splitwise_iteration_ms(perf_csv)
     p50 = int(np.median(prompt))
     shipped = get_profile("llama2-70b-a100-tp4")
     for what, p, b, ctx in ((f"one {p50}-token prompt with 16 decodes", p50, 16, 16 * 1100),

@@ -110,6 +110,7 @@ class _Instance:
         self.coefficients = coefficients
         self.v1 = scheduler.v1
         self.chunked_prefill = scheduler.chunked_prefill
+        self.mixed_batches = scheduler.mixed_batches  # decodes and prefill chunks share iterations
         self.running: list[_Request] = []
         self.waiting: deque[_Request] = deque()
         self.free_blocks = limits.kv_capacity_blocks
@@ -283,7 +284,7 @@ class _Instance:
             target = r.prompt + r.generated
             hit, shared = lookups[len(admitted)] if cache is not None else (0, 0)
             prior = hit * KV_BLOCK_TOKENS
-            if self.chunked_prefill or self.v1:
+            if self.mixed_batches:
                 if budget_left <= 0:
                     break
                 chunk = min(target - prior, budget_left)

@@ -223,9 +223,10 @@ class BatchedState:
             for row in rows.tolist():
                 self._caches.pop(row, None)
             self._cache_rows[rows] = False
-            for q in reqs.tolist():
-                self._keys[q] = ()
-                self._held[q] = []
+            R = self.R
+            for lo in (idx * R).tolist():  # each cluster's request slots are one contiguous range
+                self._keys[lo:lo + R] = [()] * R
+                self._held[lo:lo + R] = [[] for _ in range(R)]
 
     def set_predictions(self, cluster: int, predicted_class, predicted_output_tokens) -> None:
         """The router's predictions for requests ``0..n-1`` of ``cluster``: a class in

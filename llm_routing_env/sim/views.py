@@ -24,8 +24,6 @@ class RouterQueries:
 
     # Every query but ``records`` answers what a router sees (the module docstring): rows whose
     # iteration is in flight read the copies _step kept for them.
-    # Every query but ``records`` answers what a router sees (the module docstring): rows whose
-    # iteration is in flight read the copies _step kept for them.
     def _in_flight(self) -> np.ndarray:
         """Rows whose last iteration has not finished by their cluster's now_s."""
         return self.busy_until_s > self.now_s[self._row_cluster]
