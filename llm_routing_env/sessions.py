@@ -163,9 +163,8 @@ class SessionWorkload:
         else:
             own = np.zeros(num_sessions, dtype=np.int64)
         # request r = turn k of session i: its time is the start plus k gaps
-        first = np.concatenate([[0], np.cumsum(turns)[:-1]])
+        first = np.cumsum(turns) - turns  # each session's first request
         session = np.repeat(np.arange(num_sessions), turns)
-        k = np.arange(total) - first[session]
         gaps[first] = 0.0
         times = starts[session] + (np.cumsum(gaps) - np.cumsum(gaps)[first][session])
         keep = (times >= 0) & (times < horizon_s)
