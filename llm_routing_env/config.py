@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .impact import ImpactConfig
+from .observations import RICH_LAYOUT, check_layout
 from .predictors import predictor_names
 from .scenarios import Scenario, load_scenario
 
@@ -15,7 +16,7 @@ OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
 # environment settings that change the scenario rather than the environment
 SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "scheduler", "chunked_prefill", "num_requests",
-                      "overlong")
+                      "overlong", "cache_knowledge", "prefix_index_capacity_blocks")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class EnvConfig:
     scenario: Scenario
     mode: str = "tick"
     obs: str = "paper"
+    obs_layout: int = RICH_LAYOUT  # the rich observation's layout version (observations.py)
     reward: str = "latency"
     reward_scale: float = 0.01
     completion_reward: float = 60.0
@@ -39,8 +41,8 @@ class EnvConfig:
     @classmethod
     def from_kwargs(cls, scenario="paper-v100", **kwargs) -> "EnvConfig":
         """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
-        ``num_instances``, ``profile``, ``scheduler``, ``chunked_prefill``, ``num_requests``, ``overlong``) change
-        the scenario."""
+        ``num_instances``, ``profile``, ``scheduler``, ``chunked_prefill``, ``num_requests``, ``overlong``,
+        ``cache_knowledge``, ``prefix_index_capacity_blocks``) change the scenario."""
         known = {f.name for f in fields(cls)} - {"scenario"}
         overrides = {k: kwargs.pop(k) for k in SCENARIO_OVERRIDES if k in kwargs}
         unknown = set(kwargs) - known
@@ -58,6 +60,7 @@ class EnvConfig:
 
         choice("mode", MODES)
         choice("obs", OBSERVATIONS)
+        check_layout(self.obs_layout)
         choice("reward", REWARDS)
         choice("predictor", tuple(predictor_names()))
         for name in ("reward_scale", "decision_interval_s"):
