@@ -53,8 +53,9 @@ class RouterView:
     ``earliest_completion_s`` (predicted time to the first completion, 0 if none), ``busy_for_s``
     (until the iteration in flight ends: the profile's time for the batch it scheduled),
     ``impact`` (the head request's mixing penalty, larger is better), ``action_mask`` (B, A).
-    Static per instance: ``kv_capacity_blocks``, ``max_num_seqs``, ``prefill_s_per_token``,
-    ``coefficients`` (N, 7).
+    Static per instance: ``kv_capacity_blocks``, ``watermark_blocks`` (the scheduler's admission
+    watermark: 1 % of the blocks under vLLM v0, none under v1), ``max_num_seqs``,
+    ``prefill_s_per_token``, ``coefficients`` (N, 7).
 
     Made by ``RoutingCore.view()``; tests may pass any field as a keyword argument instead.
     """
@@ -64,7 +65,7 @@ class RouterView:
               "num_prefilling", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
               "decode_context_tokens", "decode_bucket_counts", "pred_remaining_tokens", "decode_iteration_s",
               "earliest_completion_s", "busy_for_s", "impact", "action_mask", "kv_capacity_blocks",
-              "max_num_seqs", "prefill_s_per_token", "coefficients", "impact_config")
+              "watermark_blocks", "max_num_seqs", "prefill_s_per_token", "coefficients", "impact_config")
 
     def __init__(self, queries: RouterQueries | None = None, **fields):
         unknown = set(fields) - set(self.FIELDS)

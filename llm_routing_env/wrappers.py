@@ -17,7 +17,8 @@ training code reads it (train.py updates the learner's discount at each episode)
 **Router-queue potential** (vector wrapper, ``queue_potential`` > 0; docs/learning.md): potential-
 based shaping (Ng et al., 1999), which leaves the optimal policy unchanged, with
 ``Phi(s) = -queue_potential * (requests waiting at the router)`` and the learner's discount of the
-transition, ``gamma ** (info["elapsed_s"] / discount_time_s)``: the reward gets
+transition, ``training_discount ** (info["elapsed_s"] / discount_time_s)`` (the schedule's current
+discount, which train.py gives the learner): the reward gets
 ``discount * Phi(s') - Phi(s)``. Sending a request pays ``queue_potential`` at once and holding it
 costs ``(1 - discount) * queue_potential`` per step, so in tick mode the agent sees at once what it
 otherwise learns only over the request's whole life.
@@ -34,6 +35,20 @@ from gymnasium.utils import RecordConstructorArgs
 from gymnasium.vector import VectorWrapper
 
 SCHEDULES = ("none", "aware", "guided")
+
+
+def check_discount_time_s(discount_time_s):
+    """``discount_time_s`` (None: a discount per decision) validated, for the learner and the shaping alike."""
+    if discount_time_s is not None and (isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float))
+                                        or not discount_time_s > 0):
+        raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+    return discount_time_s
+
+
+def transition_discount(gamma, elapsed_s, discount_time_s):
+    """The discount of a transition: ``gamma`` per decision, or (semi-MDP) ``gamma ** (elapsed_s /
+    discount_time_s)``; the one formula the learner (agents/policies.py) and the shaping share."""
+    return gamma ** (np.asarray(elapsed_s, dtype=np.float64) / discount_time_s) if discount_time_s else gamma
 
 
 class GuidanceSchedule:
@@ -102,10 +117,7 @@ class VectorHeuristicGuidance(VectorWrapper):
         self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
         if isinstance(queue_potential, bool) or not isinstance(queue_potential, (int, float)) or not queue_potential >= 0:
             raise ValueError(f"queue_potential must be a number >= 0, got {queue_potential!r}")
-        if discount_time_s is not None and (isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float))
-                                            or not discount_time_s > 0):
-            raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
-        self.queue_potential, self.discount_time_s = float(queue_potential), discount_time_s
+        self.queue_potential, self.discount_time_s = float(queue_potential), check_discount_time_s(discount_time_s)
         self.episodes = np.zeros(env.num_envs, dtype=np.int64)
         self._ended = np.zeros(env.num_envs, dtype=bool)
         self._phi = np.zeros(env.num_envs)  # Phi of each sub-env's current state
@@ -135,8 +147,8 @@ class VectorHeuristicGuidance(VectorWrapper):
         reward = reward + w * info["impact_h"]
         if self.queue_potential > 0:
             phi = np.where(terminated, 0.0, -self.queue_potential * np.asarray(info["queue_len"], dtype=np.float64))
-            elapsed = np.asarray(info["elapsed_s"], dtype=np.float64)
-            discount = self.guidance.gamma ** (elapsed / self.discount_time_s if self.discount_time_s else 1.0)
+            # the learner's current discount (the guided schedule changes it; train.py sets the learner's)
+            discount = transition_discount(self.training_discount, info["elapsed_s"], self.discount_time_s)
             reward = reward + discount * phi - self._phi
             self._phi = phi
         return obs, reward, terminated, truncated, info
