@@ -557,18 +557,21 @@ class LateBindingRouter(Router):
     source = ("late binding / join-idle-queue 'pull' dispatch (Lu et al. 2011 JIQ; Ray Serve queue-length probes; "
               "Triton); hold until an instance has nothing waiting and 10% KV headroom, most free KV")
 
-    def ready(self, view) -> np.ndarray:
-        """(B, N) instances the head may be bound to now."""
+    def ready(self, view, free_blocks: np.ndarray | None = None) -> np.ndarray:
+        """(B, N) instances the head may be bound to now (``free_blocks``: effective_free_blocks(view),
+        if the caller has it)."""
         cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
         seqs = np.asarray(view.max_num_seqs)[None, :]
-        after = effective_free_blocks(view) - _blocks(view.head_prompt_tokens)[:, None]
+        free = effective_free_blocks(view) if free_blocks is None else free_blocks
+        after = free - _blocks(view.head_prompt_tokens)[:, None]
         room = after >= watermark_blocks(view) + self.headroom_frac * cap
         idle = (view.num_running + view.num_waiting) == 0
         return idle | ((view.num_waiting == 0) & room & (view.num_running < seqs))
 
     def _choose(self, view, valid, go):
-        ok = valid & self.ready(view)
-        choice = self._argmin(-effective_free_blocks(view).astype(np.float64), ok)
+        free = effective_free_blocks(view)
+        ok = valid & self.ready(view, free)
+        choice = self._argmin(-free.astype(np.float64), ok)
         return np.where(ok.any(axis=1), choice, -1)
 
 
@@ -594,18 +597,20 @@ class KVAdmissionRouter(Router):
     source = ("KV admission control with predicted lengths (prompt + predicted output fits the free KV without "
               "preemption, else hold; cf. S3, Jin et al. 2023; vLLM v0's watermark)")
 
-    def room_left_blocks(self, view) -> np.ndarray:
-        """(B, N) blocks left at the predicted peak if the head were sent there (negative: no room)."""
+    def room_left_blocks(self, view, outstanding: np.ndarray | None = None) -> np.ndarray:
+        """(B, N) blocks left at the predicted peak if the head were sent there (negative: no room);
+        ``outstanding``: running + waiting requests per instance, if the caller has them."""
         cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
-        outstanding = view.num_running + view.num_waiting
+        if outstanding is None:
+            outstanding = view.num_running + view.num_waiting
         peak = (view.kv_blocks_used + _blocks(view.pending_prefill_tokens)
                 + view.pred_remaining_tokens.sum(axis=2) / KV_BLOCK_TOKENS + outstanding)
         need = _blocks(view.head_prompt_tokens + view.head_pred_tokens)[:, None]
         return cap - watermark_blocks(view) - peak - need
 
     def _choose(self, view, valid, go):
-        left = self.room_left_blocks(view)
         outstanding = view.num_running + view.num_waiting
+        left = self.room_left_blocks(view, outstanding)
         fits = ((left >= 0) & (outstanding < np.asarray(view.max_num_seqs)[None, :])) | (outstanding == 0)
         ok = valid & fits
         choice = self._argmin(-left, ok)
