@@ -364,3 +364,31 @@ def test_symmetric_instances_permute_instance_blocks_and_rename_the_action():
         DoubleDQN("MlpPolicy", venv, symmetric_instances=[3, 5], device="cpu")
     with pytest.raises(ValueError, match="symmetric_instances"):
         DoubleDQN("MlpPolicy", venv, symmetric_instances=[3], device="cpu")
+
+
+def test_hold_guidance_improvement_is_the_change_of_the_heads_best_impact():
+    venv = VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=2, mode="tick", hold_until="event", num_requests=40,
+                                                       rate_per_s=40.0), schedule="aware", weight=1.0,
+                                   hold_h="improvement")
+    plain = LLMRoutingVectorEnv(num_envs=2, mode="tick", hold_until="event", num_requests=40, rate_per_s=40.0)
+    _, info = venv.reset(seed=2)
+    plain.reset(seed=2)
+    rng = np.random.default_rng(0)
+    holds = 0
+    for _ in range(300):
+        a = np.array([int(rng.integers(0, 5)) for _ in range(2)])
+        before_best, before_q = info["impact"].max(axis=1), info["queue_len"]
+        _, r, term, trunc, info = venv.step(a)
+        _, r_plain, term_p, trunc_p, info_p = plain.step(a)
+        for i in range(2):
+            if a[i] == 4 and before_q[i] > 0 and info["queue_len"][i] > 0 and not (term_p[i] or trunc_p[i]):
+                holds += 1
+                assert info["impact_h"][i] == info["impact"][i].max() - before_best[i]
+                assert r[i] == pytest.approx(r_plain[i] + info["impact_h"][i], abs=1e-12)
+            elif not (term_p[i] or trunc_p[i]):
+                assert info["impact_h"][i] == info_p["impact_h"][i]  # sends: impact.py's h
+        if (term | trunc).any():
+            break
+    assert holds > 5
+    with pytest.raises(ValueError, match="hold_h"):
+        VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=1), hold_h="later")
