@@ -16,7 +16,7 @@ from llm_routing_env.scenarios import Scenario
 SIMPLE = register_profile(LatencyProfile(
     name="test-hold-simple", c0_ms=10.0, c1_ms_per_token=1.0, c2_ms_per_token_above_knee=0.0, knee_tokens=0,
     c3_ms_per_chunk_token_sq=0.0, c4_ms_per_chunk_prior_token=0.0, c5_ms_per_decode_context_token=0.0,
-    kv_capacity_blocks=100, max_model_len=256))
+    kv_capacity_blocks=100, max_model_len=256, source="tests/test_hold_option.py: 10 ms + 1 ms per batched token"))
 HOLD = 1
 
 
