@@ -15,9 +15,9 @@ Decision modes
   With ``hold_until="event"`` a hold is an *option*: it lasts, tick by tick, until the first tick
   at which the router sees something that can change its decision: a request arrives, a request
   completes on some instance (as of the last finished iteration, like every router query), or no
-  instance has work left; so the agent decides O(events) times, each hold with a consequence, and a
-  semi-MDP learner discounts it by ``info["elapsed_s"]`` (docs/learning.md). The hold ends at a tick
-  the router reaches by polling what it sees: no look-ahead.
+  instance has work left; so each hold covers a change the router can see, and a semi-MDP learner
+  discounts it by ``info["elapsed_s"]`` (docs/learning.md: at 20 req/s such events come every
+  ~0.05 s). The hold ends at a tick the router reaches by polling what it sees: no look-ahead.
 * ``arrival``: one decision per arriving request, at its arrival time; actions ``0..N-1``.
 
 An episode ends (``terminated``) when every request has completed: once the last request is
