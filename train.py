@@ -179,9 +179,12 @@ def parse_settings(argv=None) -> dict:
         p.error(f"--discount-schedule guided needs --variant guided (got {settings['variant']})")
     settings["discount_schedule"] = schedule
     try:  # every environment setting is checked here, before any training
-        validation_scenarios(settings)
+        scenarios = validation_scenarios(settings)
     except (TypeError, ValueError) as e:  # one line, exit 2 (llm_routing_env/cli.py)
         raise ValueError(f"environment settings: {e}") from e
+    mixed = [s.name for s in scenarios if len(set(s.instances)) > 1]
+    if settings["hyperparameters"].get("symmetric_instances") is not None and mixed:
+        p.error(f"symmetric_instances treats instances as interchangeable, but {mixed[0]!r} has different ones")
     return settings
 
 

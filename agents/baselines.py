@@ -72,8 +72,9 @@ def effective_free_blocks(view) -> np.ndarray:
 
 
 def watermark_blocks(view) -> np.ndarray:
-    """(1, N) vLLM v0's admission watermark: 1 % of the KV blocks stay free when admitting."""
-    return np.floor(0.01 * np.asarray(view.kv_capacity_blocks, dtype=np.float64))[None, :]
+    """(1, N) the scheduler's admission watermark (KV blocks kept free when admitting: 1 % under
+    vLLM v0, none under v1), as the view states it."""
+    return np.asarray(view.watermark_blocks, dtype=np.float64)[None, :]
 
 
 class Router:
@@ -350,8 +351,8 @@ class MaxCapacityRouter(Router):
     * capacity of an instance: ``min(1 - (running + waiting) / max_num_seqs, effective free KV /
       KV capacity)``, where effective free KV = free blocks - blocks the waiting prompts will
       take (the paper state's "available capacity", counting requests already sent there);
-    * it *fits* the head when a batch slot is left and the effective free KV (less vLLM's 1 %
-      watermark) holds ``prompt + predicted decode`` tokens.
+    * it *fits* the head when a batch slot is left and the effective free KV (less the scheduler's
+      admission watermark, 1 % under vLLM v0) holds ``prompt + predicted decode`` tokens.
     * **tick mode**: at each 1 s mark the requests waiting at the router then are sent, one per
       tick, head first, each to the most-capacity instance that fits it; if the head fits
       nowhere, the rest waits for the next mark. Requests that arrive between marks wait for the
@@ -538,7 +539,8 @@ class LateBindingRouter(Router):
     the most effective free KV (free blocks less the prompts still to prefill; ties at random).
 
     * KV room: after the head's prompt, at least ``headroom_frac`` (10 %) of the instance's KV
-      cache stays free beyond vLLM's 1 % watermark, for its running requests to grow into;
+      cache stays free beyond the scheduler's admission watermark (1 % under vLLM v0, none under
+      v1), for its running requests to grow into;
     * a free batch slot (``running < max_num_seqs``);
     * an instance with nothing running or waiting always qualifies, so a request is never held
       on an idle cluster (the one case where holding cannot help).
@@ -555,18 +557,21 @@ class LateBindingRouter(Router):
     source = ("late binding / join-idle-queue 'pull' dispatch (Lu et al. 2011 JIQ; Ray Serve queue-length probes; "
               "Triton); hold until an instance has nothing waiting and 10% KV headroom, most free KV")
 
-    def ready(self, view) -> np.ndarray:
-        """(B, N) instances the head may be bound to now."""
+    def ready(self, view, free_blocks: np.ndarray | None = None) -> np.ndarray:
+        """(B, N) instances the head may be bound to now (``free_blocks``: effective_free_blocks(view),
+        if the caller has it)."""
         cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
         seqs = np.asarray(view.max_num_seqs)[None, :]
-        after = effective_free_blocks(view) - _blocks(view.head_prompt_tokens)[:, None]
+        free = effective_free_blocks(view) if free_blocks is None else free_blocks
+        after = free - _blocks(view.head_prompt_tokens)[:, None]
         room = after >= watermark_blocks(view) + self.headroom_frac * cap
         idle = (view.num_running + view.num_waiting) == 0
         return idle | ((view.num_waiting == 0) & room & (view.num_running < seqs))
 
     def _choose(self, view, valid, go):
-        ok = valid & self.ready(view)
-        choice = self._argmin(-effective_free_blocks(view).astype(np.float64), ok)
+        free = effective_free_blocks(view)
+        ok = valid & self.ready(view, free)
+        choice = self._argmin(-free.astype(np.float64), ok)
         return np.where(ok.any(axis=1), choice, -1)
 
 
@@ -578,7 +583,8 @@ class KVAdmissionRouter(Router):
     (an upper bound: requests finish at different times), is ``used blocks + blocks of the
     prompts still to prefill + predicted remaining decode tokens / 16 + one partly filled block per
     request``; the head fits when that plus ``ceil((prompt + predicted output) / 16)`` stays within
-    the capacity less vLLM's 1 % watermark, with a free batch slot. Among the instances it fits,
+    the capacity less the scheduler's admission watermark (1 % under vLLM v0, none under v1), with a
+    free batch slot. Among the instances it fits,
     the one with the most predicted room left (ties at random). An instance with nothing running or
     waiting always takes it (it can run nowhere better). Predicted lengths come from the predictor
     (``head_pred_tokens``, ``pred_remaining_tokens``), never the true ones: a request that outgrows
@@ -591,18 +597,20 @@ class KVAdmissionRouter(Router):
     source = ("KV admission control with predicted lengths (prompt + predicted output fits the free KV without "
               "preemption, else hold; cf. S3, Jin et al. 2023; vLLM v0's watermark)")
 
-    def room_left_blocks(self, view) -> np.ndarray:
-        """(B, N) blocks left at the predicted peak if the head were sent there (negative: no room)."""
+    def room_left_blocks(self, view, outstanding: np.ndarray | None = None) -> np.ndarray:
+        """(B, N) blocks left at the predicted peak if the head were sent there (negative: no room);
+        ``outstanding``: running + waiting requests per instance, if the caller has them."""
         cap = np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
-        outstanding = view.num_running + view.num_waiting
+        if outstanding is None:
+            outstanding = view.num_running + view.num_waiting
         peak = (view.kv_blocks_used + _blocks(view.pending_prefill_tokens)
                 + view.pred_remaining_tokens.sum(axis=2) / KV_BLOCK_TOKENS + outstanding)
         need = _blocks(view.head_prompt_tokens + view.head_pred_tokens)[:, None]
         return cap - watermark_blocks(view) - peak - need
 
     def _choose(self, view, valid, go):
-        left = self.room_left_blocks(view)
         outstanding = view.num_running + view.num_waiting
+        left = self.room_left_blocks(view, outstanding)
         fits = ((left >= 0) & (outstanding < np.asarray(view.max_num_seqs)[None, :])) | (outstanding == 0)
         ok = valid & fits
         choice = self._argmin(-left, ok)

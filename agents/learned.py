@@ -64,7 +64,7 @@ ALGOS = ("dqn", "ppo", "maskable-ppo")
 _ALGO_ALIASES = {"dqn": "dqn", "doubledqn": "dqn", "double-dqn": "dqn", "ppo": "ppo", "maskable-ppo": "maskable-ppo",
                  "maskableppo": "maskable-ppo", "maskable_ppo": "maskable-ppo"}
 #: card "env" settings that change what the router sees or when it decides (reused at evaluation)
-CARD_ENV_KEYS = ("predictor", "predictor_kwargs", "decision_interval_s", "skip_idle_ticks", "impact")
+CARD_ENV_KEYS = ("predictor", "predictor_kwargs", "decision_interval_s", "skip_idle_ticks", "hold_until", "impact")
 
 
 class ModelError(ValueError):

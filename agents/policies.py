@@ -25,6 +25,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, RICH_LAYOUT_FEATURES
+from llm_routing_env.wrappers import check_discount_time_s, transition_discount
 
 PADDED_ROW_VALUE = -1.0
 
@@ -65,7 +66,8 @@ class ElapsedTimeReplayBuffer(ReplayBuffer):
             alive &= offsets + k < size
             idx = (starts + k) % self.buffer_size
             ret += np.where(alive, discount * self.rewards[idx, envs], 0.0)
-            discount = np.where(alive, discount * gamma ** (self.elapsed_s[idx, envs] / discount_time_s), discount)
+            discount = np.where(alive, discount * transition_discount(gamma, self.elapsed_s[idx, envs], discount_time_s),
+                                discount)
             last = np.where(alive, idx, last)
             alive &= ~self.dones[idx, envs].astype(bool)
         done = self.dones[last, envs] * (1 - self.timeouts[last, envs])
@@ -89,20 +91,40 @@ class DoubleDQN(DQN):
     n-step returns over that many transitions. In tick mode a decision covers 0.02 s,
     but the consequence of sending a request plays out over its 10-100 s life: a per-decision
     gamma of 0.99 sees 2 s ahead, and holding looks free (docs/learning.md).
+
+    ``symmetric_instances`` ([G, F]: the observation is G global numbers then N blocks of F per
+    instance, e.g. [3, 6] for ``paper``), for clusters of identical instances: every gradient step
+    sees each sample with its instances in a random order (the action renamed with its instance), so
+    the network cannot learn a preference for an instance *index*. Without it the baseline DQN's
+    greedy policy never sent to instance 0 (docs/learning.md, §4).
     """
 
-    def __init__(self, *args, discount_time_s: float | None = None, return_steps: int = 1, **kwargs):
+    def __init__(self, *args, discount_time_s: float | None = None, return_steps: int = 1,
+                 symmetric_instances: list | tuple | None = None, **kwargs):
+        if symmetric_instances is not None:
+            if (not isinstance(symmetric_instances, (list, tuple)) or len(symmetric_instances) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, int) for v in symmetric_instances)
+                    or symmetric_instances[0] < 0 or symmetric_instances[1] < 1):
+                raise ValueError("symmetric_instances must be [global features, features per instance] (e.g. "
+                                 f"[3, 6] for the paper observation), got {symmetric_instances!r}")
+            symmetric_instances = tuple(symmetric_instances)
+        self.symmetric_instances = symmetric_instances
         if return_steps != 1 and discount_time_s is None:
             raise ValueError("return_steps (an n-step return) needs discount_time_s")
-        if discount_time_s is not None:
-            if isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float)) or not discount_time_s > 0:
-                raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+        if check_discount_time_s(discount_time_s) is not None:
             if kwargs.get("replay_buffer_class") not in (None, ElapsedTimeReplayBuffer):
                 raise ValueError("discount_time_s needs the ElapsedTimeReplayBuffer (leave replay_buffer_class unset)")
             kwargs["replay_buffer_class"] = ElapsedTimeReplayBuffer
             kwargs["replay_buffer_kwargs"] = {**(kwargs.get("replay_buffer_kwargs") or {}), "n_steps": return_steps}
         self.discount_time_s = discount_time_s
         super().__init__(*args, **kwargs)
+        if symmetric_instances is not None and self.observation_space is not None:
+            G, F = symmetric_instances
+            D, A = int(self.observation_space.shape[0]), int(self.action_space.n)
+            N = (D - G) // F
+            if G + N * F != D or A not in (N, N + 1):
+                raise ValueError(f"symmetric_instances {list(symmetric_instances)} does not fit an observation of {D} "
+                                 f"numbers and {A} actions (G + N x F numbers, N or N + 1 actions)")
 
     def _sample(self, batch_size: int):
         """(samples, per-transition discount)."""
@@ -111,17 +133,32 @@ class DoubleDQN(DQN):
             return replay, (replay.discounts if replay.discounts is not None else self.gamma)
         return self.replay_buffer.sample_discounted(batch_size, self.gamma, self.discount_time_s)
 
+    def _permuted(self, obs: th.Tensor, next_obs: th.Tensor, actions: th.Tensor):
+        """The batch with the instances of each sample in a random order (the same for s and s'),
+        the action renamed to follow its instance; hold (action N) stays."""
+        G, F = self.symmetric_instances
+        B, N = obs.shape[0], (obs.shape[1] - G) // F
+        perm = th.argsort(th.rand(B, N), dim=1)  # new instance j is old instance perm[:, j]
+        cols = (G + perm[:, :, None] * F + th.arange(F)).reshape(B, N * F)
+        cols = th.cat([th.arange(G).expand(B, G), cols], dim=1)
+        old = actions.long()
+        new = th.argsort(perm, dim=1).gather(1, old.clamp(max=N - 1))
+        return obs.gather(1, cols), next_obs.gather(1, cols), th.where(old < N, new, old)
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses = []
         for _ in range(gradient_steps):
             replay, discounts = self._sample(batch_size)
+            obs, next_obs, actions = replay.observations, replay.next_observations, replay.actions.long()
+            if self.symmetric_instances is not None:
+                obs, next_obs, actions = self._permuted(obs, next_obs, actions)
             with th.no_grad():
-                next_action = self.q_net(replay.next_observations).argmax(dim=1, keepdim=True)
-                next_q = th.gather(self.q_net_target(replay.next_observations), dim=1, index=next_action)
+                next_action = self.q_net(next_obs).argmax(dim=1, keepdim=True)
+                next_q = th.gather(self.q_net_target(next_obs), dim=1, index=next_action)
                 target_q = replay.rewards + (1 - replay.dones) * discounts * next_q
-            current_q = th.gather(self.q_net(replay.observations), dim=1, index=replay.actions.long())
+            current_q = th.gather(self.q_net(obs), dim=1, index=actions)
             loss = F.smooth_l1_loss(current_q, target_q)
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()

@@ -12,6 +12,7 @@ from .predictors import predictor_names
 from .scenarios import Scenario, load_scenario
 
 MODES = ("tick", "arrival")
+HOLDS = ("tick", "event")  # how long a hold lasts in tick mode (core.py)
 OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
 # environment settings that change the scenario rather than the environment
@@ -34,6 +35,7 @@ class EnvConfig:
     predictor_kwargs: dict = field(default_factory=dict)
     decision_interval_s: float = 0.02
     skip_idle_ticks: bool = True
+    hold_until: str = "tick"
     max_sim_time_s: float | None = None
     max_episode_steps: int | None = None
     impact: ImpactConfig = ImpactConfig()
@@ -62,6 +64,9 @@ class EnvConfig:
         choice("obs", OBSERVATIONS)
         check_layout(self.obs_layout)
         choice("reward", REWARDS)
+        choice("hold_until", HOLDS)
+        if self.hold_until == "event" and self.mode != "tick":
+            raise ValueError("hold_until='event' needs mode='tick' (arrival mode has no hold action)")
         choice("predictor", tuple(predictor_names()))
         for name in ("reward_scale", "decision_interval_s"):
             v = getattr(self, name)

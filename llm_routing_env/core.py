@@ -12,6 +12,12 @@ Decision modes
   Requests wait at the router until sent. With ``skip_idle_ticks`` (default) ticks at which the
   router queue is empty are skipped (the clock jumps to the first tick after the next arrival):
   nothing can be decided there and the paper's agent could only hold.
+  With ``hold_until="event"`` a hold is an *option*: it lasts, tick by tick, until the first tick
+  at which the router sees something that can change its decision: a request arrives, a request
+  completes on some instance (as of the last finished iteration, like every router query), or no
+  instance has work left; so each hold covers a change the router can see, and a semi-MDP learner
+  discounts it by ``info["elapsed_s"]`` (docs/learning.md: at 20 req/s such events come every
+  ~0.05 s). The hold ends at a tick the router reaches by polling what it sees: no look-ahead.
 * ``arrival``: one decision per arriving request, at its arrival time; actions ``0..N-1``.
 
 An episode ends (``terminated``) when every request has completed: once the last request is
@@ -58,6 +64,7 @@ class RoutingCore:
         coeffs = cluster.coefficient_table()
         self.coefficients = coeffs
         self.kv_capacity = cluster.per_instance("kv_capacity_blocks")
+        self.watermark_blocks = cluster.per_instance("watermark_blocks")
         self.max_num_seqs = cluster.per_instance("max_num_seqs")
         self.cache_knowledge = cluster.cache_knowledge
         # the approximate index's LRU size per instance (default: its KV capacity, llm-d's auto-tune)
@@ -213,6 +220,7 @@ class RoutingCore:
             raise ValueError(f"action {int(actions[i])} is outside the action space 0..{self.A - 1} "
                              f"({self.N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env {int(envs[i])}")
         self.step_start_s[envs] = self.t[envs]
+        arrived_before = self.n_arrived.copy()
         view = self.view()
         has_request = view.has_request[envs]
         h = guidance(view.impact[envs], actions, has_request)
@@ -255,6 +263,8 @@ class RoutingCore:
         self.sim.advance_to(target)
         self.t[envs] = np.where(np.isfinite(nxt), nxt, self.sim.now_s[envs])
         self._count_arrivals(envs)
+        if cfg.hold_until == "event":
+            self._hold_until_event(envs[has_request & (actions >= self.N) & ~routed_all], arrived_before)
 
         # reward over the elapsed interval
         count, total = self.sim.completions()
@@ -307,6 +317,31 @@ class RoutingCore:
             return np.zeros(0, dtype=np.int64)
         return np.asarray(self.prefix_blocks[b][head], dtype=np.int64)
 
+    def _hold_until_event(self, envs: np.ndarray, arrived_before: np.ndarray) -> None:
+        """Extend the holds of ``envs`` tick by tick until the router sees an event (module docstring):
+        an arrival since the step began, a completion since the last step, or every instance idle.
+        Polls only what a router sees (``completions``, ``instance_state``) at each tick reached."""
+        cfg, dt = self.config, self.config.decision_interval_s
+        while envs.size:
+            count, _ = self.sim.completions()
+            state = self.sim.instance_state()
+            idle = ((state.num_running + state.num_waiting)[envs] == 0).all(axis=1)
+            ended = (self.n_arrived[envs] > arrived_before[envs]) | (count[envs] > self.completed[envs]) | idle
+            if cfg.max_sim_time_s is not None:
+                ended |= self.t[envs] >= cfg.max_sim_time_s
+            envs = envs[~ended]
+            if not envs.size:
+                return
+            self.tick[envs] += 1
+            nxt = self.tick[envs] * dt
+            if cfg.max_sim_time_s is not None:
+                nxt = np.minimum(nxt, cfg.max_sim_time_s)
+            target = self.sim.now_s.copy()
+            target[envs] = nxt
+            self.sim.advance_to(target)
+            self.t[envs] = nxt
+            self._count_arrivals(envs)
+
     def _unfinished_fraction(self, envs) -> np.ndarray:
         """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted),
         with the tokens generated as the router sees them."""
@@ -356,7 +391,8 @@ class RoutingCore:
             "head_wait_s": np.where(has_request, self.t - self.arrival[rows, head], 0.0),
             "head_prefix_blocks": np.where(has_request, self.prefix_len[rows, head], 0),
             "head_session": np.where(has_request, self.session[rows, head], -1),
-            "action_mask": mask, "kv_capacity_blocks": self.kv_capacity, "max_num_seqs": self.max_num_seqs,
+            "action_mask": mask, "kv_capacity_blocks": self.kv_capacity, "watermark_blocks": self.watermark_blocks,
+            "max_num_seqs": self.max_num_seqs,
             "prefill_s_per_token": self.prefill_s_per_token, "coefficients": self.coefficients,
             "impact_config": self.config.impact,
         }

@@ -14,7 +14,9 @@ recomputes requests. The router's job is to send each request where it hurts lea
   ``chunked_prefill`` (vLLM v0's), ``num_requests``, ``overlong``
   (requests beyond the context: ``"reject"``, ``"clip"`` or ``"error"``) override its fields.
 * ``mode`` (``"tick"``): ``"tick"``, a decision every ``decision_interval_s`` (0.02 s) with a hold
-  action, the paper's; or ``"arrival"``, one decision per arriving request.
+  action, the paper's; or ``"arrival"``, one decision per arriving request. ``hold_until``
+  (``"tick"``): in tick mode a hold lasts one tick, or with ``"event"`` until the first tick at
+  which the router sees an arrival, a completion or an idle cluster (a hold as an *option*; core.py).
 * ``obs`` (``"paper"``): ``"paper"`` (the paper's 3 + 6N numbers) or ``"rich"`` (request features
   plus one row per instance, for policies with shared per-instance weights); see observations.py.
 * ``reward`` (``"latency"``): ``"latency"`` or ``"paper"``; ``reward_scale`` (0.01),

@@ -46,6 +46,23 @@ MIB = 1 << 20
 _SAMPLER_BYTES_PER_VOCAB_ENTRY = 24
 
 
+# vLLM v0 without chunked prefill: max_num_batched_tokens defaults to max(max_model_len, 2048)
+# (SchedulerConfig's _DEFAULT_MAX_NUM_BATCHED_TOKENS); the profile run's activations follow it
+V0_MIN_BATCHED_TOKENS = 2048
+
+
+def v0_default_batched_tokens(max_model_len: int) -> int:
+    """vLLM v0's default token budget without chunked prefill for a given ``max_model_len``."""
+    return max(int(max_model_len), V0_MIN_BATCHED_TOKENS)
+
+
+def _check_int(name: str, value, minimum: int, owner: str = "") -> None:
+    """ValueError naming the setting unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{owner}{name} must be {what}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The architecture numbers that decide a dense decoder's memory (a HF ``config.json``)."""
@@ -66,9 +83,7 @@ class ModelSpec:
         for attr in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim",
                      "intermediate_size", "vocab_size", "num_parameters", "max_position_embeddings",
                      "dtype_bytes"):
-            value = getattr(self, attr)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"model {self.name!r}: {attr} must be a positive integer, got {value!r}")
+            _check_int(attr, getattr(self, attr), minimum=1, owner=f"model {self.name!r}: ")
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(
                 f"model {self.name!r}: num_attention_heads={self.num_attention_heads} must be a multiple "
@@ -88,8 +103,7 @@ class GpuSpec:
     memory_bytes: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.memory_bytes, bool) or not isinstance(self.memory_bytes, int) or self.memory_bytes < 1:
-            raise ValueError(f"GPU {self.name!r}: memory_bytes must be a positive integer, got {self.memory_bytes!r}")
+        _check_int("memory_bytes", self.memory_bytes, minimum=1, owner=f"GPU {self.name!r}: ")
 
 
 # Architectures from the models' Hugging Face config.json; parameter counts are the checkpoints'.
@@ -207,18 +221,15 @@ def kv_cache_plan(model: ModelSpec, gpu: GpuSpec, *, tensor_parallel: int = 1,
     ``non_torch_bytes``: memory the profile sees beyond the weights and activations (cuBLAS / NCCL
     buffers; 0 by default, the v0.4-v0.5 accounting for one GPU, where the CUDA context is taken
     before the baseline and so is not counted). vLLM's defaults: ``max_num_seqs`` 256,
-    ``max_num_batched_tokens`` = max(max_model_len, 2048) without chunked prefill.
+    ``max_num_batched_tokens`` = :func:`v0_default_batched_tokens` (max(max_model_len, 2048)) without chunked prefill.
     """
-    if isinstance(tensor_parallel, bool) or not isinstance(tensor_parallel, int) or tensor_parallel < 1:
-        raise ValueError(f"tensor_parallel must be a positive integer, got {tensor_parallel!r}")
+    _check_int("tensor_parallel", tensor_parallel, minimum=1)
     if not isinstance(gpu_memory_utilization, (int, float)) or not 0 < gpu_memory_utilization <= 1:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     for name, value in (("max_num_batched_tokens", max_num_batched_tokens), ("max_num_seqs", max_num_seqs),
                         ("block_tokens", block_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(non_torch_bytes, bool) or not isinstance(non_torch_bytes, int) or non_torch_bytes < 0:
-        raise ValueError(f"non_torch_bytes must be an integer >= 0, got {non_torch_bytes!r}")
+        _check_int(name, value, minimum=1)
+    _check_int("non_torch_bytes", non_torch_bytes, minimum=0)
     weights = weights_bytes(model, tensor_parallel)
     activations = activation_peak_bytes(model, max_num_batched_tokens=max_num_batched_tokens,
                                         max_num_seqs=max_num_seqs, tensor_parallel=tensor_parallel)

@@ -165,14 +165,14 @@ register_profile(
 # blocks (3,056 tokens, below Llama-2's 4,096 context); either way the deployment lowers
 # max_model_len to 2,048 on this card, and vLLM's max_num_batched_tokens follows it.
 _V100_16GB_PLAN = memory.kv_cache_plan(memory.LLAMA2_7B, memory.V100_16GB, gpu_memory_utilization=0.95,
-                                       max_num_batched_tokens=2048, max_num_seqs=128)
+                                       max_num_batched_tokens=memory.v0_default_batched_tokens(2048), max_num_seqs=128)
 register_profile(
     dataclasses.replace(
         _PROFILES["llama2-7b-v100"],
         name="llama2-7b-v100-16gb",
         kv_capacity_blocks=_V100_16GB_PLAN.num_kv_blocks,
         max_model_len=2048,
-        max_num_batched_tokens=2048,
+        max_num_batched_tokens=memory.v0_default_batched_tokens(2048),
         source="llama2-7b-v100's timings; KV of a V100-16GB by memory.kv_cache_plan (gpu_memory_utilization "
                "0.95, max_num_seqs 128, max_model_len 2,048)",
     )

@@ -92,7 +92,7 @@ from .cli import entry_point
 from .cluster import ClusterConfig, SchedulerConfig
 from .profiles import get_profile
 from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
-from .sim import ClusterSimulator
+from .sim import ClusterSimulator, replay_round_robin
 from .traces import AZURE_TRACE_HINT, load_trace, replay
 from .mixes import generate, get_mix, mix_names
 from .sessions import get_session_workload, session_workload_names
@@ -503,14 +503,8 @@ def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix"
 def round_robin_mean_e2e(scenario: Scenario, seed: int) -> float:
     """Mean E2E (s) of one episode of ``scenario`` routed round-robin on arrival."""
     w = scenario.make_workload(seed)
-    n = len(w)
-    sim = ClusterSimulator(scenario.cluster_config(), num_clusters=1, max_requests=n)
-    for i in range(n):
-        sim.advance_to(w.arrival_s[i])
-        sim.dispatch(0, i, i % scenario.num_instances, w.prompt_tokens[i], w.output_tokens[i], w.arrival_s[i])
-    sim.run_until_idle()
-    r = sim.records()
-    return float(np.mean(r.completion_s[0] - r.arrival_s[0]))
+    r = replay_round_robin(scenario.cluster_config(), w.arrival_s, w.prompt_tokens, w.output_tokens)
+    return float(np.mean(r.completion_s - r.arrival_s))
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
         raise ValueError(f"action {action} is outside the action space 0..{core.A - 1} "
                          f"({N} instances{' + hold' if cfg.mode == 'tick' else ''}) in env 0")
     n_dispatched, n_arrived, n_req = core.n_dispatched.item(), core.n_arrived.item(), core.n_req.item()
+    held = n_arrived > n_dispatched and action >= N
+    arrived_before = n_arrived
     core.step_start_s[0] = core.t[0]
     last = core.R - 1
     arrival = core._arrival_one
@@ -74,6 +76,23 @@ def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
     core.t[0] = t
     while n_arrived < n_req and arrival[n_arrived] <= t:
         n_arrived += 1
+    if cfg.hold_until == "event" and held and not routed_all:
+        # RoutingCore._hold_until_event: poll what the router sees, tick by tick
+        completed_before, dt = core.completed.item(), cfg.decision_interval_s
+        while True:
+            c = core.sim.cluster_counters(0)
+            if (n_arrived > arrived_before or c["completed"] > completed_before
+                    or not any(c["num_running"]) and not any(c["num_waiting"])
+                    or cfg.max_sim_time_s is not None and t >= cfg.max_sim_time_s):
+                break
+            tick += 1
+            t = tick * dt
+            if cfg.max_sim_time_s is not None:
+                t = min(t, cfg.max_sim_time_s)
+            core.sim.advance_to(np.array([t]))
+            while n_arrived < n_req and arrival[n_arrived] <= t:
+                n_arrived += 1
+        core.tick[0], core.t[0] = tick, t
     core.n_arrived[0] = n_arrived
 
     core._view = core._counters_one = None  # the state has moved

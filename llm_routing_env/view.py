@@ -64,8 +64,9 @@ class RouterView:
     request's leading prefix blocks the router believes the instance holds, capped as the engine
     caps a hit: ``"approximate"``, the router's own routing history (prefix_index.py);
     ``"exact"``, the engines' KV events up to their last iteration finished; ``"polled"``, 0).
-    Static per instance: ``kv_capacity_blocks``, ``max_num_seqs``, ``prefill_s_per_token``,
-    ``coefficients`` (N, 7).
+    Static per instance: ``kv_capacity_blocks``, ``watermark_blocks`` (the scheduler's admission
+    watermark: 1 % of the blocks under vLLM v0, none under v1), ``max_num_seqs``,
+    ``prefill_s_per_token``, ``coefficients`` (N, 7).
 
     Made by ``RoutingCore.view()``; tests may pass any field as a keyword argument instead.
     """
@@ -76,7 +77,7 @@ class RouterView:
               "num_prefilling", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
               "decode_context_tokens", "decode_bucket_counts", "pred_remaining_tokens", "decode_iteration_s",
               "earliest_completion_s", "busy_for_s", "impact", "action_mask", "kv_capacity_blocks",
-              "max_num_seqs", "prefill_s_per_token", "coefficients", "impact_config")
+              "watermark_blocks", "max_num_seqs", "prefill_s_per_token", "coefficients", "impact_config")
 
     def __init__(self, queries: RouterQueries | None = None, **fields):
         unknown = set(fields) - set(self.FIELDS)

@@ -14,10 +14,17 @@ impact.py) and the training discount becomes ``gamma_k``. Schedules over trainin
 The wrapper only shapes the reward and publishes ``training_discount`` (``info`` and attribute);
 training code reads it (train.py updates the learner's discount at each episode).
 
+**The guidance of a hold** (vector wrapper, ``hold_h``): ``"zero"`` (impact.py's ``h = 0``, as good
+as the best instance, so guidance never discourages holding: docs/learning.md) or ``"improvement"``:
+``max_m r_mix(s') - max_m r_mix(s)`` for the head request that was held, how much its best
+placement improved while it waited (positive when an instance drained, negative when it got
+worse); the router sees both values (``info["impact"]`` before and after the hold).
+
 **Router-queue potential** (vector wrapper, ``queue_potential`` > 0; docs/learning.md): potential-
 based shaping (Ng et al., 1999), which leaves the optimal policy unchanged, with
 ``Phi(s) = -queue_potential * (requests waiting at the router)`` and the learner's discount of the
-transition, ``gamma ** (info["elapsed_s"] / discount_time_s)``: the reward gets
+transition, ``training_discount ** (info["elapsed_s"] / discount_time_s)`` (the schedule's current
+discount, which train.py gives the learner): the reward gets
 ``discount * Phi(s') - Phi(s)``. Sending a request pays ``queue_potential`` at once and holding it
 costs ``(1 - discount) * queue_potential`` per step, so in tick mode the agent sees at once what it
 otherwise learns only over the request's whole life.
@@ -34,6 +41,21 @@ from gymnasium.utils import RecordConstructorArgs
 from gymnasium.vector import VectorWrapper
 
 SCHEDULES = ("none", "aware", "guided")
+HOLD_H = ("zero", "improvement")  # the guidance h of a hold (VectorHeuristicGuidance)
+
+
+def check_discount_time_s(discount_time_s):
+    """``discount_time_s`` (None: a discount per decision) validated, for the learner and the shaping alike."""
+    if discount_time_s is not None and (isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float))
+                                        or not discount_time_s > 0):
+        raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
+    return discount_time_s
+
+
+def transition_discount(gamma, elapsed_s, discount_time_s):
+    """The discount of a transition: ``gamma`` per decision, or (semi-MDP) ``gamma ** (elapsed_s /
+    discount_time_s)``; the one formula the learner (agents/policies.py) and the shaping share."""
+    return gamma ** (np.asarray(elapsed_s, dtype=np.float64) / discount_time_s) if discount_time_s else gamma
 
 
 class GuidanceSchedule:
@@ -97,15 +119,19 @@ class VectorHeuristicGuidance(VectorWrapper):
     """The same for the native vector env; each sub-env counts its own episodes."""
 
     def __init__(self, env, schedule: str = "guided", gamma: float = 0.99, beta: float = 0.5, weight: float = 1.0,
-                 queue_potential: float = 0.0, discount_time_s: float | None = None):
+                 queue_potential: float = 0.0, discount_time_s: float | None = None, hold_h: str = "zero"):
         super().__init__(env)
         self.guidance = GuidanceSchedule(schedule, gamma, beta, weight)
+        if hold_h not in HOLD_H:
+            raise ValueError(f"hold_h must be one of {', '.join(HOLD_H)}; got {hold_h!r}")
+        self.hold_h = hold_h
+        self._hold_action = env.unwrapped.config.num_instances  # (tick mode: the last action)
+        self._best_impact = np.zeros(env.num_envs)  # max_m r_mix of each sub-env's head now
+        self._has_head = np.zeros(env.num_envs, dtype=bool)  # a request waits at the router now
+        self._autoresetting = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: the next step resets
         if isinstance(queue_potential, bool) or not isinstance(queue_potential, (int, float)) or not queue_potential >= 0:
             raise ValueError(f"queue_potential must be a number >= 0, got {queue_potential!r}")
-        if discount_time_s is not None and (isinstance(discount_time_s, bool) or not isinstance(discount_time_s, (int, float))
-                                            or not discount_time_s > 0):
-            raise ValueError(f"discount_time_s must be a positive number of seconds or None, got {discount_time_s!r}")
-        self.queue_potential, self.discount_time_s = float(queue_potential), discount_time_s
+        self.queue_potential, self.discount_time_s = float(queue_potential), check_discount_time_s(discount_time_s)
         self.episodes = np.zeros(env.num_envs, dtype=np.int64)
         self._ended = np.zeros(env.num_envs, dtype=bool)
         self._phi = np.zeros(env.num_envs)  # Phi of each sub-env's current state
@@ -123,6 +149,9 @@ class VectorHeuristicGuidance(VectorWrapper):
         obs, info = self.env.reset(**kwargs)
         fresh = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
         self._phi = np.where(fresh, -self.queue_potential * np.asarray(info["queue_len"], dtype=np.float64), self._phi)
+        self._best_impact = np.where(fresh, np.asarray(info["impact"]).max(axis=1), self._best_impact)
+        self._has_head = np.where(fresh, np.asarray(info["queue_len"]) > 0, self._has_head)
+        self._autoresetting &= ~fresh
         return obs, info
 
     def step(self, actions):
@@ -132,11 +161,21 @@ class VectorHeuristicGuidance(VectorWrapper):
         w = self.guidance.weight_at(self.episodes)
         info["guidance_weight"] = w
         self._ended = terminated | truncated
-        reward = reward + w * info["impact_h"]
+        h = np.asarray(info["impact_h"], dtype=np.float64)
+        best, has_head = np.asarray(info["impact"]).max(axis=1), np.asarray(info["queue_len"]) > 0
+        if self.hold_h == "improvement":
+            # a hold of a waiting head: how much its best placement improved while it waited (the same
+            # request heads the queue after a hold; an autoreset step is no hold)
+            held = (np.asarray(actions) == self._hold_action) & self._has_head & has_head & ~self._autoresetting
+            h = np.where(held, best - self._best_impact, h)
+            info["impact_h"] = h
+        self._best_impact, self._has_head = best, has_head
+        self._autoresetting = terminated | truncated
+        reward = reward + w * h
         if self.queue_potential > 0:
             phi = np.where(terminated, 0.0, -self.queue_potential * np.asarray(info["queue_len"], dtype=np.float64))
-            elapsed = np.asarray(info["elapsed_s"], dtype=np.float64)
-            discount = self.guidance.gamma ** (elapsed / self.discount_time_s if self.discount_time_s else 1.0)
+            # the learner's current discount (the guided schedule changes it; train.py sets the learner's)
+            discount = transition_discount(self.training_discount, info["elapsed_s"], self.discount_time_s)
             reward = reward + discount * phi - self._phi
             self._phi = phi
         return obs, reward, terminated, truncated, info

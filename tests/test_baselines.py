@@ -49,6 +49,8 @@ def make_view(N=4, B=1, tick=False, clairvoyant=False, **kw) -> RouterView:
     if "pred_remaining" in kw:  # (N,) remaining decode tokens, all in bucket 0
         fields["pred_remaining_tokens"][:, :, 0] = kw.pop("pred_remaining")
     fields.update(kw)
+    # vLLM v0's admission watermark (1 % of the blocks) unless the test gives one
+    fields.setdefault("watermark_blocks", np.floor(0.01 * np.asarray(fields["kv_capacity_blocks"])).astype(np.int64))
     if "action_mask" not in kw:
         mask = np.ones((B, N + int(tick)), dtype=bool)
         if tick:
@@ -546,3 +548,15 @@ def test_cluster_size_agnostic_model_runs_padded(tmp_path):
         # (a step limit: the untrained policy may hold every request, which tick mode allows)
         run_episode(router, tiny_config("tick", n=15, obs="rich", num_instances=n, max_episode_steps=400), B=1,
                     check=check)
+
+
+@pytest.mark.parametrize("scheduler,expected", [("vllm-v0", 19), ("vllm-v1", 0)])
+def test_the_view_states_the_schedulers_admission_watermark(scheduler, expected):
+    """vLLM v0 keeps 1 % of the 1,958 KV blocks free at admission, v1 none: the holding routers'
+    KV room reads it from the view."""
+    core = RoutingCore(tiny_config("tick", scheduler=scheduler), num_envs=1)
+    core.reset(seeds=[0])
+    np.testing.assert_array_equal(core.view().watermark_blocks, [expected] * 4)
+    view = make_view(tick=True, num_running=5, kv_blocks_free=[221, 221, 221, 221], watermark_blocks=np.full(4, expected))
+    # after a 100-token prompt (7 blocks): 214 blocks; room needs watermark + 195.8 (10 % of 1,958)
+    assert make_router("late-binding").ready(view)[0].tolist() == [expected == 0] * 4

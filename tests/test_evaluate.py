@@ -336,3 +336,17 @@ def test_tick_only_routers_run_in_tick_mode_and_the_table_says_so():
     table = reporting.format_table(results)
     assert "late-binding [tick]" in table and "kv-admission [tick]" in table and "rr (ref) [" not in table
     assert "[tick] = decides every 20 ms tick and may hold a request at the router" in table
+
+
+def test_a_model_cards_hold_until_reaches_the_evaluator(tmp_path):
+    """A model trained with holds as options (env hold_until="event") is evaluated with them."""
+    import json
+    import shutil
+
+    model = tmp_path / "dqn-options.zip"
+    shutil.copy(ROOT / "models" / "dqn-guided.zip", model)
+    card = json.loads((ROOT / "models" / "dqn-guided.json").read_text())
+    card["env"] = dict(card.get("env") or {}, hold_until="event")
+    model.with_suffix(".json").write_text(json.dumps(card))
+    (spec,) = E.resolve_policies([str(model)], 4)
+    assert spec.env["hold_until"] == "event"

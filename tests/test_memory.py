@@ -97,3 +97,22 @@ def test_bad_specs_are_named():
         ModelSpec("odd", 1, 64, 32, 5, 2, 128, 100, 1000, 128)
     with pytest.raises(ValueError, match="memory_bytes must be a positive integer"):
         GpuSpec("none", 0)
+
+
+def test_paper_regime_tool_uses_the_shipped_16gb_profile_that_its_memory_plan_describes():
+    """tools/paper_regime.py's paper-v100-regime candidates run the shipped profile (one place owns
+    it), and that profile's KV is what the candidate's memory arithmetic gives."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import paper_regime
+    from llm_routing_env.profiles import get_profile
+
+    shipped = [c for c in paper_regime.CANDIDATES + paper_regime.EIGHT_X if c.shipped_profile == "llama2-7b-v100-16gb"]
+    assert len(shipped) == 2
+    for c in shipped:
+        p = c.profile()
+        assert p is get_profile("llama2-7b-v100-16gb")
+        assert (p.kv_capacity_blocks, p.max_model_len, p.max_num_seqs) == (c.plan().num_kv_blocks, c.max_model_len,
+                                                                           c.max_num_seqs)

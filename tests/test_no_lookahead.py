@@ -206,7 +206,8 @@ def worlds(draw):
         "scheduler": draw(st.sampled_from(SCHEDULERS)),
         "env": {"mode": mode, "obs": draw(st.sampled_from(["paper", "rich"])),
                 "reward": draw(st.sampled_from(["latency", "paper"])),
-                "predictor": draw(st.sampled_from(["task-prior", "learned"]))},
+                "predictor": draw(st.sampled_from(["task-prior", "learned"])),
+                "hold_until": draw(st.sampled_from(["tick", "event"])) if mode == "tick" else "tick"},
         "driver": draw(st.sampled_from([h for h in HEURISTICS if mode in make_router(h).modes])),
         "cut": draw(st.floats(0.0, 1.0)), "cut_at_completion": draw(st.booleans()),
         "future_seed": draw(st.integers(0, 2**31)),
@@ -337,4 +338,19 @@ def test_every_roster_policy_decides_the_same_without_the_future(scheduler, driv
              "driver": driver, "cut": 0.5, "cut_at_completion": True, "future_seed": 3}
     if mode == "tick":
         world["env"]["skip_idle_ticks"] = False
+    check_unseen_future_changes_nothing(world, tmp_path, write_trace, max_steps=2000)
+
+
+@pytest.mark.parametrize("driver", [h for h in HEURISTICS if make_router(h).modes == ("tick",)])
+def test_holds_until_an_event_end_without_the_future(driver, tmp_path, write_trace):
+    """hold_until="event": a hold ends at a tick the router reaches by polling what it sees, so the
+    holding routers (late-binding, kv-admission) decide the same without the future."""
+    rng = np.random.default_rng(6)
+    n = 30
+    world = {"arrival": np.concatenate([[0.0], np.cumsum(rng.exponential(0.3, n - 1))]),
+             "prompt": rng.integers(300, 1800, n), "output": rng.integers(5, 250, n),
+             "instances": ["test-tight-v100"] * 2, "scheduler": "vllm-v0",
+             "env": {"mode": "tick", "obs": "rich", "reward": "paper", "predictor": "task-prior",
+                     "hold_until": "event"},
+             "driver": driver, "cut": 0.5, "cut_at_completion": True, "future_seed": 4}
     check_unseen_future_changes_nothing(world, tmp_path, write_trace, max_steps=2000)

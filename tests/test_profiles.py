@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_routing_env.memory import A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, kv_cache_plan
+from llm_routing_env.memory import A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, kv_cache_plan, \
+    v0_default_batched_tokens
 from llm_routing_env.profiles import (
     LatencyProfile,
     get_profile,
@@ -125,7 +126,7 @@ def test_kv_capacity_is_vllms_arithmetic():
         ("llama3.1-8b-rtx4090", llama31_8b, GpuSpec("RTX4090", 25_250_627_584), 1),
     ):
         p = get_profile(name)
-        plan = kv_cache_plan(model, gpu, tensor_parallel=tp, max_num_batched_tokens=max(p.max_model_len, 2048),
+        plan = kv_cache_plan(model, gpu, tensor_parallel=tp, max_num_batched_tokens=v0_default_batched_tokens(p.max_model_len),
                              max_num_seqs=p.max_num_seqs)
         assert p.kv_capacity_blocks == plan.num_kv_blocks, name
         assert p.max_model_len <= plan.kv_tokens, name  # one request of max_model_len fits

@@ -275,6 +275,36 @@ def test_queue_potential_telescopes_to_minus_the_first_potential():
         VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), queue_potential=-1.0)
 
 
+def test_queue_potential_discounts_with_the_guided_schedules_current_discount():
+    """Under the guided schedule the learner's discount grows over episodes (train.py sets it from
+    training_discount); the shaping telescopes with that discount, not the final gamma."""
+    kwargs = dict(num_envs=1, mode="tick", num_requests=30, rate_per_s=30.0)
+    plain = VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), schedule="guided", gamma=0.9, discount_time_s=0.5)
+    shaped = VectorHeuristicGuidance(LLMRoutingVectorEnv(**kwargs), schedule="guided", gamma=0.9,
+                                     queue_potential=0.7, discount_time_s=0.5)
+    rng = np.random.default_rng(1)
+    plain.reset(seed=5)
+    _, info_s = shaped.reset(seed=5)
+    episode, total, discount, phi0 = 0, 0.0, 1.0, -0.7 * float(info_s["queue_len"][0])
+    while episode < 2:
+        a = np.array([int(rng.integers(0, 5))])
+        _, r, term, trunc, _ = plain.step(a)
+        _, r_s, _, _, info_s = shaped.step(a)
+        if episode == 1:
+            gamma_1 = (1.0 - math.exp(-0.5)) * 0.9  # the schedule's discount in the second episode
+            assert shaped.training_discount == pytest.approx(gamma_1)
+            total += discount * float(r_s[0] - r[0])
+            discount *= gamma_1 ** (float(info_s["elapsed_s"][0]) / 0.5)
+        if term[0] or trunc[0]:
+            episode += 1
+            if episode == 1:  # NEXT_STEP autoreset: the next step starts episode 1
+                a = np.array([0])
+                plain.step(a)
+                _, _, _, _, info_s = shaped.step(a)
+                phi0 = -0.7 * float(info_s["queue_len"][0])
+    assert total == pytest.approx(-phi0, abs=1e-9)
+
+
 def test_mixed_loads_with_the_paper_observation():
     from llm_routing_env.sb3 import MixedClusterVecEnv
 
@@ -308,3 +338,57 @@ def test_n_step_returns_discount_by_elapsed_time_and_stop_at_the_episode_end():
         3: (4 + 0.5 * 5, 0.25, 5, 0.0),  # only two transitions written after it: bootstrap from 5
         4: (5.0, 0.5, 5, 0.0),
     }
+
+
+def test_symmetric_instances_permute_instance_blocks_and_rename_the_action():
+    from agents.policies import DoubleDQN
+
+    venv = make_sb3_vec_env(num_envs=1, mode="tick", num_requests=20)  # paper observation: 3 + 6 x 4, 5 actions
+    model = DoubleDQN("MlpPolicy", venv, symmetric_instances=[3, 6], buffer_size=100, seed=0, device="cpu")
+    B, N = 64, 4
+    # instance m's block holds m + 1 in obs, 10 x (m + 1) in next_obs; globals hold -1
+    obs = torch.cat([torch.full((B, 3), -1.0), torch.arange(1.0, N + 1).repeat_interleave(6).expand(B, -1)], dim=1)
+    next_obs = torch.cat([obs[:, :3], 10 * obs[:, 3:]], dim=1)
+    actions = torch.arange(B).remainder(N + 1).reshape(B, 1)  # every instance and hold
+    p_obs, p_next, p_actions = model._permuted(obs, next_obs, actions)
+    assert (p_obs[:, :3] == -1).all() and (p_next[:, 3:] == 10 * p_obs[:, 3:]).all()  # s and s' permuted alike
+    blocks = p_obs[:, 3:].reshape(B, N, 6)
+    assert (blocks == blocks[:, :, :1]).all()  # blocks move whole
+    assert (blocks[:, :, 0].sort(dim=1).values == torch.arange(1.0, N + 1)).all()  # a permutation
+    sent = actions[:, 0] < N
+    # the renamed action points at the block of the instance the original action named
+    assert (blocks[sent, p_actions[sent, 0], 0] == actions[sent, 0] + 1).all()
+    assert (p_actions[~sent] == N).all()  # hold stays hold
+    assert len({tuple(b[:, 0].tolist()) for b in blocks}) > 1  # the orders differ between samples
+    with pytest.raises(ValueError, match="symmetric_instances"):
+        DoubleDQN("MlpPolicy", venv, symmetric_instances=[3, 5], device="cpu")
+    with pytest.raises(ValueError, match="symmetric_instances"):
+        DoubleDQN("MlpPolicy", venv, symmetric_instances=[3], device="cpu")
+
+
+def test_hold_guidance_improvement_is_the_change_of_the_heads_best_impact():
+    venv = VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=2, mode="tick", hold_until="event", num_requests=40,
+                                                       rate_per_s=40.0), schedule="aware", weight=1.0,
+                                   hold_h="improvement")
+    plain = LLMRoutingVectorEnv(num_envs=2, mode="tick", hold_until="event", num_requests=40, rate_per_s=40.0)
+    _, info = venv.reset(seed=2)
+    plain.reset(seed=2)
+    rng = np.random.default_rng(0)
+    holds = 0
+    for _ in range(300):
+        a = np.array([int(rng.integers(0, 5)) for _ in range(2)])
+        before_best, before_q = info["impact"].max(axis=1), info["queue_len"]
+        _, r, term, trunc, info = venv.step(a)
+        _, r_plain, term_p, trunc_p, info_p = plain.step(a)
+        for i in range(2):
+            if a[i] == 4 and before_q[i] > 0 and info["queue_len"][i] > 0 and not (term_p[i] or trunc_p[i]):
+                holds += 1
+                assert info["impact_h"][i] == info["impact"][i].max() - before_best[i]
+                assert r[i] == pytest.approx(r_plain[i] + info["impact_h"][i], abs=1e-12)
+            elif not (term_p[i] or trunc_p[i]):
+                assert info["impact_h"][i] == info_p["impact_h"][i]  # sends: impact.py's h
+        if (term | trunc).any():
+            break
+    assert holds > 5
+    with pytest.raises(ValueError, match="hold_h"):
+        VectorHeuristicGuidance(LLMRoutingVectorEnv(num_envs=1), hold_h="later")

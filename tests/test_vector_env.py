@@ -43,6 +43,9 @@ def assert_sub_info_equal(vinfo: dict, i: int, info: dict) -> None:
     ("tick", "paper", "latency", {"scenario": "mixed-fleet"}),
     ("arrival", "paper", "latency", {"scenario": "paper-a100-chunked", "predictor": "noisy"}),
     ("tick", "paper", "latency", {"num_instances": 8, "rate_per_s": 40.0, "max_sim_time_s": 3.0}),
+    # holds as options (a hold lasts until an event the router sees)
+    ("tick", "paper", "latency", {"hold_until": "event"}),
+    ("tick", "rich", "latency", {"hold_until": "event", "scenario": "paper-v100-regime", "max_sim_time_s": 2.0}),
 ])
 def test_vector_env_equals_single_envs_across_autoresets(mode, obs, reward, scenario):
     n, seed = 3, 21

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  # noqa: E402
 from llm_routing_env.profiles import get_profile  # noqa: E402
-from llm_routing_env.sim import ClusterSimulator  # noqa: E402
+from llm_routing_env.sim import replay_round_robin  # noqa: E402
 
 PROFILE_FOR_MODEL = {"llama-2-7b": "llama2-7b-h100", "llama-2-70b": "llama2-70b-h100-tp4",
                      "llama-3.1-8b-rtx4090": "llama3.1-8b-rtx4090"}
@@ -116,15 +116,7 @@ def simulate(run: dict, scheduler: str) -> tuple[np.ndarray, np.ndarray]:
     profile = dataclasses.replace(base, name=f"{base.name}-as-run", kv_capacity_blocks=int(cfg["kv_blocks_total_gpu"]))
     sched = SchedulerConfig(scheduler=scheduler, chunked_prefill=scheduler == "vllm-v0",
                             max_num_seqs=int(cfg["max_num_seqs"]), max_num_batched_tokens=int(cfg["max_num_batched_tokens"]))
-    n = len(run["arrival_s"])
-    sim = ClusterSimulator(ClusterConfig([profile], sched), num_clusters=1, max_requests=n)
-    order = np.argsort(run["arrival_s"], kind="stable")
-    for q in order:
-        t = float(run["arrival_s"][q])
-        sim.advance_to(t)
-        sim.dispatch(0, int(q), 0, int(run["prompt_tokens"][q]), int(run["output_tokens"][q]), t)
-    sim.run_until_idle()
-    rec = sim.records(0)
+    rec = replay_round_robin(ClusterConfig([profile], sched), run["arrival_s"], run["prompt_tokens"], run["output_tokens"])
     assert np.all(rec.status == COMPLETED)
     return rec.completion_s - rec.arrival_s, rec.first_token_s - rec.arrival_s
 

@@ -56,7 +56,7 @@ from fit_profiles import Table, ape_pct, fit  # noqa: E402
 
 from llm_routing_env.cluster import COMPLETED, ClusterConfig, SchedulerConfig  # noqa: E402
 from llm_routing_env.profiles import KV_BLOCK_TOKENS, get_profile, iteration_time_ms  # noqa: E402
-from llm_routing_env.sim import ClusterSimulator  # noqa: E402
+from llm_routing_env.sim import replay_round_robin  # noqa: E402
 from llm_routing_env.traces import load_azure_trace  # noqa: E402
 
 AZURE_CONV = REPO.parent / "shared" / "data" / "azure_llm_inference_2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -266,14 +266,7 @@ SCHEDULERS = {
 def run_ours(profile, sched: SchedulerConfig, arrival_s, prompt, output) -> tuple[np.ndarray, np.ndarray, int]:
     """Our (E2E, TTFT) per request and the number of preemptions; request k on instance k mod 4."""
     profile = dataclasses.replace(profile, kv_capacity_blocks=int(SPLITWISE_KV_TOKENS // KV_BLOCK_TOKENS))
-    n = len(arrival_s)
-    sim = ClusterSimulator(ClusterConfig([profile] * NUM_INSTANCES, sched), num_clusters=1, max_requests=n)
-    for k in range(n):
-        t = float(arrival_s[k])
-        sim.advance_to(t)
-        sim.dispatch(0, k, k % NUM_INSTANCES, int(prompt[k]), int(output[k]), t)
-    sim.run_until_idle()
-    rec = sim.records(0)
+    rec = replay_round_robin(ClusterConfig([profile] * NUM_INSTANCES, sched), arrival_s, prompt, output)
     assert np.all(rec.status == COMPLETED)
     return rec.completion_s - rec.arrival_s, rec.first_token_s - rec.arrival_s, int(rec.preemptions.sum())
 

@@ -71,7 +71,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llm_routing_env.memory import (  # noqa: E402
-    A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, ModelSpec, kv_cache_plan)
+    A100_80GB, H100_80GB, LLAMA2_7B, LLAMA2_70B, LLAMA3_8B, GpuSpec, ModelSpec, kv_cache_plan,
+    v0_default_batched_tokens)
 from llm_routing_env.profiles import LatencyProfile, get_profile, iteration_time_ms  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -410,7 +411,7 @@ def fit_llmservingsim(repo: Path) -> None:
     print(textwrap.indent(plan.explain(), "  "))
     print(profile_block(
         "llama3.1-8b-rtx4090", c, kv_blocks=plan.num_kv_blocks, max_model_len=max_len,
-        extra=f"\n        max_num_batched_tokens={max(max_len, 2048)},",
+        extra=f"\n        max_num_batched_tokens={v0_default_batched_tokens(max_len)},",
         source=f"composed from LLMServingSim's per-layer profiles of Llama-3.1-8B on an RTX 4090 with vLLM 0.19 "
                f"(github.com/casys-kaist/LLMServingSim @ {_git_head(repo)}, MIT, profiler/perf/RTX4090), "
                f"as its trace generator walks an iteration",
@@ -430,11 +431,11 @@ LLAMA31_8B = dataclasses.replace(LLAMA3_8B, name="Llama-3.1-8B", max_position_em
 
 def kv_plan(model: ModelSpec, gpu: GpuSpec, tensor_parallel: int = 1, max_num_seqs: int = 128):
     """KV blocks of one instance and the longest context it allows, with vLLM v0's default token
-    budget without chunked prefill, max(max_model_len, 2048) (so the profile run's activations grow
-    with max_model_len): max_model_len is the model's context if memory allows it, else the largest
+    budget without chunked prefill, ``v0_default_batched_tokens`` (max(max_model_len, 2048), so the
+    profile run's activations grow with max_model_len): max_model_len is the model's context if memory allows it, else the largest
     multiple of 1,024 tokens whose KV cache still holds one request of that length."""
     def plan_for(max_len):
-        return kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel, max_num_batched_tokens=max(max_len, 2048),
+        return kv_cache_plan(model, gpu, tensor_parallel=tensor_parallel, max_num_batched_tokens=v0_default_batched_tokens(max_len),
                              max_num_seqs=max_num_seqs)
 
     context = model.max_position_embeddings

@@ -46,14 +46,13 @@ class Candidate:
     max_num_seqs: int
     max_model_len: int
     rate_per_s: float
-    shipped_profile: str | None = None  # use this registered profile as it is (paper-v100's)
+    shipped_profile: str | None = None  # use this registered profile as it is (paper-v100's, paper-v100-regime's)
     num_instances: int = 4
     num_requests: int = 2000
 
     def plan(self) -> memory.KvCachePlan:
-        # vLLM v0 without chunked prefill: max_num_batched_tokens = max(max_model_len, 2048)
         return memory.kv_cache_plan(memory.LLAMA2_7B, self.gpu, gpu_memory_utilization=self.gpu_memory_utilization,
-                                    max_num_batched_tokens=max(self.max_model_len, 2048),
+                                    max_num_batched_tokens=memory.v0_default_batched_tokens(self.max_model_len),
                                     max_num_seqs=self.max_num_seqs)
 
     def profile(self):
@@ -66,7 +65,7 @@ class Candidate:
         return dataclasses.replace(get_profile("llama2-7b-v100"), name=f"llama2-7b-{self.key}",
                                    kv_capacity_blocks=plan.num_kv_blocks, max_model_len=self.max_model_len,
                                    max_num_seqs=self.max_num_seqs,
-                                   max_num_batched_tokens=max(self.max_model_len, 2048))
+                                   max_num_batched_tokens=memory.v0_default_batched_tokens(self.max_model_len))
 
     def scenario(self):
         return load_scenario("paper-v100").with_overrides(
@@ -80,7 +79,8 @@ CANDIDATES = (
               shipped_profile="llama2-7b-v100"),
     Candidate("v100-16gb u0.9 seqs128", memory.V100_16GB, 0.9, 128, 2048, 20.0),
     Candidate("v100-16gb u0.9 seqs256", memory.V100_16GB, 0.9, 256, 2048, 20.0),
-    Candidate("v100-16gb u0.95 seqs128", memory.V100_16GB, 0.95, 128, 2048, 20.0),
+    Candidate("v100-16gb u0.95 seqs128", memory.V100_16GB, 0.95, 128, 2048, 20.0,
+              shipped_profile="llama2-7b-v100-16gb"),  # paper-v100-regime's
     Candidate("v100-16gb u0.9 seqs128 @25/s", memory.V100_16GB, 0.9, 128, 2048, 25.0),
 )
 # the paper's 8-instance run (A.11): 4,000 requests at 40 req/s
@@ -88,7 +88,7 @@ EIGHT_X = (
     Candidate("8 x v100-32gb (paper-v100-8x)", memory.V100_32GB, 0.9, 128, 4096, 40.0,
               shipped_profile="llama2-7b-v100", num_instances=8, num_requests=4000),
     Candidate("8 x v100-16gb u0.95 seqs128 (paper-v100-8x-regime)", memory.V100_16GB, 0.95, 128, 2048, 40.0,
-              num_instances=8, num_requests=4000),
+              shipped_profile="llama2-7b-v100-16gb", num_instances=8, num_requests=4000),
 )
 
 

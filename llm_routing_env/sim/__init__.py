@@ -14,6 +14,6 @@ input validation both simulators share are in :mod:`llm_routing_env.cluster`.
 """
 
 from .reference import ReferenceSimulator
-from .simulator import ClusterSimulator
+from .simulator import ClusterSimulator, replay_round_robin
 
-__all__ = ["ClusterSimulator", "ReferenceSimulator"]
+__all__ = ["ClusterSimulator", "ReferenceSimulator", "replay_round_robin"]

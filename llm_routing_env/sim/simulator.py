@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..cluster import (
-    NOT_DISPATCHED, WAITING, ClusterConfig, validate_dispatch, validate_prefix_blocks, validate_target_times,
+    NOT_DISPATCHED, WAITING, ClusterConfig, RequestRecords, validate_dispatch, validate_prefix_blocks,
+    validate_target_times,
 )
 from .prefix_cache import PrefixCache, PrefixKeys
 from .scheduler import SchedulerSteps
@@ -176,3 +177,18 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
     def run_until_idle(self) -> None:
         """Run every dispatched request to completion; now_s becomes the end of the last iteration."""
         self.advance_to(np.inf)
+
+
+def replay_round_robin(config: ClusterConfig, arrival_s, prompt_tokens, output_tokens) -> RequestRecords:
+    """Serve every request on one cluster, the k-th to arrive on instance k mod N at its arrival
+    time, until all complete; the records of that cluster (request id = index in the inputs). The
+    one round-robin replay behind ``scenarios.round_robin_mean_e2e`` and the cross-check tools."""
+    arrival_s = np.asarray(arrival_s, dtype=np.float64)
+    n = len(arrival_s)
+    sim = ClusterSimulator(config, num_clusters=1, max_requests=n)
+    for k, q in enumerate(np.argsort(arrival_s, kind="stable").tolist()):
+        t = float(arrival_s[q])
+        sim.advance_to(t)
+        sim.dispatch(0, q, k % config.num_instances, int(prompt_tokens[q]), int(output_tokens[q]), t)
+    sim.run_until_idle()
+    return sim.records(0)
