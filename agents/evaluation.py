@@ -45,6 +45,7 @@ requests carry prefix block ids (the table then shows the hit rate). The improve
 random numbers): ``100 * (1 - mean(p_i) / mean(rr_i))`` on mean E2E (the relative change of the
 mean, the paper's measure), with a 95 % interval by the delta method for the ratio of the two
 paired means (see :func:`paired_improvement`): both means are estimated, neither is a constant.
+The same paired improvement of mean TTFT is in ``ttft_improvement_vs_rr_pct`` (JSON only).
 Round-robin is added as the reference when it is not in the list (``"reference": true``).
 
 **Parallelism.** ``workers`` > 1 runs chunks of episodes in spawned processes; chunks are as large
@@ -429,8 +430,9 @@ def paired_improvement(reference, values) -> tuple[float, float]:
     return float(100.0 * (1.0 - ratio)), float(100.0 * half)
 
 
-def improvement_over(reference: dict, result: dict) -> tuple[float, float, str | None]:
-    """(Δ %, 95 % half-width, why it is n/a or None) of ``result`` over ``reference`` on mean E2E.
+def improvement_over(reference: dict, result: dict, metric: str = "mean_e2e_s") -> tuple[float, float, str | None]:
+    """(Δ %, 95 % half-width, why it is n/a or None) of ``result`` over ``reference`` on ``metric``
+    (a per-episode key: mean E2E by default).
 
     n/a (NaN) when either left requests unfinished in some episode: its latencies then cover the
     completed requests only, which favours the policy that left work unfinished."""
@@ -438,7 +440,7 @@ def improvement_over(reference: dict, result: dict) -> tuple[float, float, str |
            if r.get("truncated_episodes")]
     if cut:
         return float("nan"), float("nan"), "n/a: " + "; ".join(dict.fromkeys(cut))
-    imp, half = paired_improvement(reference["per_episode"]["mean_e2e_s"], result["per_episode"]["mean_e2e_s"])
+    imp, half = paired_improvement(reference["per_episode"][metric], result["per_episode"][metric])
     return imp, half, None
 
 
@@ -575,6 +577,7 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
         rr = next(r for r in block if r["label"] == "rr")
         for r in block:
             r["improvement_vs_rr_pct"], r["improvement_ci95_pct"], r["improvement_note"] = improvement_over(rr, r)
+            r["ttft_improvement_vs_rr_pct"], r["ttft_improvement_ci95_pct"], _ = improvement_over(rr, r, "mean_ttft_s")
             if r["label"] in seed_checks:
                 r["training_seeds"] = seed_checks[r["label"]]
         results.extend(block)

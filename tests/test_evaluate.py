@@ -378,3 +378,27 @@ def test_the_table_of_a_scenario_without_prefixes_is_unchanged():
     assert header.split() == ["policy", "E2E", "mean", "E2E", "p50", "E2E", "p90", "E2E", "p99", "TTFT", "mean",
                               "TTFT", "p99", "TPOT", "mean", "router", "wait", "preempt", "out", "tok/s",
                               "truncated", "Δ", "E2E", "vs", "RR", "%"]
+
+
+def test_ttft_improvement_and_the_cache_gains_summary(tmp_path, capsys):
+    results = E.evaluate(["rr", "lor"], "paper-v100", episodes=2, seed=0, num_requests=20)
+    rr, lor = results
+    assert rr["ttft_improvement_vs_rr_pct"] == 0.0
+    expected, half = E.paired_improvement(rr["per_episode"]["mean_ttft_s"], lor["per_episode"]["mean_ttft_s"])
+    assert lor["ttft_improvement_vs_rr_pct"] == expected and lor["ttft_improvement_ci95_pct"] == half
+    path = tmp_path / "r.json"
+    reporting.write_json(results, path, scenario="paper-v100", episodes=2, seed=0)
+    spec = importlib.util.spec_from_file_location("cache_gains", ROOT / "tools" / "cache_gains.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| scenario | policy | hit rate %") and len(table) == 4
+    assert table[3].startswith(f"| {lor['scenario']} | lor | 0.0 | {lor['mean_ttft_s']:.3f} ± ")
+    assert f"| {lor['improvement_vs_rr_pct']:.1f} ± {lor['improvement_ci95_pct']:.1f} |" in table[3]
+    old = json.loads(path.read_text())
+    for r in old["results"]:
+        del r["prefix_hit_rate"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="lack prefix_hit_rate .made before the cache metrics"):
+        tool.main([str(path)])
