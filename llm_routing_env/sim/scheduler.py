@@ -186,6 +186,10 @@ class SchedulerSteps:
             f_rows = rows[f_idx]
             # the clock of the decode iterations finished: those of a decode run but the last
             self._keep_visible(f_rows, f_idx, (clock + k_dec - (k_dec > 0))[f_idx], adm, k_rows)
+        free_before_last = None
+        if self._caches and np.count_nonzero(k_dec > 1):  # (the run's blocks but its last iteration's)
+            free_before_last = np.where(k_dec > 1, free - (hist * ((np.maximum(k_dec - 1, 0)[:, None] + slack15)
+                                                                // _BLOCK)).sum(axis=1), np.iinfo(np.int64).max)
         self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // _BLOCK)).sum(axis=1)
         if n_flight:  # blocks are taken when the iteration is scheduled
             self._vis_int[_FREE, f_rows] = self.free_blocks[f_rows]
@@ -200,7 +204,7 @@ class SchedulerSteps:
         if prefills is not None or adm is not None:  # the requests that joined the decode sets count
             end_min = self._end_min[rows]
         if self._caches:  # the iteration's new blocks evict cached free ones, before any is freed
-            self._settle_evictions(rows)
+            self._settle_evictions(rows, free_before_last)
         # Completions, including requests whose (last) prefill chunk was their last token
         self.last_step_completions[rows] = 0
         done_row = clock >= end_min
@@ -317,8 +321,9 @@ class SchedulerSteps:
             on &= admitting
         if not np.count_nonzero(on):
             return
-        for i in on.nonzero()[0].tolist():
-            self._caches[int(rows[i])].evict_to(int(free[i]))
+        for i in on.nonzero()[0].tolist():  # (in the iteration being scheduled: its index is the count so far)
+            row = int(rows[i])
+            self._caches[row].evict_to(int(free[i]), int(self._iterations_flat[row]))
         q, x = cand["q"], cand["x"]
         has = (np.arange(x.shape[1]) < cand["limit"][:, None]) & on[:, None] & (self._n_keys[q] > 0)
         if not np.count_nonzero(has):
@@ -352,18 +357,21 @@ class SchedulerSteps:
             self.prefix_hit_tokens[qi] += hit_tokens
             self._held[qi] = held
             self._prefix_done[qi] = hit
-            self._cache_filled(cache, qi, filled)
+            self._cache_filled(row, qi, filled)
 
-    def _cache_filled(self, cache, q: int, filled_tokens: int) -> None:
-        """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed: cache
-        them (a key cached already leaves q's block its own)."""
+    def _cache_filled(self, row: int, q: int, filled_tokens: int) -> None:
+        """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed, in the
+        iteration row ``row`` has just scheduled: cache them (a key cached already leaves q's block
+        its own)."""
+        cache = self._caches[row]
+        iteration = int(self._iterations_flat[row]) - 1  # (the count includes it)
         keys = self._keys[q]
         full = min(len(keys), filled_tokens // KV_BLOCK_TOKENS)
         done = int(self._prefix_done[q])
         if full > done:
             held = self._held[q]
             for key in keys[done:full]:
-                if cache.register(key):
+                if cache.register(key, iteration):
                     held.append(key)
             self._prefix_done[q] = full
 
@@ -380,13 +388,21 @@ class SchedulerSteps:
                 if to_free:
                     self.free_blocks[row] += delta
 
-    def _settle_evictions(self, rows) -> None:
+    def _settle_evictions(self, rows, free_before_last) -> None:
         """Cached free blocks beyond the free blocks of ``rows`` are evicted (new blocks take the
-        uncached free ones first), least recently freed first."""
-        for row in rows[self._cache_rows[rows]].tolist():
+        uncached free ones first), least recently freed first, by the iteration each row has just
+        scheduled. A decode run's earlier iterations evict first, down to ``free_before_last`` (the
+        free blocks before its last iteration took its blocks; None without runs), so that the KV
+        events of the finished ones are seen while the last is in flight."""
+        on = self._cache_rows[rows]
+        for i in on.nonzero()[0].tolist():
+            row = int(rows[i])
             cache = self._caches[row]
+            last = int(self._iterations_flat[row]) - 1
+            if free_before_last is not None and len(cache.lru) > free_before_last[i]:
+                cache.evict_to(int(free_before_last[i]), last - 1)
             if len(cache.lru) > self.free_blocks[row]:
-                cache.evict_to(int(self.free_blocks[row]))
+                cache.evict_to(int(self.free_blocks[row]), last)
 
     def _complete(self, rows, clock, end_s) -> None:
         """Complete the decoding requests of ``rows`` whose END is the clock (the iteration ending at
@@ -514,7 +530,7 @@ class SchedulerSteps:
             fills = (chunk > 0) & (self._n_keys[qs] > self._prefix_done[qs])
             for i, j in zip(*fills.nonzero()):
                 row = int(rows[i])
-                self._cache_filled(self._caches[row], int(qs[i, j]), int(block[PREFILLED, i, j]))
+                self._cache_filled(row, int(qs[i, j]), int(block[PREFILLED, i, j]))
         finished = prefilling & (block[PREFILLED] == block[TARGET])
         block[GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[GEN0])
         r_idx, j_idx = finished.nonzero()
