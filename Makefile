@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo oracle-lookahead results regime test test-slow test-all bench clean
+.PHONY: setup demo oracle-lookahead results cache-results regime test test-slow test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,18 @@ results: setup
 		--json docs/results/azure-code-h100-v1.json | tee docs/results/azure-code-h100-v1.txt
 	$(EVAL) --scenario mixed-a100-h100-v1 --policies $(ROSTER),$(AGENTS) --episodes 10 \
 		--json docs/results/mixed-a100-h100-v1.json | tee docs/results/mixed-a100-h100-v1.txt
+
+# docs/cache-routing.md: the cache-aware baselines against round-robin and least-kv on the prefix-cache
+# scenarios (5 episodes each; mooncake-conv needs LLM_ROUTING_ENV_MOONCAKE_CONV, see its scenario)
+CACHE_ROUTERS := rr,least-kv,cache-aware,prefix-load,kv-router,chwbl,session-affinity
+CACHE_SCENARIOS := multiturn-chat shared-prefix-tenants low-sharing mooncake-conv
+cache-results: setup
+	for s in $(CACHE_SCENARIOS); do \
+		$(EVAL) --scenario $$s --policies $(CACHE_ROUTERS) --episodes 5 --json docs/results/$$s.json \
+			| tee docs/results/$$s.txt || exit 1; done
+	$(EVAL) --scenario shared-prefix-tenants --cache-knowledge exact --policies rr,cache-aware,prefix-load,kv-router \
+		--episodes 5 --json docs/results/shared-prefix-tenants-exact.json | tee docs/results/shared-prefix-tenants-exact.txt
+	$(PY) tools/cache_gains.py $(foreach s,$(CACHE_SCENARIOS),docs/results/$(s).json) | tee docs/results/cache-gains.md
 
 # docs/paper-regime.md: the candidate configurations against the paper's facts (~10 min on 2 cores)
 regime: setup

@@ -28,13 +28,16 @@ mask always allows every instance).
 on how episodes are batched), except ``lor-waiting`` (lowest index, as Vidur does).
 
 Roster (``router_names()``): random, rr, lor, lor-waiting, p2c, lot (the paper's JSQ), least-kv,
-lwl, max-capacity, min-min, impact, bucket, late-binding, kv-admission, oracle-lwl, oracle-lookahead.
-See each class.
+lwl, max-capacity, min-min, impact, bucket, late-binding, kv-admission, the cache-aware routers
+(issue #13: cache-aware, prefix-load, kv-router, chwbl, session-affinity; they read the head
+request's prefix as the router view gives it under the environment's ``cache_knowledge``),
+oracle-lwl, oracle-lookahead. See each class.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 
 import numpy as np
@@ -206,6 +209,13 @@ class RoundRobinRouter(Router):
 # --------------------------------------------------------------------------------------------
 
 
+def outstanding_requests(view) -> np.ndarray:
+    """(B, N) requests sent to each instance and not completed (running + waiting, float): the
+    router-side in-flight count that SGLang's ``worker.load()`` and KubeAI's ``inFlight`` keep
+    (the router's own dispatches are in the waiting queue at once, a completion is seen when it ends)."""
+    return (view.num_running + view.num_waiting).astype(np.float64)
+
+
 class LeastOutstandingRequestsRouter(Router):
     """Fewest requests at the instance (waiting + running), ties at random."""
 
@@ -213,7 +223,7 @@ class LeastOutstandingRequestsRouter(Router):
     source = "least outstanding requests / JSQ on request counts (vllm-project/aibrix least-request; Winston 1977)"
 
     def _choose(self, view, valid, go):
-        return self._argmin((view.num_running + view.num_waiting).astype(np.float64), valid)
+        return self._argmin(outstanding_requests(view), valid)
 
 
 class LeastWaitingRequestsRouter(Router):
@@ -618,6 +628,267 @@ class KVAdmissionRouter(Router):
 
 
 # --------------------------------------------------------------------------------------------
+# Cache-aware routers (issue #13): prefix affinity gated by load, as their projects ship them
+# --------------------------------------------------------------------------------------------
+
+
+def prefix_match_fraction(view) -> np.ndarray:
+    """(B, N) the share of the head's prompt tokens each instance is believed to hold as a prefix
+    (``head_prefix_hit_blocks`` x 16 / prompt tokens, under the environment's cache knowledge)."""
+    prompt = np.asarray(view.head_prompt_tokens, dtype=np.float64)[:, None]
+    hit_tokens = np.asarray(view.head_prefix_hit_blocks, dtype=np.float64) * KV_BLOCK_TOKENS
+    return np.where(prompt > 0, hit_tokens / np.maximum(prompt, 1.0), 0.0)
+
+
+class CacheAwareRouter(Router):
+    """SGLang's ``cache_aware`` policy (sgl-model-gateway, the router's default policy).
+
+    With ``load`` the in-flight requests of each instance (:func:`outstanding_requests`) and
+    ``max``/``min`` over the allowed instances:
+
+    1. **load gate**: the cluster is *imbalanced* when ``max - min > balance_abs_threshold`` and
+       ``max > balance_rel_threshold x min``; then the head goes to the least loaded instance;
+    2. otherwise the instance holding the longest prefix of the head's prompt, if its match rate
+       (matched / prompt tokens, :func:`prefix_match_fraction`) is *strictly* above
+       ``cache_threshold``;
+    3. otherwise (a miss) the least loaded instance.
+
+    Defaults: the launcher's (``sglang_router.launch_router`` / ``RouterArgs``: cache threshold 0.3,
+    balance thresholds 64 requests and 1.5x), what a user who starts the router gets; the library's
+    ``CacheAwareConfig::default()`` (0.5, 32, 1.1) is what only embedders see. The miss goes to the
+    least loaded instance as in the current gateway (sglang PR #14650, "pick min load instead of min
+    tenant size"), not to the smallest tree of the older router, whose over-loaded small-tree
+    worker attracted every miss. The prefix index is the router's own routing history under
+    ``cache_knowledge="approximate"`` (SGLang's approximate radix tree, which also records the
+    requests sent on the load-balancing path), counted in 16-token blocks where SGLang counts
+    characters. Ties (equal load, equal match) at random, where SGLang takes the first worker.
+    """
+
+    name = "cache-aware"
+    cache_threshold = 0.3
+    balance_abs_threshold = 64
+    balance_rel_threshold = 1.5
+    source = ("SGLang cache_aware router: imbalanced if max-min load > 64 and max > 1.5 min -> least load, else "
+              "longest prefix if match > 0.3, else least load (sgl-project/sglang "
+              "sgl-model-gateway/src/policies/cache_aware.rs @053b63ff; defaults of "
+              "sgl-router/py_src/sglang_router/router_args.py @083d6013)")
+
+    def imbalanced(self, view, valid) -> np.ndarray:
+        """(B,) SGLang's load gate over the allowed instances."""
+        load = outstanding_requests(view)
+        max_load = np.where(valid, load, -np.inf).max(axis=1)
+        min_load = np.where(valid, load, np.inf).min(axis=1)
+        return (max_load - min_load > self.balance_abs_threshold) & (max_load > self.balance_rel_threshold * min_load)
+
+    def _choose(self, view, valid, go):
+        least_loaded = self._argmin(outstanding_requests(view), valid)
+        match = prefix_match_fraction(view)
+        best_match = self._argmin(-match, valid)
+        match_rate = match[np.arange(valid.shape[0]), best_match]
+        cache_hit = match_rate > self.cache_threshold
+        return np.where(~self.imbalanced(view, valid) & cache_hit, best_match, least_loaded)
+
+
+class PrefixLoadRouter(Router):
+    """llm-d's default scheduling profile: weighted scorers and the max-score picker.
+
+    Per allowed instance, scores in [0, 1] summed with the default weights (``queue-scorer`` 2,
+    ``kv-cache-utilization-scorer`` 2, ``prefix-cache-scorer`` 3):
+
+    * queue: ``(max q - q) / (max q - min q)`` over the allowed instances with ``q`` the waiting
+      requests (vLLM's ``num_requests_waiting``); 1 for all when the queues are equal;
+    * KV cache: ``1 - used / capacity`` blocks (vLLM's ``kv_cache_usage_perc``: referenced
+      blocks; cached free ones count as free);
+    * prefix: matched blocks / the prompt's full blocks (both capped at the scorer's 256 blocks),
+      from ``head_prefix_hit_blocks`` (llm-d's approximate index under ``cache_knowledge=
+      "approximate"``, its precise KV-event scorer under ``"exact"``; blocks of 16 tokens, the
+      engine's block size, which the scorer's auto-tune reads).
+
+    The head goes to the highest total; ties at random (the picker shuffles before sorting). The
+    load terms are the gate: a warm instance with a long queue and a full cache loses to an idle
+    one once ``2 x (queue + KV)`` differences outweigh ``3 x`` the prefix share.
+    """
+
+    name = "prefix-load"
+    queue_weight = 2.0
+    kv_cache_weight = 2.0
+    prefix_weight = 3.0
+    max_prefix_blocks = 256
+    source = ("llm-d inference scheduler default profile: queue-scorer 2 + kv-cache-utilization-scorer 2 + "
+              "prefix-cache-scorer 3, max-score picker (llm-d/llm-d-inference-scheduler "
+              "pkg/epp/config/loader/defaults.go @159e739b; scorer READMEs under "
+              "pkg/epp/framework/plugins/scheduling/scorer/ @12cb9eea)")
+
+    def scores(self, view, valid) -> np.ndarray:
+        """(B, N) weighted score of each instance (higher is better)."""
+        q = np.asarray(view.num_waiting, dtype=np.float64)
+        q_max = np.where(valid, q, -np.inf).max(axis=1, keepdims=True)
+        q_min = np.where(valid, q, np.inf).min(axis=1, keepdims=True)
+        spread = q_max - q_min
+        queue = np.where(spread > 0, (q_max - q) / np.where(spread > 0, spread, 1.0), 1.0)
+        kv = 1.0 - view.kv_blocks_used / np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]
+        total = np.minimum(np.asarray(view.head_prompt_tokens) // KV_BLOCK_TOKENS, self.max_prefix_blocks)[:, None]
+        matched = np.minimum(np.asarray(view.head_prefix_hit_blocks), total)
+        prefix = np.where(total > 0, matched / np.maximum(total, 1), 0.0)
+        return (self.queue_weight * np.clip(queue, 0.0, 1.0) + self.kv_cache_weight * np.clip(kv, 0.0, 1.0)
+                + self.prefix_weight * np.clip(prefix, 0.0, 1.0))
+
+    def _choose(self, view, valid, go):
+        return self._argmin(-self.scores(view, valid), valid)
+
+
+class KVRouter(Router):
+    """NVIDIA Dynamo's KV router (``--router-mode kv``): the lowest ``cost = overlap_score_weight x
+    prefill_blocks + decode_blocks`` (weight 1, the default; temperature 0: the minimum, ties at random).
+
+    * ``prefill_blocks``: the prompt blocks the instance must compute (prompt tokens less the
+      blocks it holds, ``head_prefix_hit_blocks``, over 16) plus the prefill work already sent there
+      (``pending_prefill_tokens`` / 16; Dynamo counts a prompt until its first token);
+    * ``decode_blocks``: the instance's active KV blocks (``kv_blocks_used``) plus the head's blocks.
+
+    Dynamo's current docs write the same cost as ``prefill_load_scale x max(active prefill + prompt
+    blocks - overlap credit, 0) + decode_blocks`` with scale and device credit 1 (the defaults).
+    The cache only lowers the prefill term, block for block against the instance's backlog: a warm
+    instance with more than the prompt's worth of extra active or pending blocks loses (the load
+    gate). Dynamo tracks active blocks router-side from its own dispatches (prompt blocks of the
+    requests in flight); the view's used blocks are the engines' (prompts admitted plus generated
+    tokens), the prompts still waiting counted in the pending prefill instead.
+    """
+
+    name = "kv-router"
+    overlap_score_weight = 1.0
+    source = ("NVIDIA Dynamo KV router: min overlap_score_weight (1) x uncached + pending prefill blocks + active "
+              "blocks (ai-dynamo/dynamo docs/components/router/README.md @02a5f28f, router-concepts.md @03037af0)")
+
+    def cost(self, view) -> np.ndarray:
+        """(B, N) Dynamo's cost of sending the head to each instance, in 16-token blocks."""
+        prompt_blocks = np.asarray(view.head_prompt_tokens, dtype=np.float64)[:, None] / KV_BLOCK_TOKENS
+        uncached = np.maximum(prompt_blocks - np.asarray(view.head_prefix_hit_blocks, dtype=np.float64), 0.0)
+        prefill = view.pending_prefill_tokens / KV_BLOCK_TOKENS + uncached
+        decode = view.kv_blocks_used + np.ceil(prompt_blocks)
+        return self.overlap_score_weight * prefill + decode
+
+    def _choose(self, view, valid, go):
+        return self._argmin(self.cost(view), valid)
+
+
+def _hash64(text: str) -> int:
+    """A stable 64-bit hash (KubeAI uses xxhash64; any fixed hash gives a consistent-hash ring)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+class CHWBLRouter(Router):
+    """Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018), as KubeAI's
+    ``PrefixHash`` strategy ships it.
+
+    A ring holds 256 virtual nodes per instance (``replication``). The head's key is hashed onto
+    the ring; walking clockwise, the first allowed instance whose load is admissible takes it:
+    ``in_flight + 1 <= load_factor x (total_in_flight + 1) / N`` with ``load_factor = 1.25``
+    (``meanLoadFactor`` 125), or any instance when nothing is in flight; if none is admissible, the
+    first allowed instance met (the key's home): below about one request in flight per instance
+    no instance passes the test, so light load is pure hashing. In-flight counts are
+    :func:`outstanding_requests`.
+
+    The key: KubeAI hashes the first 100 characters of the first user message (chat API), so a
+    conversation keeps its key; here a request with a session (``head_session >= 0``) is keyed by
+    its session. A request without one is keyed by the start of its prompt, as KubeAI's completions
+    API does (the first 100 characters, about 25 tokens: its first two prefix block ids,
+    ``head_prefix_ids``), so requests sharing a system prompt share a key (the bound spreads them);
+    a prompt with no prefix block ids is its own key (its request id).
+    """
+
+    name = "chwbl"
+    load_factor = 1.25
+    replication = 256
+    key_blocks = 2
+    source = ("consistent hashing with bounded loads, load factor 1.25, 256 virtual nodes (Mirrokni et al., "
+              "arXiv 1608.01350; substratusai/kubeai internal/loadbalancer/balance_chwbl.go @08e69e54, "
+              "defaults api/k8s/v1/model_types.go)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def ring(self, N: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted virtual-node hashes (N x replication,), (positions, N) instances in the order a
+        clockwise walk from each position first meets them)."""
+        if N not in self._rings:
+            hashes = np.array([_hash64(f"instance-{n}{i}") for n in range(N) for i in range(self.replication)],
+                              dtype=np.uint64)
+            owner = np.repeat(np.arange(N), self.replication)
+            order = np.argsort(hashes, kind="stable")
+            hashes, owner = hashes[order], owner[order]
+            P = owner.size
+            at = np.arange(P)
+            distance = np.empty((P, N), dtype=np.int64)  # clockwise steps from each position to instance n
+            for n in range(N):
+                mine = np.flatnonzero(owner == n)
+                nxt = np.searchsorted(mine, at)
+                distance[:, n] = np.where(nxt < mine.size, mine[np.minimum(nxt, mine.size - 1)], mine[0] + P) - at
+            self._rings[N] = (hashes, np.argsort(distance, axis=1, kind="stable"))
+        return self._rings[N]
+
+    def key(self, view, b: int) -> str:
+        session = int(view.head_session[b])
+        if session >= 0:
+            return f"session:{session}"
+        ids = np.asarray(view.head_prefix_ids(b))[: self.key_blocks]
+        if ids.size:
+            return "prefix:" + " ".join(str(int(x)) for x in ids)
+        return f"request:{int(view.head_request[b])}"
+
+    def admissible(self, view) -> np.ndarray:
+        """(B, N) KubeAI's bounded-load test for every instance."""
+        load = outstanding_requests(view)
+        total = load.sum(axis=1, keepdims=True)
+        N = load.shape[1]
+        return (total == 0) | (load + 1.0 <= self.load_factor * (total + 1.0) / N)
+
+    def _choose(self, view, valid, go):
+        B, N = valid.shape
+        hashes, walk = self.ring(N)
+        rows = np.flatnonzero(go)
+        position = np.searchsorted(hashes, np.array([_hash64(self.key(view, int(b))) for b in rows], dtype=np.uint64))
+        order = walk[position % hashes.size]               # (rows, N) instances in walk order
+        ok = np.take_along_axis(valid[rows], order, axis=1)
+        fits = ok & np.take_along_axis(self.admissible(view)[rows], order, axis=1)
+        pick = np.where(fits.any(axis=1), np.argmax(fits, axis=1), np.argmax(ok, axis=1))
+        choice = np.full(B, -1, dtype=np.int64)
+        choice[rows] = order[np.arange(rows.size), pick]
+        return choice
+
+
+class SessionAffinityRouter(Router):
+    """Session affinity (sticky sessions): a request of a session already seen goes to the instance
+    that session was sent to, as long as that instance is allowed; the first request of a session
+    (and any request without a session id, ``head_session = -1``) goes to the instance with the
+    fewest requests in flight (:func:`outstanding_requests`), ties at random, and binds its session
+    there. Without session ids it is therefore ``lor``. There is no load gate: a session stays on
+    its instance however loaded it gets (the herding that the gated routers avoid).
+    """
+
+    name = "session-affinity"
+    source = ("session affinity: later requests of a session to the instance of its first, new sessions to the "
+              "fewest requests in flight (llm-d/llm-d-inference-scheduler "
+              "pkg/epp/framework/plugins/scheduling/scorer/sessionaffinity/README.md @06dd328d)")
+
+    def _reset_state(self, num_envs):
+        self.sessions: list[dict[int, int]] = [{} for _ in range(num_envs)]
+
+    def _choose(self, view, valid, go):
+        choice = self._argmin(outstanding_requests(view), valid)
+        session = np.asarray(view.head_session)
+        for b in np.flatnonzero(go & (session >= 0)):
+            sid = int(session[b])
+            bound = self.sessions[b].get(sid)
+            if bound is not None and valid[b, bound]:
+                choice[b] = bound
+            else:
+                self.sessions[b][sid] = int(choice[b])
+        return choice
+
+
+# --------------------------------------------------------------------------------------------
 # Clairvoyant oracles (reported apart)
 # --------------------------------------------------------------------------------------------
 
@@ -693,8 +964,8 @@ class OracleLookaheadRouter(Router):
 ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (
     RandomRouter, RoundRobinRouter, LeastOutstandingRequestsRouter, LeastWaitingRequestsRouter, PowerOfTwoRouter,
     LeastOutstandingTokensRouter, LeastKVRouter, LeastWorkLeftRouter, MaxCapacityRouter,
-    MinMinRouter, ImpactRouter, BucketRouter, LateBindingRouter, KVAdmissionRouter, OracleLWLRouter,
-    OracleLookaheadRouter)}
+    MinMinRouter, ImpactRouter, BucketRouter, LateBindingRouter, KVAdmissionRouter, CacheAwareRouter,
+    PrefixLoadRouter, KVRouter, CHWBLRouter, SessionAffinityRouter, OracleLWLRouter, OracleLookaheadRouter)}
 
 
 def router_names(clairvoyant: bool | None = None) -> list[str]:

@@ -36,10 +36,16 @@ and with the card's predictor settings.
 **Statistics.** Per episode, the metrics of llm_routing_env/metrics.py (mean and percentiles over
 the episode's requests). Reported: their mean over episodes with a 95 % t-interval (half-width in
 ``KEY_ci95``). Throughput is generated tokens per second over the makespan (also prompt tokens/s
-and completed requests/s). The improvement over round-robin, Δ, is paired over episodes (common
+and completed requests/s). TTFT has its mean and p50 / p90 / p99 (``p50_ttft_s`` ...). Prefix
+caching (issue #13): ``prefix_hit_rate``, the episode's prefix-cache hit tokens over the tokens
+looked up (metrics.py, as vLLM's ``prefix_cache_hits / prefix_cache_queries``), and
+``prefill_tokens_computed``, the prefill tokens the instances computed per episode (recomputations
+after preemption included), both averaged over episodes; ``prefixes`` says whether the workload's
+requests carry prefix block ids (the table then shows the hit rate). The improvement over round-robin, Δ, is paired over episodes (common
 random numbers): ``100 * (1 - mean(p_i) / mean(rr_i))`` on mean E2E (the relative change of the
 mean, the paper's measure), with a 95 % interval by the delta method for the ratio of the two
 paired means (see :func:`paired_improvement`): both means are estimated, neither is a constant.
+The same paired improvement of mean TTFT is in ``ttft_improvement_vs_rr_pct`` (JSON only).
 Round-robin is added as the reference when it is not in the list (``"reference": true``).
 
 **Parallelism.** ``workers`` > 1 runs chunks of episodes in spawned processes; chunks are as large
@@ -74,7 +80,7 @@ from llm_routing_env.seeds import EVALUATION, SeedStream, card_seed_overlap
 from .baselines import ROUTERS, make_router, router_names
 
 __all__ = ["PolicySpec", "PolicyError", "evaluate", "resolve_policies", "build_scenario", "model_card_evaluation",
-           "METRICS", "EXTRA_METRICS", "default_workers"]
+           "METRICS", "EXTRA_METRICS", "PREFIX_METRICS", "default_workers"]
 
 #: (result key, table header, per-episode source key)
 METRICS = (
@@ -91,7 +97,11 @@ METRICS = (
 )
 EXTRA_METRICS = (("mean_instance_wait_s", "mean_instance_wait_s"), ("p99_tpot_s", "p99_tpot_s"),
                  ("prompt_tokens_per_s", "prompt_tokens_per_s"), ("throughput_req_s", "throughput_req_s"),
-                 ("makespan_s", "makespan_s"), ("completed", "completed"), ("arrived", "arrived"))
+                 ("makespan_s", "makespan_s"), ("completed", "completed"), ("arrived", "arrived"),
+                 ("p50_ttft_s", "p50_ttft_s"), ("p90_ttft_s", "p90_ttft_s"),
+                 ("prefix_hit_rate", "prefix_hit_rate"), ("prefill_tokens_computed", "prefill_tokens"))
+#: (result key, table header) shown only for a scenario whose requests carry prefix block ids
+PREFIX_METRICS = (("prefix_hit_rate", "hit rate"),)
 #: other names of a router: the paper's JSQ (A.2.1, fewest prompt + decode tokens still to process)
 #: is ``lot`` scored from what a router sees; ``--policies jsq`` gives the ``lot`` row
 ROUTER_ALIASES = {"jsq": "lot"}
@@ -303,6 +313,7 @@ def run_episodes(spec: PolicySpec, scenario: Scenario, seed: int, episodes, coll
         m["episode"] = episodes[b]
         m["truncated"] = bool(truncated[b])
         m["truncated_reason"] = reasons[b]
+        m["prefixes"] = bool(core.has_prefixes[b])  # the episode's requests carry prefix block ids
         if collect_requests:
             rec = core.sim.records(b)
             n = int(core.n_req[b])
@@ -420,8 +431,9 @@ def paired_improvement(reference, values) -> tuple[float, float]:
     return float(100.0 * (1.0 - ratio)), float(100.0 * half)
 
 
-def improvement_over(reference: dict, result: dict) -> tuple[float, float, str | None]:
-    """(Δ %, 95 % half-width, why it is n/a or None) of ``result`` over ``reference`` on mean E2E.
+def improvement_over(reference: dict, result: dict, metric: str = "mean_e2e_s") -> tuple[float, float, str | None]:
+    """(Δ %, 95 % half-width, why it is n/a or None) of ``result`` over ``reference`` on ``metric``
+    (a per-episode key: mean E2E by default).
 
     n/a (NaN) when either left requests unfinished in some episode: its latencies then cover the
     completed requests only, which favours the policy that left work unfinished."""
@@ -429,7 +441,7 @@ def improvement_over(reference: dict, result: dict) -> tuple[float, float, str |
            if r.get("truncated_episodes")]
     if cut:
         return float("nan"), float("nan"), "n/a: " + "; ".join(dict.fromkeys(cut))
-    imp, half = paired_improvement(reference["per_episode"]["mean_e2e_s"], result["per_episode"]["mean_e2e_s"])
+    imp, half = paired_improvement(reference["per_episode"][metric], result["per_episode"][metric])
     return imp, half, None
 
 
@@ -442,7 +454,8 @@ def _aggregate(spec: PolicySpec, scenario: Scenario, load, seed: int, eps: list[
                  "rate_per_s": scenario.offered_rate(), "episodes": len(eps), "seed": seed,
                  "predictor_training_data": scenario.predictor_training_data,
                  "truncated_episodes": int(sum(m["truncated"] for m in eps)),
-                 "truncated_reasons": sorted({m["truncated_reason"] for m in eps if m.get("truncated_reason")})}
+                 "truncated_reasons": sorted({m["truncated_reason"] for m in eps if m.get("truncated_reason")}),
+                 "prefixes": any(m.get("prefixes", False) for m in eps)}
     per_episode = {"episode": [m["episode"] for m in eps]}
     for key, _, src in METRICS:
         vals = [m.get(src, float("nan")) for m in eps]
@@ -565,6 +578,7 @@ def evaluate(policies, scenario="paper-v100", episodes: int = 20, seed: int = 0,
         rr = next(r for r in block if r["label"] == "rr")
         for r in block:
             r["improvement_vs_rr_pct"], r["improvement_ci95_pct"], r["improvement_note"] = improvement_over(rr, r)
+            r["ttft_improvement_vs_rr_pct"], r["ttft_improvement_ci95_pct"], _ = improvement_over(rr, r, "mean_ttft_s")
             if r["label"] in seed_checks:
                 r["training_seeds"] = seed_checks[r["label"]]
         results.extend(block)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import EXTRA_METRICS, METRICS
+from .evaluation import EXTRA_METRICS, METRICS, PREFIX_METRICS
 
 __all__ = ["format_table", "write_json", "write_csv", "write_requests_csv", "make_plots", "nan_to_none",
            "REQUEST_COLUMNS"]
@@ -59,13 +59,15 @@ def _overlong_line(r: dict) -> str:
 
 
 def format_table(results: list[dict]) -> str:
-    """Plain-text table(s): one block per load; clairvoyant oracles in a separate block."""
-    header = ["policy", *(h for _, h, _ in METRICS), "truncated", "Δ E2E vs RR %"]
+    """Plain-text table(s): one block per load; clairvoyant oracles in a separate block. A scenario
+    whose requests carry prefix block ids gets the prefix-cache hit rate column too."""
     loads = list(dict.fromkeys(r.get("load") for r in results))
     out = []
     for load in loads:
         rows = [r for r in results if r.get("load") == load]
         any_r = rows[0]
+        cache_cols = PREFIX_METRICS if any(r.get("prefixes") for r in rows) else ()
+        header = ["policy", *(h for _, h, _ in METRICS), *(h for _, h in cache_cols), "truncated", "Δ E2E vs RR %"]
         title = f"{any_r['scenario']}: {any_r['episodes']} episodes, seed {any_r['seed']}, " \
                 f"{any_r['rate_per_s']:.2f} req/s" + (f", load {load:g}" if load is not None else "")
         for group, label in ((False, None), (True, "clairvoyant oracles (read true output lengths; not comparable)")):
@@ -78,6 +80,7 @@ def format_table(results: list[dict]) -> str:
                 delta = "n/a" if r.get("improvement_note") else _cell(r["improvement_vs_rr_pct"],
                                                                          r["improvement_ci95_pct"])
                 body.append([name, *(_cell(r[k], r.get(k + "_ci95")) for k, _, _ in METRICS),
+                             *(_cell(r[k], r.get(k + "_ci95")) for k, _ in cache_cols),
                              f"{r['truncated_episodes']}/{r['episodes']}", delta])
             if not body:
                 continue
@@ -101,6 +104,9 @@ def format_table(results: list[dict]) -> str:
              "round-robin (positive = faster), ± by the delta method for the ratio of the paired means; "
              "[tick] = decides every 20 ms tick and may hold a request at the router (router wait), "
              "[arrival] (unmarked) = sends each request on arrival")
+    if any(r.get("prefixes") for r in results):
+        notes += ("; hit rate = prefix-cache hit tokens / tokens looked up (vLLM's prefix_cache_hits / "
+                  "prefix_cache_queries), mean over episodes")
     return "\n\n".join(out) + "\n" + notes
 
 

@@ -38,7 +38,11 @@ def make_view(N=4, B=1, tick=False, clairvoyant=False, **kw) -> RouterView:
         decode_bucket_counts=np.zeros((B, N, K)), pred_remaining_tokens=np.zeros((B, N, K)),
         decode_iteration_s=inst(0.0), earliest_completion_s=inst(0.0), busy_for_s=inst(0.0), impact=inst(1.0),
         kv_capacity_blocks=np.full(N, 1958), max_num_seqs=np.full(N, 128), prefill_s_per_token=np.full(N, 3.2e-4),
-        coefficients=np.tile(V100, (N, 1)))
+        coefficients=np.tile(V100, (N, 1)),
+        # no prefixes, no sessions (tests/test_cache_baselines.py sets them)
+        head_prefix_blocks=np.zeros(B, dtype=np.int64), head_session=np.full(B, -1, dtype=np.int64),
+        head_prefix_hit_blocks=np.zeros((B, N), dtype=np.int64), prefix_cached_blocks=np.zeros((B, N), dtype=np.int64),
+        head_prefix_ids=[np.zeros(0, dtype=np.int64)] * B)
     for name in ("num_running", "num_waiting", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
                  "decode_context_tokens", "earliest_completion_s", "busy_for_s", "impact"):
         if name in kw:

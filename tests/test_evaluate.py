@@ -350,3 +350,69 @@ def test_a_model_cards_hold_until_reaches_the_evaluator(tmp_path):
     model.with_suffix(".json").write_text(json.dumps(card))
     (spec,) = E.resolve_policies([str(model)], 4)
     assert spec.env["hold_until"] == "event"
+
+
+def test_prefix_cache_metrics_in_the_json_and_the_table(tmp_path, capsys):
+    """(issue #13) One instance under vLLM v1, requests 100 s apart (each alone on the instance), each a
+    64-token prompt declaring the same 4 prefix blocks. The first of an episode computes its 64 tokens;
+    each later one hits 3 blocks (the cap: floor((64 - 1) / 16)) and computes 16: over 5 requests
+    hits 4 x 48 = 192 of 192 + 128 looked-up tokens (hit rate 0.6), 128 prefill tokens computed."""
+    trace = tmp_path / "shared.csv"
+    with trace.open("w") as f:
+        f.write("arrival_s,prompt_tokens,output_tokens,prefix_blocks\n")
+        for i in range(20):
+            f.write(f"{100.0 * i:.1f},64,4,1 2 3 4\n")
+    out = tmp_path / "r.json"
+    rc = cli.main(["--trace", str(trace), "--instances", "1", "--num-requests", "5", "--scheduler", "vllm-v1",
+                   "--policies", "lor", "--episodes", "2", "--no-progress", "--workers", "1", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("policy"))
+    assert "hit rate" in header and "TTFT p99" in header
+    for r in json.loads(out.read_text())["results"]:
+        assert r["prefixes"] is True
+        assert r["prefix_hit_rate"] == pytest.approx(0.6) and r["per_episode"]["prefix_hit_rate"] == [0.6, 0.6]
+        assert r["prefill_tokens_computed"] == 128
+        assert r["p50_ttft_s"] <= r["p90_ttft_s"] <= r["p99_ttft_s"]
+        # the later requests skip 48 of their 64 prefill tokens: their TTFT is below the first's
+        assert r["p50_ttft_s"] < r["p99_ttft_s"]
+    # caching off: the same requests compute every prompt token
+    off = E.evaluate(["rr"], E.build_scenario(None, trace=str(trace), instances=1, num_requests=5,
+                                              scheduler="vllm-v0"), episodes=1, seed=0)[0]
+    assert off["prefixes"] is True and off["prefix_hit_rate"] == 0.0 and off["prefill_tokens_computed"] == 5 * 64
+
+
+def test_the_table_of_a_scenario_without_prefixes_is_unchanged():
+    results = E.evaluate(["rr"], "paper-v100", episodes=1, seed=0, num_requests=20)
+    assert results[0]["prefixes"] is False and results[0]["prefix_hit_rate"] == 0.0
+    assert results[0]["prefill_tokens_computed"] > 0 and "p50_ttft_s" in results[0] and "p90_ttft_s" in results[0]
+    table = reporting.format_table(results)
+    assert "hit rate" not in table
+    header = next(line for line in table.splitlines() if line.startswith("policy"))
+    assert header.split() == ["policy", "E2E", "mean", "E2E", "p50", "E2E", "p90", "E2E", "p99", "TTFT", "mean",
+                              "TTFT", "p99", "TPOT", "mean", "router", "wait", "preempt", "out", "tok/s",
+                              "truncated", "Δ", "E2E", "vs", "RR", "%"]
+
+
+def test_ttft_improvement_and_the_cache_gains_summary(tmp_path, capsys):
+    results = E.evaluate(["rr", "lor"], "paper-v100", episodes=2, seed=0, num_requests=20)
+    rr, lor = results
+    assert rr["ttft_improvement_vs_rr_pct"] == 0.0
+    expected, half = E.paired_improvement(rr["per_episode"]["mean_ttft_s"], lor["per_episode"]["mean_ttft_s"])
+    assert lor["ttft_improvement_vs_rr_pct"] == expected and lor["ttft_improvement_ci95_pct"] == half
+    path = tmp_path / "r.json"
+    reporting.write_json(results, path, scenario="paper-v100", episodes=2, seed=0)
+    spec = importlib.util.spec_from_file_location("cache_gains", ROOT / "tools" / "cache_gains.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| scenario | policy | hit rate %") and len(table) == 4
+    assert table[3].startswith(f"| {lor['scenario']} | lor | 0.0 | {lor['mean_ttft_s']:.3f} ± ")
+    assert f"| {lor['improvement_vs_rr_pct']:.1f} ± {lor['improvement_ci95_pct']:.1f} |" in table[3]
+    old = json.loads(path.read_text())
+    for r in old["results"]:
+        del r["prefix_hit_rate"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="lack prefix_hit_rate .made before the cache metrics"):
+        tool.main([str(path)])
