@@ -9,9 +9,17 @@ both schedulers (vLLM v0, the paper's engine, and vLLM v1 with its online-servin
     python benchmarks/bench_simulator.py            # the README's table
     python benchmarks/bench_simulator.py --quick    # smaller, for a smoke run
     python benchmarks/bench_simulator.py --prefixes # the batch setting with shared prefixes too
+    python benchmarks/bench_simulator.py --multiturn # the batch setting as multi-turn chat sessions
 
 With ``--prefixes`` every request also carries a shared system prompt of up to 4 blocks (64 tokens;
 one of 8, by request index) as prefix block ids, with prefix caching on under both schedulers.
+With ``--multiturn`` the same requests become turns of chat sessions (``multiturn_prompts``): a
+turn's prompt is its tenant's system prompt, the session's earlier prompts and answers, and the
+request's own prompt as the new message; every full block of it is a declared prefix block.
+
+Besides the wall-clock rate, ``cpu req/s`` divides by the process's CPU time: on a machine shared
+with other jobs it moves less than the wall-clock rate (it still counts cache misses and frequency
+changes caused by the others).
 """
 
 from __future__ import annotations
@@ -32,33 +40,69 @@ SCHEDULERS = ("vllm-v0", "vllm-v1")
 
 
 SYSTEM_PROMPTS, SYSTEM_PROMPT_BLOCKS = 8, 4
+# --multiturn: requests i, i + SESSIONS, i + 2 * SESSIONS, ... are the turns of one session (at
+# 20 req/s a user answers every 10 s); TENANTS system prompts of TENANT_PROMPT_TOKENS
+SESSIONS, TENANTS, TENANT_PROMPT_TOKENS = 200, 8, 512
+
+
+def multiturn_prompts(message_tokens, output_tokens, max_model_len: int):
+    """The prompts and prefix block ids of requests that are the turns of chat sessions.
+
+    Request ``i`` is a turn of session ``i % SESSIONS`` (tenant ``session % TENANTS``): its prompt is
+    the tenant's system prompt, the session's earlier messages and answers, then its own message
+    (``message_tokens[i]``); a session whose next turn would not fit ``max_model_len`` starts afresh.
+    Block ``k`` of a prompt has the id of block ``k`` of the tenant's system prompt, else of the
+    session's history: two turns of a session share their common history, sessions of a tenant
+    their system prompt."""
+    history = [0] * SESSIONS   # tokens of the session's earlier turns (messages and answers)
+    fresh = list(range(SESSIONS))  # each session's current id (a new one when it starts afresh)
+    prompts, ids = [], []
+    sys_blocks = TENANT_PROMPT_TOKENS // KV_BLOCK_TOKENS
+    for i, (message, output) in enumerate(zip(message_tokens.tolist(), output_tokens.tolist())):
+        s = i % SESSIONS
+        if TENANT_PROMPT_TOKENS + history[s] + message + output > max_model_len:
+            history[s], fresh[s] = 0, fresh[s] + SESSIONS
+        prompt = min(TENANT_PROMPT_TOKENS + history[s] + message, max_model_len - output)
+        tenant, session = s % TENANTS, fresh[s]
+        ids.append([tenant * sys_blocks + k if k < sys_blocks else 10**6 * (session + 1) + k
+                    for k in range(prompt // KV_BLOCK_TOKENS)])
+        prompts.append(prompt)
+        history[s] = prompt + output - TENANT_PROMPT_TOKENS
+    return np.array(prompts), ids
 
 
 def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: int,
-        profile: str = "llama2-7b-v100", scheduler: str = "vllm-v0", prefixes: bool = False) -> dict:
+        profile: str = "llama2-7b-v100", scheduler: str = "vllm-v0", prefixes: bool = False,
+        multiturn: bool = False) -> dict:
     workloads = [generate("paper-mix", "poisson", rate_per_s=rate_per_s, n=num_requests, seed=seed)
                  for seed in range(num_clusters)]
     arrival = np.stack([w.arrival_s for w in workloads])
     prompt = np.stack([w.prompt_tokens for w in workloads])
     output = np.stack([w.output_tokens for w in workloads])
     clusters = np.arange(num_clusters)
-    config = ClusterConfig([profile] * num_instances,
-                           SchedulerConfig(scheduler=scheduler, prefix_caching=True if prefixes else None))
+    config = ClusterConfig([profile] * num_instances, SchedulerConfig(
+        scheduler=scheduler, prefix_caching=True if prefixes or multiturn else None))
     sim = ClusterSimulator(config, num_clusters, num_requests)
     ids = [None] * num_requests
-    if prefixes:  # (made before the clock starts, as the workload is)
+    # (prefix ids are made before the clock starts, as the workload is)
+    if multiturn:
+        turns = [multiturn_prompts(p, o, int(config.max_model_len_per_instance.min())) for p, o in zip(prompt, output)]
+        prompt = np.stack([p for p, _ in turns])
+        ids = [[cluster_ids[i] for _, cluster_ids in turns] for i in range(num_requests)]
+    elif prefixes:
         ids = [[[1000 * (i % SYSTEM_PROMPTS) + k for k in range(min(SYSTEM_PROMPT_BLOCKS, int(p) // KV_BLOCK_TOKENS))]
                 for p in prompt[:, i]] for i in range(num_requests)]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(num_requests):
         sim.advance_to(arrival[:, i])
         sim.dispatch(clusters, i, i % num_instances, prompt[:, i], output[:, i], arrival[:, i], prefix_blocks=ids[i])
     sim.run_until_idle()
-    wall_s = time.perf_counter() - start
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     rec = sim.records()
     return {
         "scheduler": scheduler, "B": num_clusters, "N": num_instances, "rate": rate_per_s, "wall_s": wall_s,
         "requests_per_s": num_clusters * num_requests / wall_s,
+        "cpu_requests_per_s": num_clusters * num_requests / cpu_s,
         "iterations_per_s": float(sim.iterations.sum()) / wall_s,
         "mean_e2e_s": float(np.mean(rec.completion_s - rec.arrival_s)),
         "preemptions_per_request": float(rec.preemptions.mean()),
@@ -68,11 +112,11 @@ def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: 
 
 def show(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'scheduler':>9} {'B':>5} {'N':>3} {'req/s in':>9} {'wall s':>8} {'sim req/s':>11} {'iter/s':>11} "
-          f"{'mean E2E s':>11} {'preempt/req':>11} {'hit rate':>9}")
+    print(f"{'scheduler':>9} {'B':>5} {'N':>3} {'req/s in':>9} {'wall s':>8} {'sim req/s':>11} {'cpu req/s':>11} "
+          f"{'iter/s':>11} {'mean E2E s':>11} {'preempt/req':>11} {'hit rate':>9}")
     for r in rows:
         print(f"{r['scheduler']:>9} {r['B']:>5} {r['N']:>3} {r['rate']:>9g} {r['wall_s']:>8.2f} "
-              f"{r['requests_per_s']:>11,.0f} "
+              f"{r['requests_per_s']:>11,.0f} {r['cpu_requests_per_s']:>11,.0f} "
               f"{r['iterations_per_s']:>11,.0f} {r['mean_e2e_s']:>11.2f} {r['preemptions_per_request']:>11.3f} "
               f"{r['prefix_hit_rate']:>9.3f}")
 
@@ -81,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests and clusters")
     parser.add_argument("--prefixes", action="store_true", help="only the batch setting, with shared prefixes")
+    parser.add_argument("--multiturn", action="store_true", help="only the batch setting, as multi-turn sessions")
     args = parser.parse_args()
     n = 500 if args.quick else 2000
     big_b = 32 if args.quick else 256
@@ -90,6 +135,11 @@ def main() -> None:
         show(f"Batch size with shared prefixes ({SYSTEM_PROMPTS} system prompts of <= {KV_BLOCK_TOKENS * SYSTEM_PROMPT_BLOCKS} "
              "tokens, prefix caching on)",
              [run(b, 4, 20.0, n, scheduler=s, prefixes=True) for s in SCHEDULERS for b in (1, big_b)])
+        return
+    if args.multiturn:
+        show(f"Batch size, multi-turn sessions ({SESSIONS} sessions, {TENANTS} system prompts of "
+             f"{TENANT_PROMPT_TOKENS} tokens, prefix caching on)",
+             [run(b, 4, 20.0, n, scheduler=s, multiturn=True) for s in SCHEDULERS for b in (1, big_b)])
         return
     show("Batch size (paper-v100-like: N=4 at 20 req/s)",
          [run(b, 4, 20.0, n, scheduler=s) for s in SCHEDULERS for b in (1, big_b)])

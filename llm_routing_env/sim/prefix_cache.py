@@ -62,10 +62,9 @@ class PrefixKeys:
         """The keys of the blocks of a prefix given as block ids (any iterable of ints)."""
         table = self._keys
         parent, out = -1, []
-        for block_id in block_ids:
-            key = table.setdefault((parent, int(block_id)), len(table))
-            out.append(key)
-            parent = key
+        for block_id in block_ids:  # (a NumPy integer hashes and compares as the int it holds)
+            parent = table.setdefault((parent, block_id), len(table))
+            out.append(parent)
         return tuple(out)
 
 
