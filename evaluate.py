@@ -3,7 +3,7 @@
     python evaluate.py --scenario paper-v100 --policies rr,lor,p2c,lwl,models/dqn-guided.zip \\
         --episodes 20 --seed 0 [--mode tick|arrival] [--rate R | --load L1,L2,...] [--stochastic] \\
         [--trace PATH] [--profile NAME] [--instances N] [--scheduler vllm-v0|vllm-v1] [--chunked-prefill] \\
-        [--overlong reject|clip|error] \\
+        [--overlong reject|clip|error] [--cache-knowledge approximate|exact|polled] \\
         [--json PATH] [--csv PATH] [--requests-csv PATH] [--plot DIR] [--workers W]
 
 Policies: the routers of agents/baselines.py (``--list`` shows them with their sources; ``jsq``, the
@@ -113,6 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "prefills always chunked, KV blocks as tokens are computed); default: the scenario's")
     p.add_argument("--chunked-prefill", action="store_true", default=None, dest="chunked_prefill",
                    help="turn vLLM v0's chunked prefill on (512-token budget, KV reserved for the whole prompt)")
+    p.add_argument("--cache-knowledge", choices=["approximate", "exact", "polled"], dest="cache_knowledge",
+                   help="what routers know of the instances' prefix caches: their own routing history "
+                        "(approximate), the engines' KV events (exact) or polled metrics only (default: the "
+                        "scenario's, approximate)")
     p.add_argument("--num-requests", type=_positive_int, dest="num_requests", help="requests per episode")
     p.add_argument("--overlong", choices=["reject", "clip", "error"],
                    help="requests beyond the context: reject (as vLLM: refuse prompts of max_model_len tokens or "
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
     scenario = E.build_scenario(args.scenario, trace=args.trace, rate=args.rate, profile=args.profile,
                                 instances=args.instances, chunked_prefill=args.chunked_prefill,
                                 num_requests=args.num_requests, overlong=args.overlong,
-                                scheduler=args.scheduler)
+                                scheduler=args.scheduler, cache_knowledge=args.cache_knowledge)
     specs = E.resolve_policies(args.policies, scenario.num_instances, args.mode, stochastic=args.stochastic)
     seed_checks = E.training_seed_checks(specs, args.seed, args.episodes)
     if args.load:

@@ -136,7 +136,7 @@ def default_workers() -> int:
 
 # ------------------------------------------------------------------------------- scenarios
 def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances=None, chunked_prefill=None,
-                   num_requests=None, overlong=None, scheduler=None) -> Scenario:
+                   num_requests=None, overlong=None, scheduler=None, cache_knowledge=None) -> Scenario:
     """The scenario to evaluate on: a shipped name / file (default ``paper-v100``'s cluster when only a
     trace is given) with the trace and cluster overrides. A trace file without ``rate`` plays at
     its own times; ``rate`` rescales each episode's window to that mean rate."""
@@ -144,7 +144,8 @@ def build_scenario(scenario=None, trace=None, rate=None, profile=None, instances
         raise ValueError("give a scenario (--scenario) or a trace (--trace)")
     base = load_scenario(scenario if scenario is not None else "paper-v100")
     changes: dict = {"profile": profile, "num_instances": instances, "num_requests": num_requests,
-                     "overlong": overlong, "scheduler": scheduler}  # (None keeps the scenario's choice)
+                     "overlong": overlong, "scheduler": scheduler,
+                     "cache_knowledge": cache_knowledge}  # (None keeps the scenario's choice)
     if chunked_prefill is not None:
         changes["chunked_prefill"] = bool(chunked_prefill)
     if trace is not None:  # the scenario validates it (a missing or malformed file is named); no rate: its own

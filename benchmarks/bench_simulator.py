@@ -43,14 +43,17 @@ SYSTEM_PROMPTS, SYSTEM_PROMPT_BLOCKS = 8, 4
 # --multiturn: requests i, i + SESSIONS, i + 2 * SESSIONS, ... are the turns of one session (at
 # 20 req/s a user answers every 10 s); TENANTS system prompts of TENANT_PROMPT_TOKENS
 SESSIONS, TENANTS, TENANT_PROMPT_TOKENS = 200, 8, 512
+SESSION_CONTEXT_TOKENS = 4096  # a session whose next turn would exceed this starts afresh
+MULTITURN_PROFILE, MULTITURN_SCHEDULER = "llama3.1-8b-h100", "vllm-v1"  # (issue #13's multiturn-chat cluster)
+MULTITURN_RATE_PER_S = 20.0
 
 
-def multiturn_prompts(message_tokens, output_tokens, max_model_len: int):
+def multiturn_prompts(message_tokens, output_tokens, max_len: int = SESSION_CONTEXT_TOKENS):
     """The prompts and prefix block ids of requests that are the turns of chat sessions.
 
     Request ``i`` is a turn of session ``i % SESSIONS`` (tenant ``session % TENANTS``): its prompt is
     the tenant's system prompt, the session's earlier messages and answers, then its own message
-    (``message_tokens[i]``); a session whose next turn would not fit ``max_model_len`` starts afresh.
+    (``message_tokens[i]``); a session whose next turn would exceed ``max_len`` tokens starts afresh.
     Block ``k`` of a prompt has the id of block ``k`` of the tenant's system prompt, else of the
     session's history: two turns of a session share their common history, sessions of a tenant
     their system prompt."""
@@ -60,9 +63,9 @@ def multiturn_prompts(message_tokens, output_tokens, max_model_len: int):
     sys_blocks = TENANT_PROMPT_TOKENS // KV_BLOCK_TOKENS
     for i, (message, output) in enumerate(zip(message_tokens.tolist(), output_tokens.tolist())):
         s = i % SESSIONS
-        if TENANT_PROMPT_TOKENS + history[s] + message + output > max_model_len:
+        if TENANT_PROMPT_TOKENS + history[s] + message + output > max_len:
             history[s], fresh[s] = 0, fresh[s] + SESSIONS
-        prompt = min(TENANT_PROMPT_TOKENS + history[s] + message, max_model_len - output)
+        prompt = min(TENANT_PROMPT_TOKENS + history[s] + message, max_len - output)
         tenant, session = s % TENANTS, fresh[s]
         ids.append([tenant * sys_blocks + k if k < sys_blocks else 10**6 * (session + 1) + k
                     for k in range(prompt // KV_BLOCK_TOKENS)])
@@ -86,7 +89,7 @@ def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: 
     ids = [None] * num_requests
     # (prefix ids are made before the clock starts, as the workload is)
     if multiturn:
-        turns = [multiturn_prompts(p, o, int(config.max_model_len_per_instance.min())) for p, o in zip(prompt, output)]
+        turns = [multiturn_prompts(p, o) for p, o in zip(prompt, output)]
         prompt = np.stack([p for p, _ in turns])
         ids = [[cluster_ids[i] for _, cluster_ids in turns] for i in range(num_requests)]
     elif prefixes:
@@ -138,8 +141,10 @@ def main() -> None:
         return
     if args.multiturn:
         show(f"Batch size, multi-turn sessions ({SESSIONS} sessions, {TENANTS} system prompts of "
-             f"{TENANT_PROMPT_TOKENS} tokens, prefix caching on)",
-             [run(b, 4, 20.0, n, scheduler=s, multiturn=True) for s in SCHEDULERS for b in (1, big_b)])
+             f"{TENANT_PROMPT_TOKENS} tokens, <= {SESSION_CONTEXT_TOKENS} tokens a session; 4 x {MULTITURN_PROFILE}, "
+             "prefix caching on)",
+             [run(b, 4, MULTITURN_RATE_PER_S, n, profile=MULTITURN_PROFILE, scheduler=MULTITURN_SCHEDULER,
+                  multiturn=True) for b in (1, big_b)])
         return
     show("Batch size (paper-v100-like: N=4 at 20 req/s)",
          [run(b, 4, 20.0, n, scheduler=s) for s in SCHEDULERS for b in (1, big_b)])

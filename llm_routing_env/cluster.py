@@ -26,6 +26,20 @@ SCHEDULERS = ("vllm-v0", "vllm-v1")
 V1_DEFAULTS = (2048, 256)
 V1_DEFAULTS_LARGE_GPU = (8192, 1024)
 V0_WATERMARK_FRAC = 0.01  # vLLM v0's CacheConfig default
+# What a router knows about the instances' prefix caches (docs/simulator.md, "What a router sees"):
+# its own routing history (SGLang, llm-d's approximate index), the engines' KV events (llm-d precise,
+# Dynamo) or polled metrics only
+CACHE_KNOWLEDGE = ("approximate", "exact", "polled")
+
+
+def check_cache_knowledge(cache_knowledge, index_capacity_blocks) -> None:
+    """Refuse an unknown ``cache_knowledge`` or a bad approximate-index capacity (errors name them)."""
+    if cache_knowledge not in CACHE_KNOWLEDGE:
+        raise ValueError(f"cache_knowledge must be one of {', '.join(CACHE_KNOWLEDGE)}; got {cache_knowledge!r}")
+    v = index_capacity_blocks
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+        raise ValueError(f"prefix_index_capacity_blocks must be a positive integer or None (each instance's KV "
+                         f"capacity), got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -106,9 +120,19 @@ class InstanceLimits:
 
 
 class ClusterConfig:
-    """N instances (profiles may differ: heterogeneous clusters) and one scheduler config."""
+    """N instances (profiles may differ: heterogeneous clusters) and one scheduler config.
 
-    def __init__(self, instances, scheduler: SchedulerConfig | None = None):
+    ``cache_knowledge`` is what a router knows about the instances' prefix caches (one of
+    :data:`CACHE_KNOWLEDGE`, default ``"approximate"``); ``prefix_index_capacity_blocks`` bounds the
+    approximate index per instance (None: each instance's KV capacity, as llm-d's auto-tune sets it).
+    Neither changes the cluster's behaviour, only what a router sees of it.
+    """
+
+    def __init__(self, instances, scheduler: SchedulerConfig | None = None, cache_knowledge: str = "approximate",
+                 prefix_index_capacity_blocks: int | None = None):
+        check_cache_knowledge(cache_knowledge, prefix_index_capacity_blocks)
+        self.cache_knowledge = cache_knowledge
+        self.prefix_index_capacity_blocks = prefix_index_capacity_blocks
         if isinstance(instances, (str, LatencyProfile)):
             raise ValueError("instances must be a list of profiles or profile names, one per instance")
         self.profiles: tuple[LatencyProfile, ...] = tuple(get_profile(p) for p in instances)

@@ -15,7 +15,7 @@ OBSERVATIONS = ("paper", "rich")
 REWARDS = ("latency", "paper")
 # environment settings that change the scenario rather than the environment
 SCENARIO_OVERRIDES = ("rate_per_s", "load", "num_instances", "profile", "scheduler", "chunked_prefill", "num_requests",
-                      "overlong")
+                      "overlong", "cache_knowledge", "prefix_index_capacity_blocks")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class EnvConfig:
     @classmethod
     def from_kwargs(cls, scenario="paper-v100", **kwargs) -> "EnvConfig":
         """Build from ``gym.make`` keyword arguments. Scenario overrides (``rate_per_s``, ``load``,
-        ``num_instances``, ``profile``, ``scheduler``, ``chunked_prefill``, ``num_requests``, ``overlong``) change
-        the scenario."""
+        ``num_instances``, ``profile``, ``scheduler``, ``chunked_prefill``, ``num_requests``, ``overlong``,
+        ``cache_knowledge``, ``prefix_index_capacity_blocks``) change the scenario."""
         known = {f.name for f in fields(cls)} - {"scenario"}
         overrides = {k: kwargs.pop(k) for k in SCENARIO_OVERRIDES if k in kwargs}
         unknown = set(kwargs) - known

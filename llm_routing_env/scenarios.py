@@ -12,6 +12,8 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     scheduler = "vllm-v0"           # or "vllm-v1" (docs/simulator.md)
     chunked_prefill = false         # vllm-v0 only: v0's chunked prefill
     prefix_caching = false          # vLLM's prefix caching (default: on under v1, off under v0)
+    cache_knowledge = "approximate" # what a router knows of the caches: approximate | exact | polled
+    # prefix_index_capacity_blocks = 31250  # the approximate index's LRU size per instance (default: KV capacity)
     [workload]
     trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv"
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
@@ -101,6 +103,8 @@ class Scenario:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     prefix_caching: bool | None = None
+    cache_knowledge: str = "approximate"
+    prefix_index_capacity_blocks: int | None = None
     mix: str | None = "paper-mix"
     trace: str | None = None
     arrivals: str = "poisson"
@@ -219,7 +223,8 @@ class Scenario:
     def cluster_config(self) -> ClusterConfig:
         return ClusterConfig(list(self.instances), SchedulerConfig(
             scheduler=self.scheduler, chunked_prefill=self.chunked_prefill, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens, prefix_caching=self.prefix_caching))
+            max_num_batched_tokens=self.max_num_batched_tokens, prefix_caching=self.prefix_caching),
+            cache_knowledge=self.cache_knowledge, prefix_index_capacity_blocks=self.prefix_index_capacity_blocks)
 
     @property
     def num_instances(self) -> int:
@@ -534,7 +539,7 @@ def scenario_names() -> list[str]:
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "scheduler", "chunked_prefill", "max_num_seqs",
-                "max_num_batched_tokens", "prefix_caching"},
+                "max_num_batched_tokens", "prefix_caching", "cache_knowledge", "prefix_index_capacity_blocks"},
     "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong",
                  "predictor_train_fraction", "predictor_train_trace"},
 }

@@ -23,7 +23,9 @@ Formats (auto-detected from the extension and the first line; ``format=`` overri
   column: the request's prompt prefix as block ids separated by spaces (``"7 12 40"``), one id per
   full block of ``KV_BLOCK_TOKENS`` (16) prompt tokens from the start, empty for none; requests
   whose first ``k`` ids are equal share their first ``16 k`` prompt tokens (see
-  ``docs/workloads.md``). Columns may come in any order; other columns are ignored.
+  ``docs/workloads.md``), and an optional ``session_id`` column: the chat session the request
+  belongs to (an integer >= 0, what an ``x-session-id`` header carries; empty or ``-1`` for
+  none). Columns may come in any order; other columns are ignored.
   :func:`save_generic_csv` writes this format.
 
 A ``.gz`` suffix is read through gzip. Malformed input never loads partially: it raises
@@ -66,6 +68,7 @@ TRACE_FORMATS = ("azure", "mooncake", "generic")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 GENERIC_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 PREFIX_COLUMN = "prefix_blocks"  # optional generic column: the prompt's prefix as 16-token block ids
+SESSION_COLUMN = "session_id"  # optional generic column: the request's chat session (-1 / empty: none)
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 MOONCAKE_BLOCK_TOKENS = 512
 AZURE_TRACE_HINT = ("the Azure LLM inference traces 2023 are AzureLLMInferenceTrace_code.csv and "
@@ -288,7 +291,7 @@ def _task_sort_key(names):
 
 
 def load_generic_csv(path, task_name: str | None = None) -> Workload:
-    """The generic ``arrival_s,prompt_tokens,output_tokens[,task][,prefix_blocks]`` CSV."""
+    """The generic ``arrival_s,prompt_tokens,output_tokens[,task][,prefix_blocks][,session_id]`` CSV."""
     path = Path(path)
     header, _, rows = _read_csv(path, GENERIC_COLUMNS, "generic")
     return _generic_from_rows(path, header, rows, task_name)
@@ -299,7 +302,9 @@ def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
     ti = header.index("task") if "task" in header else None
     pi = header.index(PREFIX_COLUMN) if PREFIX_COLUMN in header else None
     prefixes = [] if pi is not None else None
+    si = header.index(SESSION_COLUMN) if SESSION_COLUMN in header else None
     n = len(rows)
+    sessions = np.full(n, -1, dtype=np.int64) if si is not None else None
     arrival = np.empty(n, dtype=np.float64)
     prompt = np.empty(n, dtype=np.int64)
     output = np.empty(n, dtype=np.int64)
@@ -317,6 +322,8 @@ def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
             labels.append(label)
         if pi is not None:
             prefixes.append(_parse_prefix_blocks(path, line, fields[pi], int(prompt[i])))
+        if si is not None:
+            sessions[i] = _parse_session_id(path, line, fields[si])
     _check_sorted(path, lines, arrival, "arrival_s", " s")
     if ti is None:
         names = (task_name or _trace_stem(path),)
@@ -327,7 +334,7 @@ def _generic_from_rows(path: Path, header, rows, task_name) -> Workload:
         task = np.fromiter((index[s] for s in labels), dtype=np.int64, count=n)
     return Workload(arrival, prompt, output, task, names, name=str(path),
                     prefix_hashes=None if prefixes is None else tuple(prefixes),
-                    prefix_block_tokens=None if prefixes is None else KV_BLOCK_TOKENS)
+                    prefix_block_tokens=None if prefixes is None else KV_BLOCK_TOKENS, session_ids=sessions)
 
 
 _MAX_BLOCK_ID = 2**63 - 1
@@ -353,10 +360,25 @@ def _parse_prefix_blocks(path, line, text: str, prompt_tokens: int) -> np.ndarra
     return np.asarray(ids, dtype=np.int64)
 
 
+def _parse_session_id(path, line, text: str) -> int:
+    """The ``session_id`` field: an integer in 0..2**63-1, or empty / ``-1`` for no session."""
+    s = text.strip()
+    if not s or s == "-1":
+        return -1
+    if not re.fullmatch(r"\d+", s):
+        raise TraceError(path, line, SESSION_COLUMN,
+                         f"{text!r} is not a session id (a non-negative integer; empty or -1 for none)")
+    v = int(s)
+    if v > _MAX_BLOCK_ID:
+        raise TraceError(path, line, SESSION_COLUMN, f"{text!r} does not fit in 63 bits")
+    return v
+
+
 def save_generic_csv(workload: Workload, path) -> Path:
     """Write ``workload`` in the generic CSV format (times round-trip exactly; the task column is
     the task name). Prefix block ids of 16-token blocks are written in the ``prefix_blocks``
-    column; other block sizes (Mooncake's 512-token hashes) cannot be: ValueError."""
+    column; other block sizes (Mooncake's 512-token hashes) cannot be: ValueError. Session ids go
+    to the ``session_id`` column (empty for none)."""
     hashes = workload.prefix_hashes
     if hashes is not None and workload.prefix_block_tokens != KV_BLOCK_TOKENS:
         raise ValueError(f"the generic CSV holds prefixes of {KV_BLOCK_TOKENS}-token blocks; this workload's are "
@@ -366,11 +388,14 @@ def save_generic_csv(workload: Workload, path) -> Path:
         else (lambda: open(path, "w", encoding="utf-8", newline=""))
     with opener() as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(GENERIC_COLUMNS + ("task",) + ((PREFIX_COLUMN,) if hashes is not None else ()))
+        sessions = None if workload.session_ids is None else workload.session_ids.tolist()
+        w.writerow(GENERIC_COLUMNS + ("task",) + ((PREFIX_COLUMN,) if hashes is not None else ())
+                   + ((SESSION_COLUMN,) if sessions is not None else ()))
         for i, (t, p, o, k) in enumerate(zip(workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
                                              workload.output_tokens.tolist(), workload.task.tolist())):
             prefix = () if hashes is None else (" ".join(str(b) for b in hashes[i].tolist()),)
-            w.writerow((repr(float(t)), p, o, workload.task_names[k]) + prefix)
+            session = () if sessions is None else ("" if sessions[i] < 0 else str(sessions[i]),)
+            w.writerow((repr(float(t)), p, o, workload.task_names[k]) + prefix + session)
     return path
 
 

@@ -60,7 +60,8 @@ class Workload:
     (int64, >= 1; ``output_tokens`` is the TRUE output length, hidden from routers), ``task``
     (int64 index into ``task_names``). ``prefix_hashes`` is ``None`` or, per request, an int64
     array of prefix-block hashes of ``prefix_block_tokens`` tokens each (Mooncake traces).
-    ``name`` describes the origin (trace file, mix and seed...). ``context_fit`` is set by
+    ``session_ids`` is ``None`` or an int64 array, one per request: the chat session the request
+    belongs to (what an ``x-session-id`` header carries), ``-1`` for none. ``name`` describes the origin (trace file, mix and seed...). ``context_fit`` is set by
     :meth:`fit_context` only: which requests were refused or cut to fit a model's context.
     """
 
@@ -71,6 +72,7 @@ class Workload:
     task_names: tuple[str, ...] = ("default",)
     prefix_hashes: tuple[np.ndarray, ...] | None = None
     prefix_block_tokens: int | None = None
+    session_ids: np.ndarray | None = None
     name: str = ""
     context_fit: "ContextFit | None" = field(default=None, repr=False)
 
@@ -135,6 +137,16 @@ class Workload:
         pbt = self.prefix_block_tokens
         if pbt is not None and (isinstance(pbt, bool) or not isinstance(pbt, (int, np.integer)) or pbt < 1):
             raise ValueError(f"prefix_block_tokens must be a positive integer or None, got {pbt!r}")
+        sessions = self.session_ids
+        if sessions is not None:
+            sessions = _as_token_array("session_ids", sessions)
+            if sessions.size != n:
+                raise ValueError(f"session_ids has length {sessions.size} but arrival_s has length {n}")
+            bad = sessions < -1
+            if bad.any():
+                i = _first_index(bad)
+                raise ValueError(f"session_ids[{i}] = {int(sessions[i])} must be a session id >= 0, or -1 for none")
+            sessions = _readonly(sessions)
         if self.context_fit is not None and not isinstance(self.context_fit, ContextFit):
             raise ValueError(f"context_fit must be a ContextFit or None, got {type(self.context_fit).__name__}")
         object.__setattr__(self, "arrival_s", _readonly(arrival))
@@ -144,6 +156,7 @@ class Workload:
         object.__setattr__(self, "task_names", names)
         object.__setattr__(self, "prefix_hashes", hashes)
         object.__setattr__(self, "prefix_block_tokens", None if pbt is None else int(pbt))
+        object.__setattr__(self, "session_ids", sessions)
 
     # --- basic facts -------------------------------------------------------------------------
 
@@ -201,6 +214,7 @@ class Workload:
             task_names=self.task_names,
             prefix_hashes=self.prefix_hashes,
             prefix_block_tokens=self.prefix_block_tokens,
+            session_ids=self.session_ids,
             name=self.name,
         )  # not context_fit: it describes how this workload, not one derived from it, was made
         kw.update(changes)
@@ -227,6 +241,7 @@ class Workload:
             output_tokens=self.output_tokens[idx],
             task=self.task[idx],
             prefix_hashes=hashes,
+            session_ids=None if self.session_ids is None else self.session_ids[idx],
         )
 
     def head(self, count: int) -> "Workload":

@@ -83,7 +83,9 @@ class Scenario:
                 "max_num_batched_tokens": self.max_num_batched_tokens, "prefix_caching": self.prefix_caching}
 
     def config(self) -> ClusterConfig:
-        return ClusterConfig([PROFILES[p] for p in self.profiles], SchedulerConfig(**self.scheduler_kwargs()))
+        # (with prefixes the caches keep their KV events, whose router query is compared too)
+        return ClusterConfig([PROFILES[p] for p in self.profiles], SchedulerConfig(**self.scheduler_kwargs()),
+                             cache_knowledge="exact" if self.prefix_caching else "approximate")
 
     def repro(self, calls: list[str]) -> str:
         """A script replaying the calls made so far on both simulators."""
@@ -325,6 +327,12 @@ def check_prefix_caches(ref, fast) -> None:
         cache.check(int(fast.free_blocks[row]))
         assert fast._lru_len[row] == len(cache.lru), "the count of cached free blocks is the cache's"
     assert ((fast.free_blocks >= 0) & (fast.free_blocks <= fast._capacity)).all()
+    # what a router sees of the caches (KV events of the iterations finished) agrees
+    assert_same_ints("prefix_cached_blocks", ref.prefix_cached_blocks(), fast.prefix_cached_blocks())
+    for family in range(3):  # the scenarios' prefix families, and a variant's last block
+        for ids in ([100 * family + k for k in range(20)], [100 * family, 100 * family + 51]):
+            probe = [ids] * fast.B
+            assert_same_ints(f"seen_prefix_hits({ids[:2]}...)", ref.seen_prefix_hits(probe), fast.seen_prefix_hits(probe))
 
 
 def _events(scenario: Scenario, ref: ReferenceSimulator) -> None:

@@ -146,6 +146,36 @@ def test_generic_csv_without_prefix_column_has_no_prefixes(tmp_path):
     assert "prefix_blocks" not in T.save_generic_csv(w, tmp_path / "b.csv").read_text().splitlines()[0]
 
 
+SESSION_HEAD = "arrival_s,prompt_tokens,output_tokens,session_id\n"
+
+
+def test_generic_session_id_column_round_trips(tmp_path):
+    path = tmp_path / "sessions.csv"
+    path.write_text(SESSION_HEAD + "0.0,40,3,7\n0.5,16,2,\n1.0,33,4,-1\n1.5,20,1, 7 \n", encoding="utf-8")
+    w = T.load_trace(path)
+    assert w.session_ids.dtype == np.int64 and w.session_ids.tolist() == [7, -1, -1, 7]
+    back = T.load_trace(T.save_generic_csv(w, tmp_path / "again.csv"))
+    assert back.session_ids.tolist() == [7, -1, -1, 7]
+    assert T.load_trace(T.save_generic_csv(w.subset([1, 3]), tmp_path / "sub.csv")).session_ids.tolist() == [-1, 7]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,40,3\n", encoding="utf-8")
+    assert T.load_trace(plain).session_ids is None
+    assert "session_id" not in T.save_generic_csv(T.load_trace(plain), tmp_path / "p2.csv").read_text()
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("abc", "'abc' is not a session id"),
+    ("-2", "'-2' is not a session id"),
+    ("1.5", "'1.5' is not a session id"),
+    (str(2**63), f"'{2**63}' does not fit in 63 bits"),
+])
+def test_malformed_session_id_names_the_line(tmp_path, bad, msg):
+    path = tmp_path / "bad.csv"
+    path.write_text(SESSION_HEAD + "0.0,40,3,1\n0.5,16,2," + bad + "\n", encoding="utf-8")
+    with pytest.raises(T.TraceError, match=r"line 3, column 'session_id': " + re.escape(msg)):
+        T.load_trace(path)
+
+
 def test_saving_other_block_sizes_is_refused(tmp_path):
     w = Workload([0.0], [1024], [3], prefix_hashes=([4, 5],), prefix_block_tokens=512)
     with pytest.raises(ValueError, match="prefixes of 16-token blocks; this workload's are blocks of 512 tokens"):

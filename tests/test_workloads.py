@@ -281,6 +281,10 @@ def test_workload_is_immutable_and_typed():
         (dict(task_names=("a", "a")), r"task_names must be unique"),
         (dict(prompt_tokens=[[1, 2]] * 5), r"prompt_tokens must be a 1-D array"),
         (dict(prompt_tokens=["1"] * 5), r"prompt_tokens must hold integers"),
+        (dict(session_ids=[0, 1, 2]), r"session_ids has length 3 but arrival_s has length 5"),
+        (dict(session_ids=[0, 1, -2, 1, 0]), r"session_ids\[2\] = -2 must be a session id >= 0, or -1 for none"),
+        (dict(session_ids=[0, 1, 0.5, 1, 0]), r"session_ids\[2\] = 0.5 is not an integer"),
+        (dict(session_ids=["a"] * 5), r"session_ids must hold integers"),
     ],
 )
 def test_workload_validation(changes, match):
@@ -350,6 +354,18 @@ def test_clip_cuts_prefix_hashes():
     assert list(c.prefix_hashes[1]) == [4]
     r = w.fit_context(1025)  # refused instead: its hashes leave with it
     assert len(r) == 1 and list(r.prefix_hashes[0]) == [4]
+
+
+def test_session_ids_follow_every_transformation():
+    w = small_workload(session_ids=[3, -1, 3, 8, 8])
+    assert w.session_ids.dtype == np.int64 and not w.session_ids.flags.writeable
+    assert small_workload().session_ids is None
+    assert w.head(2).session_ids.tolist() == [3, -1]
+    assert w.subset(np.array([False, True, True, False, True])).session_ids.tolist() == [-1, 3, 8]
+    assert w.window(0.5, 3.6).session_ids.tolist() == [-1, 3, 8]
+    assert w.shifted(2.0).with_rate(8.0).session_ids.tolist() == [3, -1, 3, 8, 8]
+    assert w.fit_context(4096).session_ids.tolist() == [3, -1, 3, 8]  # the refused request's id leaves with it
+    assert w.fit_context(4096, "clip").session_ids.tolist() == [3, -1, 3, 8, 8]
 
 
 def test_summary():

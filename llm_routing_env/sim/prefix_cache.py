@@ -26,6 +26,14 @@ The model (docs/simulator.md, "Prefix caching", gives the vLLM source of each ru
   (:meth:`~PrefixCache.release`); a block no one references any more becomes cached free (the
   most recently freed). Preemption keeps the keys: the request may hit its own blocks again.
 
+What a router sees of the cache (docs/simulator.md, "What a router sees"): the engine's KV events,
+``BlockStored`` when a block is registered and ``BlockRemoved`` when it is evicted, as of the last
+iteration finished. The simulators name the iteration each change belongs to (its index on the
+instance: :meth:`~PrefixCache.register` and :meth:`~PrefixCache.evict_to` take it); a change of a
+later iteration *commits* the earlier ones, and :meth:`~PrefixCache.seen` answers as of a number of
+finished iterations. Only the count is kept unless ``events=True`` (the ``exact`` knowledge): then
+the keys too.
+
 ``shared`` counts the blocks the running requests save by sharing: the references minus the
 referenced blocks. The simulators charge each request the blocks of all its tokens and add
 ``shared`` to their free count, so that a shared block is held once.
@@ -37,7 +45,7 @@ from collections import OrderedDict
 
 from ..profiles import KV_BLOCK_TOKENS
 
-__all__ = ["PrefixKeys", "PrefixCache", "max_hit_blocks"]
+__all__ = ["PrefixKeys", "PrefixCache", "leading_run", "max_hit_blocks"]
 
 
 def max_hit_blocks(target_tokens: int) -> int:
@@ -67,17 +75,69 @@ class PrefixKeys:
             out.append(parent)
         return tuple(out)
 
+    def known_keys(self, block_ids) -> list[int]:
+        """The keys of the leading blocks of a prefix whose chains have been seen (no new key is
+        made: a chain never seen is in no cache)."""
+        table = self._keys
+        parent, out = -1, []
+        for block_id in block_ids:
+            parent = table.get((parent, int(block_id)))
+            if parent is None:
+                break
+            out.append(parent)
+        return out
+
+
+def leading_run(keys, cached) -> int:
+    """How many of ``keys`` (a chain, in block order) lead in the set ``cached``: a prefix hit."""
+    n = 0
+    for key in keys:
+        if key not in cached:
+            break
+        n += 1
+    return n
+
 
 class PrefixCache:
     """The cached blocks of one instance's KV pool (see the module docstring)."""
 
-    __slots__ = ("refs", "lru", "shared", "evictions")
+    __slots__ = ("refs", "lru", "shared", "evictions", "_tag", "_seen_len", "_seen_keys", "_journal")
 
-    def __init__(self) -> None:
+    def __init__(self, events: bool = False) -> None:
         self.refs: dict[int, int] = {}
         self.lru: OrderedDict[int, None] = OrderedDict()
         self.shared = 0      # references minus referenced blocks (blocks saved by sharing)
         self.evictions = 0   # cached free blocks evicted so far
+        # the KV events: committed (iterations before _tag) and pending (iteration _tag)
+        self._tag = -1
+        self._seen_len = 0
+        self._seen_keys: set[int] | None = set() if events else None
+        self._journal: list[tuple[int, bool]] | None = [] if events else None
+
+    def _at(self, iteration: int) -> None:
+        """The changes that follow belong to ``iteration``: those of an earlier one are committed."""
+        if iteration != self._tag:
+            self._commit()
+            self._tag = iteration
+
+    def _commit(self) -> None:
+        self._seen_len = len(self)
+        journal = self._journal
+        if journal:
+            keys = self._seen_keys
+            for key, stored in journal:
+                if stored:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+            journal.clear()
+
+    def seen(self, finished_iterations: int) -> tuple[int, set[int] | None]:
+        """``(blocks, keys)``: the cached blocks as the KV events of the first ``finished_iterations``
+        iterations of the instance show them (the keys only with ``events=True``, else None)."""
+        if self._tag < finished_iterations:
+            self._commit()
+        return self._seen_len, self._seen_keys
 
     def __len__(self) -> int:
         """Blocks with a key (referenced or cached free)."""
@@ -112,12 +172,16 @@ class PrefixCache:
         self.shared += delta
         return delta
 
-    def register(self, key: int) -> bool:
-        """A request filled the block of ``key``: it becomes cached and referenced by the request
-        (True), unless the key is cached already (False: the request's block stays its own)."""
+    def register(self, key: int, iteration: int) -> bool:
+        """A request filled the block of ``key`` in the instance's iteration ``iteration``: it
+        becomes cached and referenced by the request (True), unless the key is cached already
+        (False: the request's block stays its own)."""
         if key in self.refs or key in self.lru:
             return False
+        self._at(iteration)
         self.refs[key] = 1
+        if self._journal is not None:
+            self._journal.append((key, True))
         return True
 
     def release(self, keys) -> tuple[int, int]:
@@ -138,15 +202,21 @@ class PrefixCache:
         self.shared += delta
         return delta, freed
 
-    def evict_to(self, free_blocks: int) -> int:
+    def evict_to(self, free_blocks: int, iteration: int) -> int:
         """Evict cached free blocks, least recently freed first, until they fit in
         ``free_blocks`` (the pool's free blocks once the new blocks are taken: uncached free
-        blocks go first). Returns how many were evicted."""
+        blocks go first), for the instance's iteration ``iteration``. Returns how many were
+        evicted."""
         lru = self.lru
         n = len(lru) - max(int(free_blocks), 0)
+        if n <= 0:
+            return 0
+        self._at(iteration)
+        journal = self._journal
         for _ in range(n):
-            lru.popitem(last=False)
-        n = max(n, 0)
+            key, _ = lru.popitem(last=False)
+            if journal is not None:
+                journal.append((key, False))
         self.evictions += n
         return n
 

@@ -44,7 +44,7 @@ from ..cluster import (
     validate_target_times,
 )
 from ..profiles import KV_BLOCK_TOKENS, blocks_for_tokens, iteration_time_ms
-from .prefix_cache import PrefixCache, PrefixKeys, max_hit_blocks
+from .prefix_cache import PrefixCache, PrefixKeys, leading_run, max_hit_blocks
 
 NAN = float("nan")
 
@@ -105,7 +105,7 @@ class _Seen:
 class _Instance:
     """One serving instance: a running list (admission order), a FCFS waiting queue, a KV cache."""
 
-    def __init__(self, limits: InstanceLimits, coefficients, scheduler: SchedulerConfig):
+    def __init__(self, limits: InstanceLimits, coefficients, scheduler: SchedulerConfig, kv_events: bool = False):
         self.limits = limits
         self.coefficients = coefficients
         self.v1 = scheduler.v1
@@ -117,12 +117,18 @@ class _Instance:
         self.busy_until_s = 0.0         # end of the iteration last started
         self.iterations = 0
         self.seen: _Seen | None = None  # the last iteration as scheduled, before its effects
-        self.cache = PrefixCache() if scheduler.caches_prefixes else None
+        self.cache = PrefixCache(events=kv_events) if scheduler.caches_prefixes else None
 
     # --- observation ------------------------------------------------------------------------
 
     def has_work(self) -> bool:
         return bool(self.running) or bool(self.waiting)
+
+    def seen_cache(self, now_s: float) -> tuple[int, set | None]:
+        """The prefix cache's blocks (and keys, with KV events) as of the last iteration finished."""
+        if self.cache is None:
+            return 0, set()
+        return self.cache.seen(self.iterations - (self.busy_until_s > now_s))
 
     def seen_at(self, now_s: float) -> _Seen:
         """What a router sees at ``now_s`` (the snapshot while the last iteration is in flight)."""
@@ -161,7 +167,7 @@ class _Instance:
             # the prefix blocks this iteration fills are cached; the pool's new blocks evict
             for r, chunk, prior in chunks:
                 self._cache_filled_blocks(r, prior + chunk)
-            self.cache.evict_to(self.free_blocks)
+            self.cache.evict_to(self.free_blocks, self.iterations)  # (its index: the count so far)
 
         # Duration (Python ints into the shared latency model), then the clock moves.
         ntok = sum(chunk for _, chunk, _ in chunks) + len(decodes)
@@ -275,7 +281,7 @@ class _Instance:
         cache = self.cache
         more_shared = 0
         if cache is not None and self.waiting and len(self.running) < lim.max_num_seqs:
-            cache.evict_to(self.free_blocks)  # (the blocks taken so far in this step evict first)
+            cache.evict_to(self.free_blocks, self.iterations)  # (the blocks taken so far in this step evict first)
             room = min(len(self.waiting), lim.max_num_seqs - len(self.running))
             lookups = [cache.lookup(r.keys, max_hit_blocks(r.prompt + r.generated))
                        for r in list(self.waiting)[:max(room, 0)]]
@@ -324,7 +330,7 @@ class _Instance:
         key cached already leaves r's block its own)."""
         full = min(len(r.keys), filled_tokens // KV_BLOCK_TOKENS)
         for key in r.keys[r.prefix_done:full]:
-            if self.cache.register(key):
+            if self.cache.register(key, self.iterations):
                 r.held.append(key)
         r.prefix_done = max(r.prefix_done, full)
 
@@ -408,7 +414,7 @@ class ReferenceSimulator:
             self.iterations[b, :] = 0
             self._requests[b] = {}
             self._instances[b] = [
-                _Instance(lim, prof.coefficients, self.config.scheduler)
+                _Instance(lim, prof.coefficients, self.config.scheduler, self.config.cache_knowledge == "exact")
                 for lim, prof in zip(self.config.limits, self.config.profiles)
             ]
 
@@ -532,6 +538,26 @@ class ReferenceSimulator:
             times = [r.completion_s for r in requests.values() if r.completion_s <= self.now_s[b]]
             count[b], total[b] = len(times), sum(times)
         return count, total
+
+    def prefix_cached_blocks(self) -> np.ndarray:
+        """Per instance: blocks holding a cached prefix, as the KV events of finished iterations show."""
+        return np.array([[inst.seen_cache(float(self.now_s[b]))[0] for inst in instances]
+                         for b, instances in enumerate(self._instances)], dtype=np.int64)
+
+    def seen_prefix_hits(self, block_ids) -> np.ndarray:
+        """Per instance: the leading blocks of cluster b's prefix ``block_ids[b]`` the KV events of
+        finished iterations show cached (only with cache_knowledge='exact')."""
+        if self.config.cache_knowledge != "exact":
+            raise ValueError("the KV events' keys are kept only with cache_knowledge='exact'")
+        out = np.zeros((self.num_clusters, self.config.num_instances), dtype=np.int64)
+        for b, ids in enumerate(block_ids):
+            if ids is None:
+                continue
+            keys = self._prefix_keys.known_keys(ids)
+            for n, inst in enumerate(self._instances[b]):
+                if inst.cache is not None:
+                    out[b, n] = leading_run(keys, inst.seen_cache(float(self.now_s[b]))[1])
+        return out
 
     def instance_state(self) -> InstanceState:
         """Per instance, as a router sees it (``busy_until_s``: the end of the last iteration)."""

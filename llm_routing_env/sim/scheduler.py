@@ -187,6 +187,10 @@ class SchedulerSteps:
             f_rows = rows[f_idx]
             # the clock of the decode iterations finished: those of a decode run but the last
             self._keep_visible(f_rows, f_idx, (clock + k_dec - (k_dec > 0))[f_idx], adm, k_rows)
+        free_before_last = None
+        if self._caches and np.count_nonzero(k_dec > 1):  # (the run's blocks but its last iteration's)
+            free_before_last = np.where(k_dec > 1, free - (hist * ((np.maximum(k_dec - 1, 0)[:, None] + slack15)
+                                                                // _BLOCK)).sum(axis=1), np.iinfo(np.int64).max)
         self.free_blocks[rows] = free - (hist * ((k_dec[:, None] + slack15) // _BLOCK)).sum(axis=1)
         if n_flight:  # blocks are taken when the iteration is scheduled
             self._vis_int[_FREE, f_rows] = self.free_blocks[f_rows]
@@ -201,7 +205,7 @@ class SchedulerSteps:
         if prefills is not None or adm is not None:  # the requests that joined the decode sets count
             end_min = self._end_min[rows]
         if self._caches:  # the iteration's new blocks evict cached free ones, before any is freed
-            self._settle_evictions(rows)
+            self._settle_evictions(rows, free_before_last)
         # Completions, including requests whose (last) prefill chunk was their last token
         self.last_step_completions[rows] = 0
         done_row = clock >= end_min
@@ -331,7 +335,8 @@ class SchedulerSteps:
             on &= admitting
         if not np.count_nonzero(on):
             return
-        self._evict_to(rows[on], free[on])
+        # (in the iteration being scheduled: its index is the count so far)
+        self._evict_to(rows[on], free[on], self._iterations_flat[rows[on]])
         q, x = cand["q"], cand["x"]
         has = (np.arange(x.shape[1]) < cand["limit"][:, None]) & on[:, None] & (self._n_keys[q] > 0)
         if not np.count_nonzero(has):
@@ -362,10 +367,9 @@ class SchedulerSteps:
         more_shared = []  # per request, blocks shared that the admission check did not count
         for row, qi, n_hit, known_shared, filled in zip(slot_rows.tolist(), q.tolist(), hit.tolist(),
                                                         shared[keyed].tolist(), done[keyed].tolist()):
-            cache = caches[row]
             held = all_held[qi] = list(keys[qi][:n_hit])
-            more_shared.append(cache.acquire(held) - known_shared)
-            self._cache_filled(cache, qi, filled)
+            more_shared.append(caches[row].acquire(held) - known_shared)
+            self._cache_filled(row, qi, filled)
         more_shared = np.array(more_shared)
         # (a block taken by an earlier admission of this step is shared, not taken from the free
         # pool; the router's view took the blocks when the iteration was scheduled)
@@ -374,16 +378,19 @@ class SchedulerSteps:
         # the hit blocks that were cached free left the free pool
         np.subtract.at(self._lru_len, slot_rows, hit - (shared[keyed] + more_shared))
 
-    def _cache_filled(self, cache, q: int, filled_tokens: int) -> None:
-        """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed: cache
-        them (a key cached already leaves q's block its own)."""
+    def _cache_filled(self, row: int, q: int, filled_tokens: int) -> None:
+        """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed, in the
+        iteration row ``row`` has just scheduled: cache them (a key cached already leaves q's block
+        its own)."""
+        cache = self._caches[row]
+        iteration = int(self._iterations_flat[row]) - 1  # (the count includes it)
         keys = self._keys[q]
         full = min(len(keys), filled_tokens // KV_BLOCK_TOKENS)
         done = int(self._prefix_done[q])
         if full > done:
             held = self._held[q]
             for key in keys[done:full]:
-                if cache.register(key):
+                if cache.register(key, iteration):
                     held.append(key)
             self._prefix_done[q] = full
 
@@ -410,19 +417,26 @@ class SchedulerSteps:
         if to_free:
             np.add.at(self.free_blocks, slot_rows, delta_shared)
 
-    def _settle_evictions(self, rows) -> None:
+    def _settle_evictions(self, rows, free_before_last) -> None:
         """Cached free blocks beyond the free blocks of ``rows`` are evicted (new blocks take the
-        uncached free ones first), least recently freed first."""
-        self._evict_to(rows, self.free_blocks[rows])
+        uncached free ones first), least recently freed first, by the iteration each row has just
+        scheduled. A decode run's earlier iterations evict first, down to ``free_before_last`` (the
+        free blocks before its last iteration took its blocks; None without runs), so that the KV
+        events of the finished ones are seen while the last is in flight."""
+        last = self._iterations_flat[rows] - 1
+        if free_before_last is not None:
+            self._evict_to(rows, free_before_last, last - 1)
+        self._evict_to(rows, self.free_blocks[rows], last)
 
-    def _evict_to(self, rows, free) -> None:
-        """Evict cached free blocks of ``rows`` (with caches) until they fit in ``free``."""
+    def _evict_to(self, rows, free, iteration) -> None:
+        """Evict cached free blocks of ``rows`` until they fit in ``free``, in the rows' iterations
+        ``iteration`` (their KV events)."""
         free = np.maximum(free, 0)
         over = (self._lru_len[rows] > free).nonzero()[0]  # (rows without a cache have none)
         if over.size:
             rows, free = rows[over], free[over]
-            for row, free_blocks in zip(rows.tolist(), free.tolist()):
-                self._caches[row].evict_to(free_blocks)
+            for row, free_blocks, it in zip(rows.tolist(), free.tolist(), iteration[over].tolist()):
+                self._caches[row].evict_to(free_blocks, it)
             self._lru_len[rows] = free
 
     def _complete(self, rows, clock, end_s) -> None:
@@ -548,7 +562,7 @@ class SchedulerSteps:
             fills = (chunk > 0) & (self._n_keys[qs] > self._prefix_done[qs])
             for i, j in zip(*fills.nonzero()):
                 row = int(rows[i])
-                self._cache_filled(self._caches[row], int(qs[i, j]), int(block[PREFILLED, i, j]))
+                self._cache_filled(row, int(qs[i, j]), int(block[PREFILLED, i, j]))
         finished = prefilling & (block[PREFILLED] == block[TARGET])
         block[GEN0] = np.where(prefilling, gen_before + finished - clock[:, None], block[GEN0])
         r_idx, j_idx = finished.nonzero()

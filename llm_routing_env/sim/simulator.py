@@ -73,6 +73,8 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
         self._wcap = 16
         self._caching = config.scheduler.caches_prefixes
         self._prefix_keys = PrefixKeys()
+        # the caches keep their KV events' keys only for a router that consumes them
+        self._kv_events = config.cache_knowledge == "exact"
         self._alloc_state()
 
     def dispatch(self, cluster, request_id, instance, prompt_tokens, output_tokens, arrival_s,
@@ -98,7 +100,7 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
                     self._n_keys[qi] = len(block_ids)
                     if not self._cache_rows[ri]:
                         self._cache_rows[ri] = True
-                        self._caches[ri] = PrefixCache()
+                        self._caches[ri] = PrefixCache(events=self._kv_events)
         rank = 0
         if row.size > 1:  # rank of each dispatch among those to the same row, in the given order
             order = np.argsort(row, kind="stable")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cluster import InstanceState, RequestRecords
+from .prefix_cache import leading_run
 from .state import _CLOCK, _COMPLETED, _COMPLETION_TIME_SUM, _FIRST_GEN0, _FIRST_PRED, _FIRST_Q, _FREE, \
     _INT_COUNTERS, _N_DEC, _CTX_BASE, _RUNNING, _WAITING, GEN0, PREFILLED, Q, TARGET
 
@@ -155,6 +156,40 @@ class RouterQueries:
         ints, times, _ = self._visible_counters()
         count = ints[_COMPLETED].reshape(self.B, self.N).sum(axis=1)
         return count, times[_COMPLETION_TIME_SUM].reshape(self.B, self.N).sum(axis=1)
+
+    def prefix_cached_blocks(self) -> np.ndarray:
+        """(B, N) blocks holding a cached prefix (referenced or cached free) per instance, as the
+        KV events of its iterations finished show them (vLLM exports cache usage)."""
+        out = np.zeros(self._rows, dtype=np.int64)
+        if self._caches:
+            finished = self._iterations_flat - self._in_flight()
+            for row, cache in self._caches.items():
+                out[row] = cache.seen(int(finished[row]))[0]
+        return out.reshape(self.B, self.N)
+
+    def seen_prefix_hits(self, block_ids) -> np.ndarray:
+        """(B, N) per instance, the leading blocks of cluster b's prefix ``block_ids[b]`` (block
+        ids, or None) that the instance's KV events up to its last iteration finished show cached
+        (uncapped). Only with ``cache_knowledge="exact"`` (the caches keep their events' keys)."""
+        if not self._kv_events:
+            raise ValueError("the KV events' keys are kept only with cache_knowledge='exact'")
+        if len(block_ids) != self.B:
+            raise ValueError(f"block_ids must hold one prefix (or None) per cluster: {self.B}, got {len(block_ids)}")
+        out = np.zeros((self.B, self.N), dtype=np.int64)
+        if not self._caches:
+            return out
+        finished = self._iterations_flat - self._in_flight()
+        for b, ids in enumerate(block_ids):
+            if ids is None or not len(ids):
+                continue
+            keys = self._prefix_keys.known_keys(ids)
+            if not keys:
+                continue
+            for n in range(self.N):
+                cache = self._caches.get(b * self.N + n)
+                if cache is not None:
+                    out[b, n] = leading_run(keys, cache.seen(int(finished[b * self.N + n]))[1])
+        return out
 
     def records(self, cluster: int | None = None) -> RequestRecords:
         """Per-request records as (B, R) arrays, or one cluster's as (R,) arrays (copies)."""
