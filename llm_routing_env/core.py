@@ -33,6 +33,7 @@ from .config import EnvConfig
 from .impact import guidance
 from .metrics import summarize
 from .predictors import DQN_STATE_BUCKETS, make_predictor
+from .prefix_index import hit_blocks, new_index, record_dispatch
 from .profiles import KV_BLOCK_TOKENS
 from .sim import ClusterSimulator
 from .view import ClairvoyantView, RouterQueries, RouterView
@@ -58,6 +59,10 @@ class RoutingCore:
         self.coefficients = coeffs
         self.kv_capacity = cluster.per_instance("kv_capacity_blocks")
         self.max_num_seqs = cluster.per_instance("max_num_seqs")
+        self.cache_knowledge = cluster.cache_knowledge
+        # the approximate index's LRU size per instance (default: its KV capacity, llm-d's auto-tune)
+        self.prefix_index_capacity = (self.kv_capacity if cluster.prefix_index_capacity_blocks is None
+                                      else np.full(self.N, cluster.prefix_index_capacity_blocks, dtype=np.int64))
         # a long prompt's prefill cost per token: the linear terms above the knee
         self.prefill_s_per_token = (coeffs[:, 1] + coeffs[:, 2]) / 1000.0
         # for the B = 1 path (single_env.py): the action masks, and per instance max_num_seqs, KV
@@ -81,6 +86,9 @@ class RoutingCore:
         self.context_fits: list = [None] * B
         self.prefix_blocks: list = [None] * B  # per env: its workload's prefix block ids, or None
         self.has_prefixes = np.zeros(B, dtype=bool)  # per env: prefix_blocks is not None (read each step)
+        self.prefix_len = np.zeros((B, R), dtype=np.int64)  # full prefix blocks each prompt declares
+        self.session = np.full((B, R), -1, dtype=np.int64)  # chat session per request (-1: none)
+        self.prefix_index: list = [None] * B  # per env: the router's approximate index (prefix_index.py)
         self.t = np.zeros(B)
         self.tick = np.zeros(B, dtype=np.int64)
         self.n_arrived = np.zeros(B, dtype=np.int64)
@@ -98,7 +106,9 @@ class RoutingCore:
         sim = self.sim
         self._queries = RouterQueries(
             instance_state=lambda: sim.instance_state(), decode_totals=lambda: sim.decode_totals(),
-            predicted_decode_sets=lambda: sim.predicted_decode_sets(), predicted_remaining=lambda: self._predicted_remaining())
+            predicted_decode_sets=lambda: sim.predicted_decode_sets(), predicted_remaining=lambda: self._predicted_remaining(),
+            prefix_cached_blocks=lambda: sim.prefix_cached_blocks(), head_prefix_hit_blocks=lambda: self._head_prefix_hits(),
+            head_prefix_ids=lambda b: self._head_prefix_ids(b))
 
     # ----------------------------------------------------------------------------- episodes
     def reset(self, envs=None, seeds=None) -> None:
@@ -154,6 +164,14 @@ class RoutingCore:
         self.prefix_blocks[b] = (tuple(h[:p // KV_BLOCK_TOKENS] for h, p in zip(w.prefix_hashes, w.prompt_tokens.tolist()))
                                  if w.prefix_hashes is not None and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
         self.has_prefixes[b] = self.prefix_blocks[b] is not None
+        self.prefix_len[b] = 0
+        if self.has_prefixes[b]:
+            self.prefix_len[b, :n] = np.fromiter(map(len, self.prefix_blocks[b]), dtype=np.int64, count=n)
+        self.session[b] = -1
+        if w.session_ids is not None:
+            self.session[b, :n] = w.session_ids
+        self.prefix_index[b] = (new_index(self.prefix_blocks[b], self.prefix_index_capacity)
+                                if self.has_prefixes[b] and self.cache_knowledge == "approximate" else None)
         if hasattr(self.predictor, "reset"):
             self.predictor.reset(seed=seed)
         pred = self.predictor.predict_workload(w)
@@ -210,6 +228,8 @@ class RoutingCore:
                             for i, r in zip(b.tolist(), rid.tolist())]
             self.sim.dispatch(b, rid, actions[go], self.prompt[b, rid], self.output[b, rid], self.arrival[b, rid],
                               prefix_blocks=prefixes)
+            if prefixes is not None:
+                self.note_dispatches(b.tolist(), rid.tolist(), actions[go].tolist())
             self.n_dispatched[b] += 1
 
         # the next decision time
@@ -255,6 +275,36 @@ class RoutingCore:
             | ((t >= cfg.max_sim_time_s) if cfg.max_sim_time_s is not None else False))
         self._view = self._counters_one = None
         return reward, terminated, np.asarray(truncated, dtype=bool), h
+
+    def note_dispatches(self, envs, requests, instances) -> None:
+        """What the router remembers of its dispatches (Python ints): the approximate index."""
+        for b, r, n in zip(envs, requests, instances):
+            index = self.prefix_index[b]
+            if index is not None:
+                record_dispatch(index, r, n)
+
+    def _head_prefix_hits(self) -> np.ndarray:
+        """(B, N) the head request's prefix blocks each instance holds, as the router knows it
+        (``cache_knowledge``), capped as the engine caps a hit (one token is always computed)."""
+        out = np.zeros((self.B, self.N), dtype=np.int64)
+        head = np.minimum(self.n_dispatched, self.R - 1)
+        on = (self.n_arrived > self.n_dispatched) & self.has_prefixes
+        if self.cache_knowledge == "polled" or not on.any():
+            return out
+        if self.cache_knowledge == "approximate":
+            for b in on.nonzero()[0].tolist():
+                out[b] = hit_blocks(self.prefix_index[b], int(head[b]))
+        else:  # exact: the KV events of the iterations finished
+            out = self.sim.seen_prefix_hits([self.prefix_blocks[b][head[b]] if on[b] else None for b in range(self.B)])
+        cap = np.maximum(self.prompt[np.arange(self.B), head] - 1, 0) // KV_BLOCK_TOKENS  # (prefix_cache.max_hit_blocks)
+        return np.minimum(out, cap[:, None])
+
+    def _head_prefix_ids(self, b: int) -> np.ndarray:
+        """Env ``b``'s head request's prefix block ids (empty without a request or prefixes)."""
+        head = int(self.n_dispatched[b])
+        if head >= self.n_arrived[b] or not self.has_prefixes[b]:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(self.prefix_blocks[b][head], dtype=np.int64)
 
     def _unfinished_fraction(self, envs) -> np.ndarray:
         """The paper's progress penalty: sum over requests in the system of (1 - generated / predicted),
@@ -304,6 +354,8 @@ class RoutingCore:
             "head_pred_bucket": np.where(has_request, self.pred_bucket[rows, head], 0),
             "head_pred_tokens": np.where(has_request, self.pred_tokens[rows, head], 0.0),
             "head_wait_s": np.where(has_request, self.t - self.arrival[rows, head], 0.0),
+            "head_prefix_blocks": np.where(has_request, self.prefix_len[rows, head], 0),
+            "head_session": np.where(has_request, self.session[rows, head], -1),
             "action_mask": mask, "kv_capacity_blocks": self.kv_capacity, "max_num_seqs": self.max_num_seqs,
             "prefill_s_per_token": self.prefill_s_per_token, "coefficients": self.coefficients,
             "impact_config": self.config.impact,

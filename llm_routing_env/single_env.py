@@ -51,6 +51,8 @@ def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
         prefixes = core.prefix_blocks[0]
         core.sim.dispatch(0, rid, action, core._prompt_one[rid], core._output_one[rid], arrival[rid],
                           prefix_blocks=None if prefixes is None else [prefixes[rid]])
+        if prefixes is not None:
+            core.note_dispatches((0,), (rid,), (action,))
         n_dispatched += 1
         core.n_dispatched[0] = n_dispatched
     core.last_h[0] = h

@@ -36,6 +36,9 @@ class RouterQueries:
     decode_totals: Callable           # -> (number decoding, their context sum), (B, N) each
     predicted_decode_sets: Callable   # -> (members per predicted class (B, N, K), fewest predicted remaining (B, N))
     predicted_remaining: Callable     # -> (B, N, K) predicted remaining decode tokens of running + waiting requests
+    prefix_cached_blocks: Callable    # -> (B, N) blocks holding a cached prefix, as of the last iteration finished
+    head_prefix_hit_blocks: Callable  # -> (B, N) the head's prefix blocks each instance holds, as the router knows it
+    head_prefix_ids: Callable         # (b) -> env b's head request's prefix block ids (int64, may be empty)
 
 
 class RouterView:
@@ -43,7 +46,10 @@ class RouterView:
 
     Router queue and the request to route: ``time_s``, ``queue_len``, ``has_request`` (bool),
     ``head_request`` (id, -1 if none), ``head_prompt_tokens``, ``head_task``, ``head_pred_bucket``
-    (DQN buckets 0-256, 256-2048, 2048+), ``head_pred_tokens`` (point estimate), ``head_wait_s``.
+    (DQN buckets 0-256, 256-2048, 2048+), ``head_pred_tokens`` (point estimate), ``head_wait_s``,
+    ``head_session`` (its chat session, what an ``x-session-id`` header carries; -1 if none),
+    ``head_prefix_blocks`` (the full 16-token prefix blocks its prompt declares; 0 without) and
+    ``head_prefix_ids(b)`` (env b's head prefix block ids: the router reads the prompt, so it may hash it).
     Per instance (B, N), as of its last iteration finished: ``num_running``, ``num_waiting``,
     ``num_prefilling`` (waiting + running with an unfinished prefill), ``kv_blocks_used``,
     ``kv_blocks_free``, ``pending_prefill_tokens``, ``decode_context_tokens`` (KV of the decoding
@@ -52,7 +58,12 @@ class RouterView:
     requests by bucket), ``decode_iteration_s`` (the decode batch's iteration time by the profile),
     ``earliest_completion_s`` (predicted time to the first completion, 0 if none), ``busy_for_s``
     (until the iteration in flight ends: the profile's time for the batch it scheduled),
-    ``impact`` (the head request's mixing penalty, larger is better), ``action_mask`` (B, A).
+    ``impact`` (the head request's mixing penalty, larger is better), ``action_mask`` (B, A),
+    ``prefix_cached_blocks`` (blocks holding a cached prefix, referenced or cached free: vLLM exports
+    cache usage, so every ``cache_knowledge`` sees it) and ``head_prefix_hit_blocks`` (the head
+    request's leading prefix blocks the router believes the instance holds, capped as the engine
+    caps a hit: ``"approximate"``, the router's own routing history (prefix_index.py);
+    ``"exact"``, the engines' KV events up to their last iteration finished; ``"polled"``, 0).
     Static per instance: ``kv_capacity_blocks``, ``max_num_seqs``, ``prefill_s_per_token``,
     ``coefficients`` (N, 7).
 
@@ -60,7 +71,8 @@ class RouterView:
     """
 
     FIELDS = ("time_s", "queue_len", "has_request", "head_request", "head_prompt_tokens", "head_task",
-              "head_pred_bucket", "head_pred_tokens", "head_wait_s", "num_running", "num_waiting",
+              "head_pred_bucket", "head_pred_tokens", "head_wait_s", "head_prefix_blocks", "head_session",
+              "head_prefix_hit_blocks", "prefix_cached_blocks", "head_prefix_ids", "num_running", "num_waiting",
               "num_prefilling", "kv_blocks_used", "kv_blocks_free", "pending_prefill_tokens",
               "decode_context_tokens", "decode_bucket_counts", "pred_remaining_tokens", "decode_iteration_s",
               "earliest_completion_s", "busy_for_s", "impact", "action_mask", "kv_capacity_blocks",
@@ -71,7 +83,23 @@ class RouterView:
         if unknown:
             raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
         self._queries = queries
+        ids = fields.pop("head_prefix_ids", None)  # (given: a sequence of B arrays, read by the method)
+        self._given_prefix_ids = ids
         self.__dict__.update(fields)
+
+    def head_prefix_ids(self, b: int) -> np.ndarray:
+        """Env ``b``'s head request's prefix block ids (int64; empty without a request or prefix)."""
+        if self._given_prefix_ids is not None:
+            return np.asarray(self._given_prefix_ids[b], dtype=np.int64)
+        return self._queries.head_prefix_ids(b)
+
+    @cached_property
+    def prefix_cached_blocks(self):
+        return self._queries.prefix_cached_blocks()
+
+    @cached_property
+    def head_prefix_hit_blocks(self):
+        return self._queries.head_prefix_hit_blocks()
 
     # -- instance counters, as of each instance's last iteration finished
     @cached_property

@@ -44,13 +44,15 @@ def load_example():
 
 @pytest.fixture
 def write_trace():
-    """Write a CSV trace (``arrival_s,prompt_tokens,output_tokens``, exact floats) and return its path."""
+    """Write a CSV trace (``arrival_s,prompt_tokens,output_tokens``, exact floats; with
+    ``prefix_blocks``, that column too: per request a string of block ids) and return its path."""
 
-    def write(path, arrival_s, prompt_tokens, output_tokens) -> str:
+    def write(path, arrival_s, prompt_tokens, output_tokens, prefix_blocks=None) -> str:
         with open(path, "w") as f:
-            f.write("arrival_s,prompt_tokens,output_tokens\n")
-            for t, p, o in zip(arrival_s, prompt_tokens, output_tokens):
-                f.write(f"{float(t)!r},{int(p)},{int(o)}\n")
+            f.write("arrival_s,prompt_tokens,output_tokens" + (",prefix_blocks" if prefix_blocks is not None else "") + "\n")
+            for i, (t, p, o) in enumerate(zip(arrival_s, prompt_tokens, output_tokens)):
+                tail = f",{prefix_blocks[i]}" if prefix_blocks is not None else ""
+                f.write(f"{float(t)!r},{int(p)},{int(o)}{tail}\n")
         return str(path)
 
     return write
