@@ -158,11 +158,12 @@ class RoutingCore:
         self.prompt[b, :n], self.output[b, :n], self.task[b, :n] = w.prompt_tokens, w.output_tokens, w.task
         self.task_names[b] = w.task_names
         self.context_fits[b] = w.context_fit
-        # prefixes of KV-cache blocks reach the instances' prefix caches (other block sizes, such as
-        # Mooncake's 512-token hashes, need a mapping first: issue #13 §2)
-        # (a prompt clipped to the context keeps the full blocks it still has)
+        # prefixes reach the instances' prefix caches in KV-cache blocks (Mooncake's 512-token
+        # hashes are split by Workload.with_kv_blocks; a no-op for 16-token prefixes); a prompt
+        # clipped to the context keeps the full blocks it still has
+        w = w.with_kv_blocks()
         self.prefix_blocks[b] = (tuple(h[:p // KV_BLOCK_TOKENS] for h, p in zip(w.prefix_hashes, w.prompt_tokens.tolist()))
-                                 if w.prefix_hashes is not None and w.prefix_block_tokens == KV_BLOCK_TOKENS else None)
+                                 if w.prefix_hashes is not None else None)
         self.has_prefixes[b] = self.prefix_blocks[b] is not None
         self.prefix_len[b] = 0
         if self.has_prefixes[b]:

@@ -15,19 +15,31 @@ with the load each puts on its cluster) or the path of a small TOML (or YAML) fi
     cache_knowledge = "approximate" # what a router knows of the caches: approximate | exact | polled
     # prefix_index_capacity_blocks = 31250  # the approximate index's LRU size per instance (default: KV capacity)
     [workload]
-    trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv"
+    trace = "my_requests.csv"       # or: mix = "paper-mix", or a fitted trace: trace = "azure-conv",
+                                    # or synthetic chat sessions: sessions = "chat" (llm_routing_env/sessions.py)
     arrivals = "poisson"            # for a mix: poisson | gamma (with cv) | constant
     load = 0.9                      # or: rate_per_s = 20 (a trace: neither = its own rate)
     num_requests = 2000             # episode length (and/or duration_s)
     overlong = "reject"             # requests beyond the context: reject | clip | error
     predictor_train_fraction = 0.2  # a trace file: its first 20% train the predictor (the default)
     # predictor_train_trace = "train.csv"   # or: a separate file trains it (all of the trace is episodes)
+    # trace_windows = [0.2, 0.8]    # a trace file: episodes are windows of these requests (fractions by arrival)
 
 **Workloads.** A *mix* is synthetic (``paper-mix``). A *fitted trace* (``azure-code``,
 ``azure-conv``) is a synthetic generator fitted to a public trace's statistics
-(:mod:`~llm_routing_env.fitted_traces`): no file needed. A *trace file* is replayed as it is: each
+(:mod:`~llm_routing_env.fitted_traces`): no file needed. *Sessions* (``chat``, ``tenants``,
+``no-sharing``) are synthetic multi-turn sessions with shared prefixes
+(:mod:`~llm_routing_env.sessions`). A *trace file* is replayed as it is: each
 episode is a window of ``num_requests`` consecutive requests, moved to start at 0 and rescaled to
-the scenario's rate (or kept at its own times when neither rate nor load is given).
+the scenario's rate (or kept at its own times when neither rate nor load is given); with
+``trace_windows = [lo, hi]`` the windows lie within the requests ``[lo, hi)`` (fractions of the
+file by arrival), so that one scenario trains on some windows and another evaluates on held-out
+ones (``mooncake-conv`` and ``mooncake-conv-heldout``).
+
+**Scenarios that need a file.** ``mooncake-conv`` and ``mooncake-conv-heldout`` replay the
+Mooncake conversation trace, which does not ship: set ``LLM_ROUTING_ENV_MOONCAKE_CONV`` to the path
+of ``conversation_trace.jsonl`` (:data:`FILE_SCENARIOS` says where to get it); without it loading
+them raises a ValueError that says so.
 
 **The predictor never sees the requests it predicts.** ``task-prior`` and ``learned`` predictors
 are fitted on :meth:`Scenario.predictor_training_workload`, and
@@ -83,6 +95,7 @@ from .fitted_traces import FITTED_TRACES, fitted_trace_names, get_fitted_trace
 from .sim import ClusterSimulator
 from .traces import AZURE_TRACE_HINT, load_trace, replay
 from .mixes import generate, get_mix, mix_names
+from .sessions import get_session_workload, session_workload_names
 from .workload import OVERLONG_CHOICES, Workload
 
 SATURATION_REQUESTS_PER_INSTANCE = 2000
@@ -107,6 +120,7 @@ class Scenario:
     prefix_index_capacity_blocks: int | None = None
     mix: str | None = "paper-mix"
     trace: str | None = None
+    sessions: str | None = None
     arrivals: str = "poisson"
     cv: float | None = None
     rate_per_s: float | None = None
@@ -116,6 +130,7 @@ class Scenario:
     overlong: str = "reject"
     predictor_train_fraction: float | None = None
     predictor_train_trace: str | None = None
+    trace_windows: tuple[float, float] | None = None
     source: str = field(default="built-in", compare=False)
 
     def __post_init__(self) -> None:
@@ -123,10 +138,14 @@ class Scenario:
             raise ValueError(f"scenario {self.name!r}: the cluster needs at least one instance")
         for p in self.instances:
             get_profile(p)  # unknown profile -> ValueError naming the known ones
-        if (self.mix is None) == (self.trace is None):
-            raise ValueError(f"scenario {self.name!r}: give exactly one of workload.mix or workload.trace")
+        if sum(x is not None for x in (self.mix, self.trace, self.sessions)) != 1:
+            raise ValueError(f"scenario {self.name!r}: give exactly one of workload.mix, workload.trace or "
+                             "workload.sessions")
         if self.mix is not None and self.mix not in mix_names():
             raise ValueError(f"scenario {self.name!r}: unknown mix {self.mix!r}; known mixes: {', '.join(mix_names())}")
+        if self.sessions is not None and self.sessions not in session_workload_names():
+            raise ValueError(f"scenario {self.name!r}: unknown session workload {self.sessions!r}; known: "
+                             f"{', '.join(session_workload_names())}")
         if self.rate_per_s is not None and self.load is not None:
             raise ValueError(f"scenario {self.name!r}: give exactly one of workload.rate_per_s or workload.load")
         if self.trace is None and self.rate_per_s is None and self.load is None:
@@ -151,11 +170,25 @@ class Scenario:
         """Validate the trace and the predictor's training part (loads the files: errors name them)."""
         frac, train_file = self.predictor_train_fraction, self.predictor_train_trace
         if not self.is_trace_file:
-            if frac is not None or train_file is not None:
-                what = "a mix" if self.mix is not None else f"the fitted trace {self.trace!r}"
-                raise ValueError(f"scenario {self.name!r}: predictor_train_fraction / predictor_train_trace apply to "
-                                 f"a trace file only; {what} trains its predictor on seed {PREDICTOR_TRAIN_SEED}")
+            if frac is not None or train_file is not None or self.trace_windows is not None:
+                what = "a mix" if self.mix is not None else \
+                    f"the session workload {self.sessions!r}" if self.sessions is not None else \
+                    f"the fitted trace {self.trace!r}"
+                raise ValueError(f"scenario {self.name!r}: predictor_train_fraction / predictor_train_trace / "
+                                 f"trace_windows apply to a trace file only; {what} trains its predictor on seed "
+                                 f"{PREDICTOR_TRAIN_SEED}")
             return
+        wins = self.trace_windows
+        if wins is not None:
+            if not isinstance(wins, (tuple, list)) or len(wins) != 2 or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) for v in wins) \
+                    or not 0 <= wins[0] < wins[1] <= 1:
+                raise ValueError(f"scenario {self.name!r}: trace_windows must be [low, high] fractions with "
+                                 f"0 <= low < high <= 1, got {wins!r}")
+            object.__setattr__(self, "trace_windows", (float(wins[0]), float(wins[1])))
+            if train_file is None and wins[0] < (DEFAULT_PREDICTOR_TRAIN_FRACTION if frac is None else frac):
+                raise ValueError(f"scenario {self.name!r}: trace_windows {list(wins)} start inside the predictor's "
+                                 f"training part (the first {100 * (DEFAULT_PREDICTOR_TRAIN_FRACTION if frac is None else frac):g}%)")
         if frac is not None and train_file is not None:
             raise ValueError(f"scenario {self.name!r}: give predictor_train_fraction or predictor_train_trace, "
                              "not both")
@@ -191,9 +224,13 @@ class Scenario:
         if n_train == 0:
             return None, full, (f"none: the first {100 * frac:g}% of {name} ({len(full)} request(s)) is empty; "
                                 "give predictor_train_trace to fit a predictor")
-        return (full.subset(slice(0, n_train)), full.subset(slice(n_train, None)),
+        lo, hi = n_train, len(full)
+        if self.trace_windows is not None:
+            lo = max(n_train, int(math.floor(self.trace_windows[0] * len(full))))
+            hi = max(lo + 1, int(math.floor(self.trace_windows[1] * len(full))))
+        return (full.subset(slice(0, n_train)), full.subset(slice(lo, hi)),
                 f"{name} requests 0-{n_train - 1:,} (first {100 * frac:g}% by arrival); "
-                f"episodes from requests {n_train:,}-{len(full) - 1:,}")
+                f"episodes from requests {lo:,}-{hi - 1:,}")
 
     def predictor_training_workload(self) -> Workload:
         """The requests a fitted predictor (``task-prior``, ``learned``) is trained on, disjoint from
@@ -215,7 +252,7 @@ class Scenario:
         if self.is_trace_file:
             return self._trace_parts()[2]
         n = len(self.make_workload(PREDICTOR_TRAIN_SEED))
-        what = self.mix if self.mix is not None else \
+        what = self.mix if self.mix is not None else f"sessions {self.sessions}" if self.sessions is not None else \
             f"synthetic {self.trace} (fitted to {get_fitted_trace(self.trace).source.split(' ')[0]})"
         return f"{what}, seed {PREDICTOR_TRAIN_SEED}, {n:,} requests (episodes use other seeds)"
 
@@ -248,21 +285,25 @@ class Scenario:
             if isinstance(num, bool) or not isinstance(num, int) or num < 1:
                 raise ValueError(f"num_instances must be a positive integer, got {num!r}")
             changes["instances"] = (profile,) * num
+        if "sessions" in changes:
+            changes["mix"] = changes["trace"] = None
+            for key in ("predictor_train_fraction", "predictor_train_trace", "trace_windows"):
+                changes.setdefault(key, None)
         if "rate_per_s" in changes:
             changes["load"] = None
         elif "load" in changes:
             changes["rate_per_s"] = None
         if "trace" in changes:
-            changes["mix"] = None
+            changes["mix"] = changes["sessions"] = None
             if "rate_per_s" not in changes and "load" not in changes:  # a new trace plays at its own rate
                 changes["rate_per_s"] = changes["load"] = None
-            for key in ("predictor_train_fraction", "predictor_train_trace"):  # they belonged to the old trace
+            for key in ("predictor_train_fraction", "predictor_train_trace", "trace_windows"):  # the old trace's
                 changes.setdefault(key, None)
         changes.setdefault("name", self.name + "*")
         return dataclasses.replace(self, **changes)
 
     def saturation_rate(self) -> float:
-        return saturation_rate(self.cluster_config(), self.mix, self.trace, self.overlong)
+        return saturation_rate(self.cluster_config(), self.mix, self.trace, self.overlong, self.sessions)
 
     def offered_rate(self) -> float:
         """The mean arrival rate (req/s): ``rate_per_s``, or ``load`` x the saturation rate; a trace
@@ -287,6 +328,9 @@ class Scenario:
         if self.mix is not None:
             w = generate(self.mix, self.arrivals, rate_per_s=rate, cv=self.cv, n=self.num_requests,
                          duration_s=duration_s, seed=seed)
+        elif self.sessions is not None:
+            w = get_session_workload(self.sessions).generate(n=self.num_requests, duration_s=duration_s,
+                                                             rate_per_s=rate, seed=seed)
         elif not self.is_trace_file:
             w = get_fitted_trace(self.trace).generate(n=self.num_requests, duration_s=duration_s, rate_per_s=rate,
                                                       seed=seed)
@@ -307,8 +351,8 @@ class Scenario:
         rate = self.offered_rate()
         cluster = _describe_instances(self.instances) + (" chunked" if self.chunked_prefill else "") \
             + (" v1" if self.scheduler == "vllm-v1" else "")
-        workload = self.mix if self.mix is not None else \
-            (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
+        workload = self.mix if self.mix is not None else f"sessions {self.sessions}" if self.sessions is not None \
+            else (f"trace {Path(self.trace).name}" if self.is_trace_file else f"{self.trace} synth.")
         horizon = f"{self.num_requests} req" if self.num_requests else f"{self.duration_s:g} s"
         return (f"{self.name:<20} {cluster:<48} {workload:<18} {rate:>7.1f} req/s  {horizon:<9} "
                 f"saturation {sat:>6.1f} req/s  load {rate / sat:>5.2f}")
@@ -360,18 +404,20 @@ def _cache_file() -> Path:
 def _code_version() -> str:
     """Digest of the code a saturation rate comes from (simulator, limits, profiles, workloads, mixes and
     the measurement), so that a changed simulator never reads a rate measured by an older one."""
-    from . import cluster, mixes, profiles, workload
+    from . import cluster, mixes, profiles, sessions, workload
     from .sim import prefix_cache, scheduler, simulator, state
 
     h = hashlib.sha256()
-    for module in (simulator, state, scheduler, prefix_cache, cluster, profiles, workload, mixes):
+    for module in (simulator, state, scheduler, prefix_cache, cluster, profiles, workload, mixes, sessions):
         h.update(Path(module.__file__).read_bytes())
     h.update(inspect.getsource(measure_saturation_rate).encode())
     return h.hexdigest()
 
 
-def _saturation_key(config: ClusterConfig, mix, trace, overlong: str = "reject") -> str:
-    if trace in FITTED_TRACES:  # what the measurement samples from: the generator's parameters,
+def _saturation_key(config: ClusterConfig, mix, trace, overlong: str = "reject", sessions=None) -> str:
+    if sessions is not None:  # the session generator's parameters
+        trace_sha = get_session_workload(sessions).digest()
+    elif trace in FITTED_TRACES:  # what the measurement samples from: the generator's parameters,
         trace_sha = get_fitted_trace(trace).digest()
     elif trace is not None:  # or the trace's lengths, in order
         full = _trace_workload(trace)
@@ -382,16 +428,17 @@ def _saturation_key(config: ClusterConfig, mix, trace, overlong: str = "reject")
         "profiles": [dataclasses.asdict(p) | {"notes": ""} for p in config.profiles],
         "scheduler": dataclasses.asdict(config.scheduler),
         "mix": mix, "trace": trace, "trace_sha": trace_sha, "overlong": overlong,
+        **({"sessions": sessions} if sessions is not None else {}),  # (keys of other workloads unchanged)
         "n": SATURATION_REQUESTS_PER_INSTANCE, "seed": SATURATION_SEED, "code": _code_version(),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
-                    overlong: str = "reject") -> float:
+                    overlong: str = "reject", sessions: str | None = None) -> float:
     """The highest rate (req/s) round-robin sustains on ``config`` for this workload (cached)."""
     global _CACHE_WRITE_WARNED
-    key = _saturation_key(config, mix, trace, overlong)
+    key = _saturation_key(config, mix, trace, overlong, sessions)
     if key in _SATURATION_MEMO:
         return _SATURATION_MEMO[key]
     path = _cache_file()
@@ -404,7 +451,7 @@ def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace:
     if key in disk and isinstance(disk[key], (int, float)):
         _SATURATION_MEMO[key] = float(disk[key])
         return _SATURATION_MEMO[key]
-    rate = measure_saturation_rate(config, mix, trace, overlong)
+    rate = measure_saturation_rate(config, mix, trace, overlong, sessions=sessions)
     _SATURATION_MEMO[key] = rate
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,23 +469,26 @@ def saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace:
 def measure_saturation_rate(config: ClusterConfig, mix: str | None = "paper-mix", trace: str | None = None,
                             overlong: str = "reject",
                             requests_per_instance: int = SATURATION_REQUESTS_PER_INSTANCE,
-                            seed: int = SATURATION_SEED) -> float:
+                            seed: int = SATURATION_SEED, sessions: str | None = None) -> float:
     """Admission rate of round-robin with a backlog on every instance (no cache); see the module doc.
     The requests are fitted to the smallest context as episodes are (``overlong``); the rate counts
     the refused ones too (they arrive like the others and cost nothing), so that a load of 1 still
-    saturates the cluster with the requests it serves."""
+    saturates the cluster with the requests it serves. A session workload's requests are measured
+    without their prefixes (no cache hits), as the other workloads'."""
     max_len = min(p.max_model_len for p in config.profiles)
     rng = np.random.default_rng(seed)
     num_requests = requests_per_instance * config.num_instances
     if mix is not None:
         prompt, output, _ = get_mix(mix).sample(num_requests, rng)
+    elif sessions is not None:
+        prompt, output, _ = get_session_workload(sessions).sample_lengths(num_requests, rng)
     elif trace in FITTED_TRACES:
         prompt, output, _ = get_fitted_trace(trace).sample_lengths(num_requests, rng)
     else:
         full = _trace_workload(trace)
         idx = rng.choice(len(full), size=num_requests, replace=num_requests > len(full))
         prompt, output = full.prompt_tokens[idx], full.output_tokens[idx]
-    sample = Workload(np.zeros(prompt.size), prompt, output, name=f"the saturation sample of {mix or trace}")
+    sample = Workload(np.zeros(prompt.size), prompt, output, name=f"the saturation sample of {mix or sessions or trace}")
     served = sample.fit_context(max_len, overlong)
     prompt, output = served.prompt_tokens, served.output_tokens
     n = prompt.size
@@ -530,18 +580,94 @@ register_scenario(Scenario(
     "Azure 2023 conversation trace, 0.9 load",
     instances=("llama3.1-8b-a100",) * 2 + ("llama3.1-8b-h100",) * 2, scheduler="vllm-v1", mix=None,
     trace="azure-conv", load=0.9, num_requests=2000))
+# shared prefixes and multi-turn sessions (issue #13 §5): vLLM v1, prefix caching on
+register_scenario(Scenario(
+    "multiturn-chat", "synthetic multi-turn chat sessions (vLLM's multi-turn benchmark shape: 8 shared system "
+    "prompts with Zipf popularity, each turn = the previous prompt + answer + a new message, 26 s median think time) on "
+    "4 x Llama-3.1-8B A100 under vLLM v1, 0.9 load",
+    instances=("llama3.1-8b-a100",) * 4, scheduler="vllm-v1", mix=None, sessions="chat", load=0.9,
+    num_requests=2000))
+register_scenario(Scenario(
+    "shared-prefix-tenants", "llm-d's benchmark shape: 176 tenants with a 6,000-token shared context each (73% of "
+    "the cluster's KV cache), 1,200-token queries, on 4 x Llama-3.1-8B H100 under vLLM v1, 0.9 load",
+    instances=("llama3.1-8b-h100",) * 4, scheduler="vllm-v1", mix=None, sessions="tenants", load=0.9,
+    num_requests=2000))
+register_scenario(Scenario(
+    "low-sharing", "multiturn-chat's cluster and lengths with nothing shared (single-turn sessions, no system "
+    "prompt): cache-aware routing must gain nothing here",
+    instances=("llama3.1-8b-a100",) * 4, scheduler="vllm-v1", mix=None, sessions="no-sharing", load=0.9,
+    num_requests=2000))
+
+
+@dataclass(frozen=True)
+class FileScenario:
+    """A shipped scenario that replays a trace file we may not ship: the user gives its path in the
+    environment variable ``env_var``; :meth:`scenario` builds the scenario on it."""
+
+    name: str
+    file_name: str
+    env_var: str
+    where: str  # where to get the file
+    build: object = field(repr=False)  # path -> Scenario
+
+    def path(self) -> Path | None:
+        """The file the user gave, or None."""
+        value = os.environ.get(self.env_var)
+        return Path(value) if value else None
+
+    def missing(self) -> str | None:
+        """Why the scenario cannot be built (no path given, or no such file), or None."""
+        path = self.path()
+        if path is None:
+            return (f"scenario {self.name!r} replays {self.file_name}, which does not ship: download it from "
+                    f"{self.where} and set {self.env_var}=PATH/{self.file_name}")
+        if not path.is_file():
+            return (f"scenario {self.name!r}: {self.env_var}={str(path)!r}: no such file; it must be {self.file_name} "
+                    f"from {self.where}")
+        return None
+
+    def scenario(self) -> Scenario:
+        why = self.missing()
+        if why is not None:
+            raise ValueError(why)
+        return self.build(str(self.path()))
+
+
+MOONCAKE_CONV_SOURCE = ("github.com/kvcache-ai/Mooncake, FAST25-release/traces/ (Apache-2.0; Qin et al., "
+                        "\"Mooncake\", FAST 2025)")
+
+
+def _mooncake_conv(name: str, windows: tuple[float, float], what: str):
+    def build(path: str) -> Scenario:
+        return Scenario(
+            name, f"the Mooncake FAST'25 conversation trace (12,031 requests, prompts of 12,035 tokens on average, "
+            f"512-token prefix hashes split into 16-token KV blocks) on 4 x Llama-3.1-8B A100 (128K context) under "
+            f"vLLM v1, 0.9 load; {what}",
+            instances=("llama3.1-8b-a100",) * 4, scheduler="vllm-v1", mix=None, trace=path, load=0.9,
+            num_requests=1000, predictor_train_fraction=0.2, trace_windows=windows)
+    return FileScenario(name, "conversation_trace.jsonl", "LLM_ROUTING_ENV_MOONCAKE_CONV", MOONCAKE_CONV_SOURCE, build)
+
+
+# the trace's first 20% trains the predictor; training episodes are windows of requests 20-80%,
+# evaluation episodes windows of the held-out last 20%
+FILE_SCENARIOS: dict[str, FileScenario] = {f.name: f for f in (
+    _mooncake_conv("mooncake-conv", (0.2, 0.8), "episodes are 1,000-request windows of requests 20-80% (train here)"),
+    _mooncake_conv("mooncake-conv-heldout", (0.8, 1.0),
+                   "episodes are 1,000-request windows of the held-out requests 80-100% (evaluate here)"),
+)}
 
 
 def scenario_names() -> list[str]:
-    return list(_SCENARIOS)
+    """Every shipped scenario, those that need a file (:data:`FILE_SCENARIOS`) last."""
+    return list(_SCENARIOS) + list(FILE_SCENARIOS)
 
 
 _SECTIONS = {
     "": {"name", "description"},
     "cluster": {"profile", "num_instances", "instances", "scheduler", "chunked_prefill", "max_num_seqs",
                 "max_num_batched_tokens", "prefix_caching", "cache_knowledge", "prefix_index_capacity_blocks"},
-    "workload": {"mix", "trace", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s", "overlong",
-                 "predictor_train_fraction", "predictor_train_trace"},
+    "workload": {"mix", "trace", "sessions", "arrivals", "cv", "rate_per_s", "load", "num_requests", "duration_s",
+                 "overlong", "predictor_train_fraction", "predictor_train_trace", "trace_windows"},
 }
 
 
@@ -551,6 +677,8 @@ def load_scenario(name_or_path) -> Scenario:
         return name_or_path
     if isinstance(name_or_path, str) and name_or_path in _SCENARIOS:
         return _SCENARIOS[name_or_path]
+    if isinstance(name_or_path, str) and name_or_path in FILE_SCENARIOS:
+        return FILE_SCENARIOS[name_or_path].scenario()
     path = Path(str(name_or_path))
     if not path.is_file():
         raise ValueError(f"unknown scenario {name_or_path!r}: not a shipped scenario "
@@ -597,8 +725,10 @@ def load_scenario(name_or_path) -> Scenario:
         if isinstance(num, bool) or not isinstance(num, int) or num < 1:
             raise ValueError(f"{path}: cluster.num_instances must be a positive integer, got {num!r}")
         fields["instances"] = (profile,) * num
-    if "trace" in fields:
+    if "trace" in fields or "sessions" in fields:
         fields.setdefault("mix", None)
+    if isinstance(fields.get("trace_windows"), list):
+        fields["trace_windows"] = tuple(fields["trace_windows"])
     for key in ("trace", "predictor_train_trace"):  # a file's path is relative to the scenario file
         value = fields.get(key)
         if isinstance(value, str) and value not in FITTED_TRACES and not Path(value).is_absolute():
@@ -624,6 +754,9 @@ def main(argv=None) -> int:
                         f"{', '.join(scenario_names())})")
     args = p.parse_args(argv)
     for name in args.scenarios or scenario_names():
+        if name in FILE_SCENARIOS and FILE_SCENARIOS[name].missing():
+            print(f"{name:<20} needs a file: {FILE_SCENARIOS[name].missing()}")
+            continue
         s = load_scenario(name)
         print(s.summary_line())
         if s.description:

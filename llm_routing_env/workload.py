@@ -4,7 +4,7 @@ A :class:`Workload` is an immutable struct of arrays sorted by arrival (router a
 prompt tokens, the TRUE output tokens that routers must not read, a task index), optionally with
 per-request prefix block ids (requests that share a prompt prefix). It validates itself and offers
 the replay helpers (:meth:`Workload.window`, :meth:`~Workload.head`, :meth:`~Workload.shifted`,
-:meth:`~Workload.with_rate`, :meth:`~Workload.fit_context`). Synthetic request mixes live in
+:meth:`~Workload.with_rate`, :meth:`~Workload.fit_context`, :meth:`~Workload.with_kv_blocks`). Synthetic request mixes live in
 :mod:`llm_routing_env.mixes`, trace loaders in :mod:`llm_routing_env.traces`, arrival processes in
 :mod:`llm_routing_env.arrivals`.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrivals import mean_rate
-from .profiles import LatencyProfile, get_profile
+from .profiles import KV_BLOCK_TOKENS, LatencyProfile, get_profile
 
 __all__ = ["Workload", "ContextFit", "OVERLONG_CHOICES"]
 
@@ -203,6 +203,31 @@ class Workload:
                 }
         return out
 
+    def repeated_prefix_fraction(self) -> float:
+        """The share of declared prefix blocks whose chain (the ids up to and including the block)
+        an earlier request declared already: the prefix hit rate, in blocks, of one infinite cache
+        that has seen every earlier request (0.0 without prefixes). Counted in the workload's own
+        blocks (``prefix_block_tokens``)."""
+        if self.prefix_hashes is None:
+            return 0.0
+        lengths = np.fromiter((h.size for h in self.prefix_hashes), dtype=np.int64, count=len(self))
+        total = int(lengths.sum())
+        if total == 0:
+            return 0.0
+        padded = np.zeros((len(self), int(lengths.max())), dtype=np.int64)
+        for i, h in enumerate(self.prefix_hashes):
+            padded[i, : h.size] = h
+        # intern the chains position by position: block j's chain is (chain of block j-1, id j)
+        chain = np.full(len(self), -1, dtype=np.int64)
+        repeats = 0
+        for j in range(padded.shape[1]):
+            rows = np.flatnonzero(lengths > j)  # in arrival order
+            _, first, chain_j = np.unique(np.stack([chain[rows], padded[rows, j]], axis=1), axis=0,
+                                          return_index=True, return_inverse=True)
+            repeats += rows.size - first.size  # every request but the first one declaring a chain
+            chain[rows] = chain_j.ravel()
+        return repeats / total
+
     # --- derived workloads -------------------------------------------------------------------
 
     def _replace(self, **changes) -> "Workload":
@@ -329,6 +354,37 @@ class Workload:
         fit = ContextFit(max_model_len=L, overlong=overlong, source=self, served_index=np.flatnonzero(keep),
                          clipped=_readonly(clipped))
         return served._replace(prompt_tokens=new_p, output_tokens=new_o, prefix_hashes=hashes, context_fit=fit)
+
+
+    def with_kv_blocks(self) -> "Workload":
+        """The same workload with its prefixes in KV-cache blocks of ``KV_BLOCK_TOKENS`` (16) tokens,
+        the unit the simulators' prefix cache keys (itself when they are already, or absent).
+
+        A prefix block of ``b = r * 16`` tokens (Mooncake's ``hash_ids``: 512 tokens, r = 32) with id
+        ``h`` becomes the ``r`` blocks ``h * r + j`` (``j = 0..r-1``): distinct for each ``(h, j)``,
+        and since the cache keys a block by the chain of ids up to it, two requests share 16-token
+        blocks exactly where their ``b``-token chains agree. A request keeps only the full 16-token
+        blocks its prompt covers (``prompt_tokens // 16``): a partial last ``b`` block contributes
+        the full 16-token blocks inside it. ValueError when ``b`` is not a multiple of 16 or an id
+        is negative or too large for ``h * r + r - 1`` to fit in 63 bits."""
+        b = self.prefix_block_tokens
+        if self.prefix_hashes is None or b == KV_BLOCK_TOKENS:
+            return self
+        if b % KV_BLOCK_TOKENS:
+            raise ValueError(f"prefix blocks of {b} tokens cannot be split into KV-cache blocks of "
+                             f"{KV_BLOCK_TOKENS} tokens ({b} is not a multiple of {KV_BLOCK_TOKENS})")
+        r = b // KV_BLOCK_TOKENS
+        max_id = (2**63 - 1 - (r - 1)) // r
+        sub = np.arange(r, dtype=np.int64)
+        out = []
+        for i, (h, p) in enumerate(zip(self.prefix_hashes, self.prompt_tokens.tolist())):
+            if h.size and (h.min() < 0 or h.max() > max_id):
+                j = int(np.flatnonzero((h < 0) | (h > max_id))[0])
+                raise ValueError(f"prefix_hashes[{i}][{j}] = {int(h[j])}: ids must lie in 0..{max_id} to map a "
+                                 f"{b}-token block onto {r} KV-cache blocks of {KV_BLOCK_TOKENS} tokens")
+            out.append((h[:, None] * r + sub).ravel()[: p // KV_BLOCK_TOKENS])
+        # the same requests: how they were fitted to the context still holds
+        return self._replace(prefix_hashes=tuple(out), prefix_block_tokens=KV_BLOCK_TOKENS, context_fit=self.context_fit)
 
 
 @dataclass(frozen=True, eq=False)

@@ -246,3 +246,32 @@ def test_a_clipped_prompt_keeps_its_full_prefix_blocks(tmp_path):
     assert m["completed"] == 2 and m["clipped_at_context"] == 2
     assert m["prefix_hit_rate"] == pytest.approx(255 * 16 / (2 * 4095), rel=1e-12)
     env.close()
+
+
+def test_mooncake_blocks_reach_the_prefix_cache(tmp_path):
+    """A Mooncake trace (512-token hash blocks) played through the environment: its blocks are
+    split into 16-token KV blocks (Workload.with_kv_blocks), so the episode's second request, whose chain
+    agrees with the first one's on 2 of 3 hash blocks, hits exactly those 2 x 32 blocks."""
+    import gymnasium as gym
+
+    from llm_routing_env.scenarios import Scenario
+
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 700, "output_length": 2, "hash_ids": [8, 9]}\n'
+                    '{"timestamp": 0, "input_length": 1100, "output_length": 2, "hash_ids": [0, 1, 2]}\n'
+                    '{"timestamp": 5000, "input_length": 1536, "output_length": 2, "hash_ids": [0, 1, 3]}\n'
+                    '{"timestamp": 9000, "input_length": 600, "output_length": 2, "hash_ids": [5, 6]}\n',
+                    encoding="utf-8")
+    scenario = Scenario("mc", instances=("llama3.1-8b-a100",), scheduler="vllm-v1", mix=None, trace=str(path),
+                        num_requests=3, predictor_train_fraction=0.25)
+    env = gym.make("llm_routing_env/LLMRouting-v0", scenario=scenario, mode="arrival")
+    env.reset(seed=0)
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(0)
+        done = terminated or truncated
+    m = info["metrics"]
+    assert m["completed"] == 3
+    assert m["prefix_hit_rate"] == pytest.approx(64 * 16 / (64 * 16 + m["prefill_tokens"]), rel=1e-12)
+    assert m["prefix_hit_rate"] > 0
+    env.close()

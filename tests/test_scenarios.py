@@ -302,3 +302,103 @@ def test_the_regime_scenarios_take_their_kv_from_vllms_memory_arithmetic():
     # the regime is memory-bound: round-robin preempts there, never on the 32 GB cluster
     assert round_robin_preemptions(s) > 0
     assert round_robin_preemptions(S.load_scenario("paper-v100")) == 0
+
+
+# --- shared prefixes and sessions (issue #13 §5) ------------------------------------------------
+
+MOONCAKE_CONV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mooncake_fast25" / \
+    "conversation_trace.jsonl"
+SESSION_SCENARIOS = ("multiturn-chat", "shared-prefix-tenants", "low-sharing")
+
+
+@pytest.mark.parametrize("name", SESSION_SCENARIOS)
+def test_session_scenarios_are_seeded_and_carry_prefixes_and_sessions(name):
+    s = S.load_scenario(name).with_overrides(load=None, rate_per_s=12.0, num_requests=300)
+    assert s.scheduler == "vllm-v1" and s.cluster_config().scheduler.caches_prefixes
+    a, b = s.make_workload(3), s.make_workload(3)
+    assert len(a) == 300 and a.prefix_block_tokens == 16 and a.session_ids is not None
+    for field in ("arrival_s", "prompt_tokens", "output_tokens", "session_ids"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert all(np.array_equal(x, y) for x, y in zip(a.prefix_hashes, b.prefix_hashes))
+    share = a.repeated_prefix_fraction()
+    assert (share == 0.0) if name == "low-sharing" else (share > 0.3)  # 300 requests: 25 s of steady state
+    assert "sessions" in s.predictor_training_data
+
+
+@pytest.mark.parametrize("name", SESSION_SCENARIOS)
+def test_session_scenarios_pass_the_env_checkers(name):
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("llm_routing_env/LLMRouting-v0", scenario=name, rate_per_s=12.0, num_requests=30)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_a_session_scenario_in_a_file(tmp_path):
+    path = tmp_path / "chat.toml"
+    path.write_text('[cluster]\nprofile = "llama3.1-8b-a100"\nnum_instances = 2\nscheduler = "vllm-v1"\n'
+                    '[workload]\nsessions = "chat"\nrate_per_s = 5.0\nnum_requests = 50\n', encoding="utf-8")
+    s = S.load_scenario(str(path))
+    assert s.sessions == "chat" and s.mix is None and len(s.make_workload(0)) == 50
+    path.write_text(path.read_text().replace('"chat"', '"nope"'), encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown session workload 'nope'; known: chat, tenants, no-sharing"):
+        S.load_scenario(str(path))
+    path.write_text(path.read_text().replace('"nope"', '"chat"') + 'mix = "paper-mix"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="give exactly one of workload.mix, workload.trace or workload.sessions"):
+        S.load_scenario(str(path))
+    path.write_text(path.read_text().replace('mix = "paper-mix"\n', "trace_windows = [0.2, 0.8]\n"), encoding="utf-8")
+    with pytest.raises(ValueError, match="trace_windows apply to a trace file only"):
+        S.load_scenario(str(path))
+
+
+def test_session_saturation_key_depends_on_the_generator():
+    from llm_routing_env.cluster import ClusterConfig
+
+    cfg = ClusterConfig(["llama3.1-8b-a100"] * 2)
+    keys = {S._saturation_key(cfg, None, None, "reject", name) for name in ("chat", "tenants", "no-sharing")}
+    assert len(keys) == 3 and S._saturation_key(cfg, "paper-mix", None) not in keys
+
+
+def test_mooncake_conv_needs_its_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLM_ROUTING_ENV_MOONCAKE_CONV", raising=False)
+    assert "mooncake-conv" in S.scenario_names() and "mooncake-conv-heldout" in S.scenario_names()
+    with pytest.raises(ValueError, match=r"scenario 'mooncake-conv' replays conversation_trace.jsonl, which does not "
+                                         r"ship: download it from github.com/kvcache-ai/Mooncake, FAST25-release/traces/"
+                                         r".* and set LLM_ROUTING_ENV_MOONCAKE_CONV=PATH/conversation_trace.jsonl"):
+        S.load_scenario("mooncake-conv")
+    monkeypatch.setenv("LLM_ROUTING_ENV_MOONCAKE_CONV", str(tmp_path / "absent.jsonl"))
+    with pytest.raises(ValueError, match=r"LLM_ROUTING_ENV_MOONCAKE_CONV='.*absent.jsonl': no such file"):
+        S.load_scenario("mooncake-conv-heldout")
+
+
+def test_listing_says_which_file_a_scenario_needs(monkeypatch, capsys):
+    monkeypatch.delenv("LLM_ROUTING_ENV_MOONCAKE_CONV", raising=False)
+    S.main(["mooncake-conv"])
+    out = capsys.readouterr().out
+    assert out.startswith("mooncake-conv") and "needs a file" in out and "LLM_ROUTING_ENV_MOONCAKE_CONV" in out
+
+
+def test_trace_windows_split_training_and_held_out_episodes(tmp_path, write_trace):
+    path = write_trace(tmp_path / "t.csv", np.arange(100) * 0.5, [100] * 100, [10] * 100)
+    train = S.Scenario("w", mix=None, trace=str(path), rate_per_s=5.0, num_requests=10, trace_windows=(0.2, 0.8))
+    held = S.Scenario("h", mix=None, trace=str(path), rate_per_s=5.0, num_requests=10, trace_windows=[0.8, 1.0])
+    assert "episodes from requests 20-79" in train.predictor_training_data
+    assert "episodes from requests 80-99" in held.predictor_training_data
+    assert held.trace_windows == (0.8, 1.0)
+    with pytest.raises(ValueError, match=r"trace_windows \[0.1, 0.5\] start inside the predictor's training part"):
+        S.Scenario("x", mix=None, trace=str(path), rate_per_s=5.0, num_requests=10, trace_windows=(0.1, 0.5))
+    with pytest.raises(ValueError, match=r"trace_windows must be \[low, high\] fractions"):
+        S.Scenario("x", mix=None, trace=str(path), rate_per_s=5.0, num_requests=10, trace_windows=(0.5, 0.5))
+
+
+@pytest.mark.skipif(not MOONCAKE_CONV.exists(), reason="Mooncake traces not available")
+def test_mooncake_conv_windows(monkeypatch):
+    monkeypatch.setenv("LLM_ROUTING_ENV_MOONCAKE_CONV", str(MOONCAKE_CONV))
+    train, held = S.load_scenario("mooncake-conv"), S.load_scenario("mooncake-conv-heldout")
+    assert "episodes from requests 2,406-9,623" in train.predictor_training_data
+    assert "episodes from requests 9,624-12,030" in held.predictor_training_data
+    w = held.with_overrides(load=None, rate_per_s=8.0).make_workload(0)
+    assert len(w) == 1000 and w.prefix_block_tokens == 512 and w.context_fit.rejected_overlong == 0
+    # a 1,000-request window keeps about half the whole trace's 37% (reuse is often ~400+ requests apart)
+    assert 0.1 < w.with_kv_blocks().repeated_prefix_fraction() < 0.37

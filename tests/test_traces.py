@@ -469,3 +469,55 @@ def test_fitted_trace_refuses_a_bad_table():
         dataclasses.replace(good, prompt_quantiles=(1.0, 2.0))
     with pytest.raises(ValueError, match="output_quantiles must be finite and non-decreasing"):
         dataclasses.replace(good, output_quantiles=tuple(reversed(good.output_quantiles)))
+
+
+def test_mooncake_blocks_split_into_kv_blocks(tmp_path):
+    """Each 512-token hash h becomes the 16-token blocks 32 h + j; chains agree exactly where the
+    512-token chains agree; a partial last block keeps only the full 16-token blocks the prompt covers."""
+    f = tmp_path / "mc.jsonl"
+    f.write_text('{"timestamp": 0, "input_length": 1100, "output_length": 2, "hash_ids": [0, 1, 2]}\n'
+                 '{"timestamp": 5000, "input_length": 1536, "output_length": 2, "hash_ids": [0, 1, 3]}\n'
+                 '{"timestamp": 9000, "input_length": 600, "output_length": 2, "hash_ids": [5, 6]}\n'
+                 '{"timestamp": 9000, "input_length": 15, "output_length": 2, "hash_ids": [7]}\n')
+    w = T.load_trace(f)
+    k = w.with_kv_blocks()
+    assert k.prefix_block_tokens == 16 and w.prefix_block_tokens == 512
+    a, b, c, d = (h.tolist() for h in k.prefix_hashes)
+    assert a == list(range(64)) + [64, 65, 66, 67]  # 1100 tokens: 68 full blocks, 4 of them in hash 2
+    assert b == list(range(64)) + list(range(96, 128))
+    assert c == list(range(160, 192)) + [192, 193, 194, 195, 196]  # 600 // 16 = 37
+    assert d == []  # 15 tokens: no full block
+    assert k.with_kv_blocks() is k and Workload([0.0], [5], [1]).with_kv_blocks().prefix_hashes is None
+    assert np.array_equal(k.prompt_tokens, w.prompt_tokens) and np.array_equal(k.arrival_s, w.arrival_s)
+    fitted = w.fit_context(1200)
+    assert fitted.with_kv_blocks().context_fit is fitted.context_fit  # the same requests
+    assert w.repeated_prefix_fraction() == pytest.approx(2 / 9)  # 0 and 1 again, of 3 + 3 + 2 + 1
+    assert k.repeated_prefix_fraction() == pytest.approx(64 / (68 + 96 + 37))
+
+
+def test_kv_block_mapping_errors():
+    with pytest.raises(ValueError, match="prefix blocks of 40 tokens cannot be split into KV-cache blocks of 16"):
+        Workload([0.0], [100], [1], prefix_hashes=([1],), prefix_block_tokens=40).with_kv_blocks()
+    with pytest.raises(ValueError, match=r"prefix_hashes\[1\]\[0\] = -3: ids must lie in 0\.\."):
+        Workload([0.0, 1.0], [600, 600], [1, 1], prefix_hashes=([1], [-3]), prefix_block_tokens=512).with_kv_blocks()
+    with pytest.raises(ValueError, match=r"prefix_hashes\[0\]\[1\] = 9223372036854775807: ids must lie in"):
+        Workload([0.0], [1100], [1], prefix_hashes=([1, 2**63 - 1],), prefix_block_tokens=512).with_kv_blocks()
+
+
+def test_generic_chains_count_as_repeats_only_with_the_same_parents():
+    w = Workload([0.0, 1.0, 2.0], [64, 64, 64], [1, 1, 1], prefix_hashes=([7, 12], [8, 12], [7, 12, 3]),
+                 prefix_block_tokens=16)
+    assert w.repeated_prefix_fraction() == pytest.approx(2 / 7)  # request 2's 7 and 7-12; 8-12 is new
+    assert Workload([0.0], [5], [1]).repeated_prefix_fraction() == 0.0
+
+
+@pytest.mark.skipif(not (MOONCAKE / "conversation_trace.jsonl").exists(), reason="Mooncake traces not available")
+def test_mooncake_conversation_repeat_fractions():
+    """The published measure: 36.6% of the conversation trace's 512-token blocks repeat an earlier
+    request's (37.4% token-weighted); split into 16-token blocks, the repeats are the token-weighted share."""
+    w = T.load_trace(MOONCAKE / "conversation_trace.jsonl")
+    assert w.repeated_prefix_fraction() == pytest.approx(0.366, abs=0.0005)
+    k = w.with_kv_blocks()
+    ids = np.concatenate(k.prefix_hashes)  # Mooncake ids name whole chains, so do the split ones
+    assert ids.size == int((k.prompt_tokens // 16).sum())
+    assert 1 - np.unique(ids).size / ids.size == pytest.approx(0.374, abs=0.0005)
