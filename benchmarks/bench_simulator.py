@@ -13,9 +13,10 @@ both schedulers (vLLM v0, the paper's engine, and vLLM v1 with its online-servin
 
 With ``--prefixes`` every request also carries a shared system prompt of up to 4 blocks (64 tokens;
 one of 8, by request index) as prefix block ids, with prefix caching on under both schedulers.
-With ``--multiturn`` the same requests become turns of chat sessions (``multiturn_prompts``): a
-turn's prompt is its tenant's system prompt, the session's earlier prompts and answers, and the
-request's own prompt as the new message; every full block of it is a declared prefix block.
+With ``--multiturn`` the workload and cluster are the ``multiturn-chat`` scenario's (synthetic chat
+sessions, each turn's prompt the previous prompt + answer + a new message, 8 shared system prompts;
+4 x Llama-3.1-8B A100 under vLLM v1 at 0.9 load; ``llm_routing_env/sessions.py``), each request
+dispatched with its prefix block ids (prefix caching on), round-robin as above.
 
 Besides the wall-clock rate, ``cpu req/s`` divides by the process's CPU time: on a machine shared
 with other jobs it moves less than the wall-clock rate (it still counts cache misses and frequency
@@ -34,51 +35,29 @@ from llm_routing_env import ClusterConfig, SchedulerConfig
 from llm_routing_env.sim import ClusterSimulator
 from llm_routing_env.mixes import generate
 from llm_routing_env.profiles import KV_BLOCK_TOKENS
+from llm_routing_env.scenarios import load_scenario
 
 
 SCHEDULERS = ("vllm-v0", "vllm-v1")
 
 
 SYSTEM_PROMPTS, SYSTEM_PROMPT_BLOCKS = 8, 4
-# --multiturn: requests i, i + SESSIONS, i + 2 * SESSIONS, ... are the turns of one session (at
-# 20 req/s a user answers every 10 s); TENANTS system prompts of TENANT_PROMPT_TOKENS
-SESSIONS, TENANTS, TENANT_PROMPT_TOKENS = 200, 8, 512
-SESSION_CONTEXT_TOKENS = 4096  # a session whose next turn would exceed this starts afresh
-MULTITURN_PROFILE, MULTITURN_SCHEDULER = "llama3.1-8b-h100", "vllm-v1"  # (issue #13's multiturn-chat cluster)
-MULTITURN_RATE_PER_S = 20.0
-
-
-def multiturn_prompts(message_tokens, output_tokens, max_len: int = SESSION_CONTEXT_TOKENS):
-    """The prompts and prefix block ids of requests that are the turns of chat sessions.
-
-    Request ``i`` is a turn of session ``i % SESSIONS`` (tenant ``session % TENANTS``): its prompt is
-    the tenant's system prompt, the session's earlier messages and answers, then its own message
-    (``message_tokens[i]``); a session whose next turn would exceed ``max_len`` tokens starts afresh.
-    Block ``k`` of a prompt has the id of block ``k`` of the tenant's system prompt, else of the
-    session's history: two turns of a session share their common history, sessions of a tenant
-    their system prompt."""
-    history = [0] * SESSIONS   # tokens of the session's earlier turns (messages and answers)
-    fresh = list(range(SESSIONS))  # each session's current id (a new one when it starts afresh)
-    prompts, ids = [], []
-    sys_blocks = TENANT_PROMPT_TOKENS // KV_BLOCK_TOKENS
-    for i, (message, output) in enumerate(zip(message_tokens.tolist(), output_tokens.tolist())):
-        s = i % SESSIONS
-        if TENANT_PROMPT_TOKENS + history[s] + message + output > max_len:
-            history[s], fresh[s] = 0, fresh[s] + SESSIONS
-        prompt = min(TENANT_PROMPT_TOKENS + history[s] + message, max_len - output)
-        tenant, session = s % TENANTS, fresh[s]
-        ids.append([tenant * sys_blocks + k if k < sys_blocks else 10**6 * (session + 1) + k
-                    for k in range(prompt // KV_BLOCK_TOKENS)])
-        prompts.append(prompt)
-        history[s] = prompt + output - TENANT_PROMPT_TOKENS
-    return np.array(prompts), ids
+MULTITURN_SCENARIO = "multiturn-chat"  # --multiturn: issue #13's speed targets are on this scenario
 
 
 def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: int,
         profile: str = "llama2-7b-v100", scheduler: str = "vllm-v0", prefixes: bool = False,
         multiturn: bool = False) -> dict:
-    workloads = [generate("paper-mix", "poisson", rate_per_s=rate_per_s, n=num_requests, seed=seed)
-                 for seed in range(num_clusters)]
+    if multiturn:  # (the scenario's own cluster, rate and prefixes)
+        scenario = load_scenario(MULTITURN_SCENARIO).with_overrides(num_requests=num_requests)
+        workloads = [scenario.make_workload(seed).with_kv_blocks() for seed in range(num_clusters)]
+        num_requests = min(len(w.prompt_tokens) for w in workloads)
+        workloads = [w.subset(np.arange(num_requests)) for w in workloads]
+        profile, num_instances, rate_per_s = scenario.instances[0], scenario.num_instances, scenario.offered_rate()
+        scheduler = scenario.scheduler
+    else:
+        workloads = [generate("paper-mix", "poisson", rate_per_s=rate_per_s, n=num_requests, seed=seed)
+                     for seed in range(num_clusters)]
     arrival = np.stack([w.arrival_s for w in workloads])
     prompt = np.stack([w.prompt_tokens for w in workloads])
     output = np.stack([w.output_tokens for w in workloads])
@@ -89,9 +68,8 @@ def run(num_clusters: int, num_instances: int, rate_per_s: float, num_requests: 
     ids = [None] * num_requests
     # (prefix ids are made before the clock starts, as the workload is)
     if multiturn:
-        turns = [multiturn_prompts(p, o) for p, o in zip(prompt, output)]
-        prompt = np.stack([p for p, _ in turns])
-        ids = [[cluster_ids[i] for _, cluster_ids in turns] for i in range(num_requests)]
+        ids = [[w.prefix_hashes[i][:int(w.prompt_tokens[i]) // KV_BLOCK_TOKENS] for w in workloads]
+               for i in range(num_requests)]
     elif prefixes:
         ids = [[[1000 * (i % SYSTEM_PROMPTS) + k for k in range(min(SYSTEM_PROMPT_BLOCKS, int(p) // KV_BLOCK_TOKENS))]
                 for p in prompt[:, i]] for i in range(num_requests)]
@@ -140,11 +118,8 @@ def main() -> None:
              [run(b, 4, 20.0, n, scheduler=s, prefixes=True) for s in SCHEDULERS for b in (1, big_b)])
         return
     if args.multiturn:
-        show(f"Batch size, multi-turn sessions ({SESSIONS} sessions, {TENANTS} system prompts of "
-             f"{TENANT_PROMPT_TOKENS} tokens, <= {SESSION_CONTEXT_TOKENS} tokens a session; 4 x {MULTITURN_PROFILE}, "
-             "prefix caching on)",
-             [run(b, 4, MULTITURN_RATE_PER_S, n, profile=MULTITURN_PROFILE, scheduler=MULTITURN_SCHEDULER,
-                  multiturn=True) for b in (1, big_b)])
+        show(f"Batch size, scenario {MULTITURN_SCENARIO} (its cluster and rate, prefix caching on)",
+             [run(b, 4, 0.0, n, multiturn=True) for b in (1, big_b)])
         return
     show("Batch size (paper-v100-like: N=4 at 20 req/s)",
          [run(b, 4, 20.0, n, scheduler=s) for s in SCHEDULERS for b in (1, big_b)])

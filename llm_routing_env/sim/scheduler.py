@@ -388,10 +388,7 @@ class SchedulerSteps:
         full = min(len(keys), filled_tokens // KV_BLOCK_TOKENS)
         done = int(self._prefix_done[q])
         if full > done:
-            held = self._held[q]
-            for key in keys[done:full]:
-                if cache.register(key, iteration):
-                    held.append(key)
+            self._held[q] += cache.register_all(keys[done:full], iteration)
             self._prefix_done[q] = full
 
     def _release_prefixes(self, slot_rows, q, to_free: bool) -> None:
