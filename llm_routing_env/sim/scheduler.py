@@ -357,26 +357,26 @@ class SchedulerSteps:
         """The admitted requests with prefix keys take their hits (blocks others reference are
         shared: the admission check counted those known before the step, ``shared``) and cache the
         prefix blocks their first chunk fills."""
-        keyed = (self._n_keys[q] > 0).nonzero()[0]
-        if not keyed.size:
-            return
-        slot_rows, q, hit = slot_rows[keyed], q[keyed], prior[keyed] // KV_BLOCK_TOKENS
-        self.prefix_hit_tokens[q] += prior[keyed]
-        self._prefix_done[q] = hit
-        caches, keys, all_held = self._caches, self._keys, self._held
-        more_shared = []  # per request, blocks shared that the admission check did not count
-        for row, qi, n_hit, known_shared, filled in zip(slot_rows.tolist(), q.tolist(), hit.tolist(),
-                                                        shared[keyed].tolist(), done[keyed].tolist()):
-            held = all_held[qi] = list(keys[qi][:n_hit])
-            more_shared.append(caches[row].acquire(held) - known_shared)
+        # (a loop with scalar writes: the requests are few per step at B = 1, where NumPy's cost per
+        # call would dominate, and the cache's work per request dominates at large B anyway)
+        caches, all_keys, lru_len = self._caches, self._keys, self._lru_len
+        for row, qi, hit_tokens, known_shared, filled in zip(slot_rows.tolist(), q.tolist(), prior.tolist(),
+                                                             shared.tolist(), done.tolist()):
+            keys = all_keys[qi]
+            if not keys:
+                continue
+            hit = hit_tokens // KV_BLOCK_TOKENS
+            held = list(keys[:hit])
+            now_shared = caches[row].acquire(held)
+            lru_len[row] -= hit - now_shared  # (the hit blocks that were cached free leave the free pool)
+            more_shared = now_shared - known_shared
+            if more_shared:  # (a block taken by an earlier admission of this step)
+                self.free_blocks[row] += more_shared
+                self._vis_int[_FREE, row] += more_shared  # (in the router's view: taken when scheduled)
+            self.prefix_hit_tokens[qi] += hit_tokens
+            self._held[qi] = held
+            self._prefix_done[qi] = hit
             self._cache_filled(row, qi, filled)
-        more_shared = np.array(more_shared)
-        # (a block taken by an earlier admission of this step is shared, not taken from the free
-        # pool; the router's view took the blocks when the iteration was scheduled)
-        np.add.at(self.free_blocks, slot_rows, more_shared)
-        np.add.at(self._vis_int[_FREE], slot_rows, more_shared)
-        # the hit blocks that were cached free left the free pool
-        np.subtract.at(self._lru_len, slot_rows, hit - (shared[keyed] + more_shared))
 
     def _cache_filled(self, row: int, q: int, filled_tokens: int) -> None:
         """Request ``q``'s prefix blocks within its first ``filled_tokens`` are computed, in the
@@ -395,24 +395,16 @@ class SchedulerSteps:
         """Requests ``q`` (in the order given) drop their prefix blocks; with ``to_free``, the
         shared blocks that stay held are taken back from ``free_blocks`` (which got the blocks of
         all their tokens)."""
-        keyed = (self._n_keys[q] > 0).nonzero()[0]  # (only they hold prefix blocks)
-        if not keyed.size:
-            return
-        slot_rows, q = slot_rows[keyed], q[keyed]
-        self._prefix_done[q] = 0
-        caches, all_held = self._caches, self._held
-        released = []  # (change of shared, blocks freed) per request
+        caches, all_held, lru_len = self._caches, self._held, self._lru_len
         for row, qi in zip(slot_rows.tolist(), q.tolist()):
             held = all_held[qi]
+            self._prefix_done[qi] = 0
             if held:
-                released.append(caches[row].release(held))
+                delta, freed = caches[row].release(held)
+                lru_len[row] += freed
                 all_held[qi] = []
-            else:
-                released.append((0, 0))
-        delta_shared, freed = np.array(released, dtype=np.int64).T
-        np.add.at(self._lru_len, slot_rows, freed)
-        if to_free:
-            np.add.at(self.free_blocks, slot_rows, delta_shared)
+                if to_free:
+                    self.free_blocks[row] += delta
 
     def _settle_evictions(self, rows, free_before_last) -> None:
         """Cached free blocks beyond the free blocks of ``rows`` are evicted (new blocks take the
