@@ -27,8 +27,8 @@ import numpy as np
 
 from .core import RoutingCore
 from .impact import ImpactConfig
-from .observations import OBS_HIGH
-from .profiles import iteration_time_ms
+from .observations import OBS_HIGH, RICH_LAYOUT
+from .profiles import KV_BLOCK_TOKENS, iteration_time_ms
 
 
 def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
@@ -162,11 +162,12 @@ def paper_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
-def rich_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
+def rich_observation_one(core: RoutingCore, max_model_len: int, layout: int = RICH_LAYOUT) -> np.ndarray:
     """``rich_observation`` of a single environment (B = 1) in Python numbers, from
-    ``counters_one``, the simulator's visible pending prefill tokens and iteration ends, and the
-    predicted remaining tokens (``RoutingCore._predicted_remaining``, whose sums stay NumPy's):
-    the same values (the tests hold them equal)."""
+    ``counters_one``, the simulator's visible pending prefill tokens and iteration ends, the
+    predicted remaining tokens (``RoutingCore._predicted_remaining``, whose sums stay NumPy's) and,
+    from layout 2 on, the head's prefix hits and the cache usage as the view has them: the same
+    values (the tests hold them equal)."""
     c = counters_one(core)
     K = core.K
     queue, prompt, bucket = c["queue_len"], c["head_prompt_tokens"], c["head_pred_bucket"]
@@ -181,6 +182,9 @@ def rich_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
            *onehot, c["head_pred_tokens"] / 1000.0, wait_s / 10.0]
     state = core.sim.instance_state()
     remaining_by_class = core._predicted_remaining()[0].tolist()
+    if layout >= 2:  # (the view's queries: the router's knowledge of the caches)
+        view = core.view()
+        hits, cached = iter(view.head_prefix_hit_blocks[0].tolist()), iter(view.prefix_cached_blocks[0].tolist())
     for ((seqs, capacity_blocks, coefficients), prefill_s_per_token, running, waiting, decoding, free, context,
          pending, busy_until, by_class, impact) in zip(
             core.instance_constants_one, core.prefill_s_per_token.tolist(), c["num_running"], c["num_waiting"],
@@ -196,6 +200,8 @@ def rich_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
         out += [running / seqs, waiting / seqs, (capacity_blocks - free) / capacity_blocks, pending / 4096.0,
                 *[tokens / 10_000.0 for tokens in by_class], drain_s / 10.0, iteration_s / 0.1,
                 busy if busy > 0.0 else 0.0, impact, prompt * prefill_s_per_token]
+        if layout >= 2:
+            out += [next(hits) * KV_BLOCK_TOKENS / max(prompt, 1), next(cached) / capacity_blocks]
     return np.clip(np.array(out), -1.0, OBS_HIGH).astype(np.float32)
 
 
