@@ -1,7 +1,7 @@
 """Environment speed: env steps per wall-clock second, single env and native vector env, and what a
 single env's step costs above the simulator's own work.
 
-Scenario ``paper-v100`` (4 x Llama-2-7B V100, paper mix, Poisson 20 req/s, 2,000 requests per
+Scenario ``paper-v100`` by default (4 x Llama-2-7B V100, paper mix, Poisson 20 req/s, 2,000 requests per
 episode). The policy is random among the valid actions: in ``tick`` mode a random instance when the
 router queue holds a request (the mask allows it), else hold; in ``arrival`` mode a random instance.
 Throughput is measured over whole episodes from their reset, as a trainer sees them: an empty
@@ -17,6 +17,7 @@ own time. ``--profile`` adds a cProfile.
 
     python benchmarks/bench_env.py            # full table (several minutes)
     python benchmarks/bench_env.py --quick    # 200-request episodes, for a smoke run
+    python benchmarks/bench_env.py --obs rich --scenario multiturn-chat   # the rich observation with prefixes
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import llm_routing_env
 from llm_routing_env.observations import encode as _encode
 
 ID = llm_routing_env.ENV_ID
-SCENARIO = "paper-v100"
+SCENARIO = "paper-v100"  # (--scenario)
 OPTIONS = {"obs": "paper"}  # further gym.make settings (--obs)
 
 
@@ -328,6 +329,7 @@ def show_breakdown(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    global SCENARIO
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run: 200-request episodes, less timing")
     parser.add_argument("--seconds", type=float, default=None, help="timed seconds per configuration (at least)")
@@ -336,9 +338,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 256, 1024], help="vector env sizes")
     parser.add_argument("--modes", nargs="+", default=["tick", "arrival"], choices=["tick", "arrival"])
     parser.add_argument("--obs", default="paper", choices=["paper", "rich"], help="observation encoding")
+    parser.add_argument("--scenario", default=SCENARIO, help="scenario (e.g. multiturn-chat: prefix caching)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the single env")
     args = parser.parse_args()
     OPTIONS["obs"] = args.obs
+    SCENARIO = args.scenario
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 5.0)
     num_requests = args.num_requests or (200 if args.quick else 2000)
     warmup = args.warmup if args.warmup is not None else (50 if args.quick else 300)

@@ -158,35 +158,33 @@ class ClusterConfig:
                     f"with scheduler vllm-v1, max_num_batched_tokens ({budget}) must be greater than or equal to "
                     f"max_num_seqs ({max_num_seqs}) (vLLM refuses to start)"
                 )
-            longest = blocks_for_tokens(p.max_model_len - 1)
-            if longest > p.kv_capacity_blocks:
+            watermark = 0  # (v1 keeps no admission watermark)
+        else:
+            max_num_seqs = s.max_num_seqs or p.max_num_seqs
+            if s.chunked_prefill:
+                budget = s.max_num_batched_tokens or 512
+                if budget <= max_num_seqs:
+                    raise ValueError(
+                        f"with chunked_prefill, max_num_batched_tokens ({budget}) must exceed max_num_seqs "
+                        f"({max_num_seqs}) so that prefills progress beside a full decode batch"
+                    )
+            else:
+                budget = s.max_num_batched_tokens or p.max_num_batched_tokens
+                if budget < p.max_model_len:  # vLLM v0's SchedulerConfig check
+                    raise ValueError(
+                        f"without chunked_prefill, max_num_batched_tokens ({budget}) is smaller than max_model_len "
+                        f"({p.max_model_len}) of profile {p.name!r}: a long prompt could never be scheduled "
+                        f"(vLLM v0 refuses to start); raise max_num_batched_tokens or turn chunked_prefill on"
+                    )
+            watermark_frac = V0_WATERMARK_FRAC if s.watermark_frac is None else s.watermark_frac
+            watermark = int(watermark_frac * p.kv_capacity_blocks)
+        longest = blocks_for_tokens(p.max_model_len - 1)
+        if longest > p.kv_capacity_blocks - watermark:
+            if s.v1:
                 raise ValueError(
                     f"profile {p.name!r} holds {p.kv_capacity_blocks} KV blocks: a prefill of max_model_len - 1 = "
                     f"{p.max_model_len - 1} tokens needs {longest} and could never run"
                 )
-            return InstanceLimits(kv_capacity_blocks=p.kv_capacity_blocks, watermark_blocks=0,
-                                  max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
-                                  max_model_len=p.max_model_len)
-        max_num_seqs = s.max_num_seqs or p.max_num_seqs
-        if s.chunked_prefill:
-            budget = s.max_num_batched_tokens or 512
-            if budget <= max_num_seqs:
-                raise ValueError(
-                    f"with chunked_prefill, max_num_batched_tokens ({budget}) must exceed max_num_seqs "
-                    f"({max_num_seqs}) so that prefills progress beside a full decode batch"
-                )
-        else:
-            budget = s.max_num_batched_tokens or p.max_num_batched_tokens
-            if budget < p.max_model_len:  # vLLM v0's SchedulerConfig check
-                raise ValueError(
-                    f"without chunked_prefill, max_num_batched_tokens ({budget}) is smaller than max_model_len "
-                    f"({p.max_model_len}) of profile {p.name!r}: a long prompt could never be scheduled "
-                    f"(vLLM v0 refuses to start); raise max_num_batched_tokens or turn chunked_prefill on"
-                )
-        watermark_frac = V0_WATERMARK_FRAC if s.watermark_frac is None else s.watermark_frac
-        watermark = int(watermark_frac * p.kv_capacity_blocks)
-        longest = blocks_for_tokens(p.max_model_len - 1)
-        if longest > p.kv_capacity_blocks - watermark:
             raise ValueError(
                 f"watermark_frac={watermark_frac} keeps {watermark} of the {p.kv_capacity_blocks} KV blocks of "
                 f"profile {p.name!r} free at admission, leaving {p.kv_capacity_blocks - watermark}: "
@@ -283,6 +281,19 @@ def validate_prefix_blocks(prefix_blocks, prompt: np.ndarray) -> list[tuple[int,
     for i, ids in enumerate(prefix_blocks):
         if ids is None:
             out.append(())
+            continue
+        # the common cases checked in Python numbers (NumPy's cost per call exceeds the work): an
+        # integer array, or a list / tuple of ints (bools are not) within int64's range
+        kind = type(ids)
+        if kind is np.ndarray and ids.ndim == 1 and ids.dtype.kind in "iu":
+            ids_tuple = tuple(ids.tolist())
+        elif (kind is tuple or kind is list) and all(type(v) is int for v in ids):
+            ids_tuple = tuple(ids)
+        else:
+            ids_tuple = None
+        if ids_tuple is not None and len(ids_tuple) <= int(prompt[i]) // KV_BLOCK_TOKENS \
+                and (not ids_tuple or (min(ids_tuple) >= 0 and max(ids_tuple) < 2**64)):
+            out.append(ids_tuple)
             continue
         arr = np.asarray(ids)
         if arr.ndim != 1 or (arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0)):

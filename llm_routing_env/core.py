@@ -363,10 +363,11 @@ class RoutingCore:
         rq, wq = ir["running_request"], ir["waiting_request"]
         r_remaining = np.where(ir["running_valid"], np.maximum(pred_tokens[rq] - ir["running_generated"], 0.0), 0.0)
         w_remaining = np.where(ir["waiting_valid"], np.maximum(pred_tokens[wq] - self.sim.generated[wq], 0.0), 0.0)
-        r_bucket, w_bucket = pred_bucket[rq], pred_bucket[wq]
-        return np.stack([np.where(r_bucket == k, r_remaining, 0.0).sum(axis=1)
-                         + np.where(w_bucket == k, w_remaining, 0.0).sum(axis=1) for k in range(self.K)],
-                        axis=1).reshape(self.B, self.N, self.K)
+        # (K, rows, width) by class, each row summed as a row of its own (the same rounding)
+        classes = np.arange(self.K)[:, None, None]
+        by_class = (np.where(pred_bucket[rq] == classes, r_remaining, 0.0).sum(axis=2)
+                    + np.where(pred_bucket[wq] == classes, w_remaining, 0.0).sum(axis=2))
+        return by_class.T.reshape(self.B, self.N, self.K)
 
     # --------------------------------------------------------------------------------- views
     def action_masks(self) -> np.ndarray:

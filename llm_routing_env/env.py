@@ -77,7 +77,7 @@ from .config import EnvConfig
 from .core import RoutingCore
 from .observations import encode, observation_space
 from .render import render_ansi, render_rgb
-from .single_env import paper_observation_one, step_info_one, step_one
+from .single_env import paper_observation_one, rich_observation_one, step_info_one, step_one
 
 
 def _step_info(core: RoutingCore, envs, h) -> dict:
@@ -154,7 +154,7 @@ class LLMRoutingEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         if self.config.obs == "paper":
             return paper_observation_one(self.core, self._max_len)
-        return encode(self.config.obs, self.core.view(), self._max_len, self.config.obs_layout)[0]
+        return rich_observation_one(self.core, self._max_len, self.config.obs_layout)
 
     def render(self):
         if self.render_mode == "ansi":

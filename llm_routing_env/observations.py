@@ -99,37 +99,37 @@ def paper_observation(view: RouterView, max_model_len: int) -> np.ndarray:
 
 def rich_observation(view: RouterView, max_model_len: int, layout: int = RICH_LAYOUT) -> np.ndarray:
     B, N, K = view.decode_bucket_counts.shape
-    onehot = np.zeros((B, K))
-    onehot[np.arange(B), view.head_pred_bucket] = view.has_request
-    request = np.concatenate([
-        view.has_request[:, None].astype(np.float64),
-        (view.queue_len / 64.0)[:, None],
-        (np.log1p(view.head_prompt_tokens) / np.log1p(max_model_len))[:, None],
-        onehot,
-        (view.head_pred_tokens / 1000.0)[:, None],
-        (view.head_wait_s / 10.0)[:, None],
-    ], axis=1)
+    layout = check_layout(layout)
+    # (RICH_GLOBAL_FEATURES and RICH_LAYOUT_FEATURES[layout] for the DQN's K = 3)
+    G, F = 5 + K, 9 + K + (2 if layout >= 2 else 0)
+    # every feature is written into its place in one array (no concatenation of small pieces)
+    out = np.zeros((B, G + F * N))
+    has_request = view.has_request
+    out[:, 0] = has_request
+    out[:, 1] = view.queue_len / 64.0
+    out[:, 2] = np.log1p(view.head_prompt_tokens) / np.log1p(max_model_len)
+    out[np.arange(B), 3 + view.head_pred_bucket] = has_request  # the predicted bucket, one-hot
+    out[:, 3 + K] = view.head_pred_tokens / 1000.0
+    out[:, 4 + K] = view.head_wait_s / 10.0
     seqs = view.max_num_seqs[None, :]
     remaining = view.pred_remaining_tokens.sum(axis=2)
     lone_decode_s = (view.coefficients[:, 0] + view.coefficients[:, 1] + view.coefficients[:, 6])[None, :] / 1000.0
     iteration_s = np.where(view.decode_iteration_s > 0, view.decode_iteration_s, lone_decode_s)
     batch = np.clip(view.num_running + view.num_waiting, 1, seqs)
     drain_s = (view.pending_prefill_tokens * view.prefill_s_per_token[None, :] + remaining / batch * iteration_s)
-    columns = [
-        (view.num_running / seqs)[..., None],
-        (view.num_waiting / seqs)[..., None],
-        (view.kv_blocks_used / view.kv_capacity_blocks)[..., None],
-        (view.pending_prefill_tokens / 4096.0)[..., None],
-        view.pred_remaining_tokens / 10_000.0,
-        (drain_s / 10.0)[..., None],
-        (view.decode_iteration_s / 0.1)[..., None],
-        view.busy_for_s[..., None],
-        view.impact[..., None],
-        (view.head_prompt_tokens[:, None] * view.prefill_s_per_token[None, :])[..., None],
-    ]
-    if check_layout(layout) >= 2:  # the prefix cache: the head's matched fraction, the cache's usage
-        matched = view.head_prefix_hit_blocks * KV_BLOCK_TOKENS / np.maximum(view.head_prompt_tokens, 1)[:, None]
-        columns += [matched[..., None], (view.prefix_cached_blocks / view.kv_capacity_blocks)[..., None]]
-    instance = np.concatenate(columns, axis=2)
-    out = np.concatenate([request, instance.reshape(B, RICH_LAYOUT_FEATURES[layout] * N)], axis=1)
-    return np.clip(out, -1.0, OBS_HIGH).astype(np.float32)
+    instance = out[:, G:].reshape(B, N, F)  # (a view)
+    instance[..., 0] = view.num_running / seqs
+    instance[..., 1] = view.num_waiting / seqs
+    instance[..., 2] = view.kv_blocks_used / view.kv_capacity_blocks
+    instance[..., 3] = view.pending_prefill_tokens / 4096.0
+    instance[..., 4:4 + K] = view.pred_remaining_tokens / 10_000.0
+    instance[..., 4 + K] = drain_s / 10.0
+    instance[..., 5 + K] = view.decode_iteration_s / 0.1
+    instance[..., 6 + K] = view.busy_for_s
+    instance[..., 7 + K] = view.impact
+    instance[..., 8 + K] = view.head_prompt_tokens[:, None] * view.prefill_s_per_token[None, :]
+    if layout >= 2:  # the prefix cache: the head's matched fraction, the cache's usage
+        instance[..., 9 + K] = (view.head_prefix_hit_blocks * KV_BLOCK_TOKENS
+                                / np.maximum(view.head_prompt_tokens, 1)[:, None])
+        instance[..., 10 + K] = view.prefix_cached_blocks / view.kv_capacity_blocks
+    return np.clip(out, -1.0, OBS_HIGH, out=out).astype(np.float32)

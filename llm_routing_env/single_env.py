@@ -14,6 +14,7 @@ here                       mirrors
 ``counters_one``           ``RouterView``'s counters (view.py) via ``ClusterSimulator.cluster_counters``
 ``mixing_penalty_one``     ``impact.mixing_penalty``
 ``paper_observation_one``  ``observations.paper_observation``
+``rich_observation_one``   ``observations.rich_observation``
 ``step_info_one``          ``env._step_info``
 =========================  ===============================================================
 """
@@ -26,8 +27,8 @@ import numpy as np
 
 from .core import RoutingCore
 from .impact import ImpactConfig
-from .observations import OBS_HIGH
-from .profiles import iteration_time_ms
+from .observations import OBS_HIGH, RICH_LAYOUT
+from .profiles import KV_BLOCK_TOKENS, iteration_time_ms
 
 
 def step_one(core: RoutingCore, action: int) -> tuple[float, bool, bool, float]:
@@ -178,6 +179,49 @@ def paper_observation_one(core: RoutingCore, max_model_len: int) -> np.ndarray:
         out += [prefilling if prefilling < OBS_HIGH else OBS_HIGH, *[count / seqs for count in counts],
                 round(capacity * 100.0) / 100.0, earliest if earliest < OBS_HIGH else OBS_HIGH]
     return np.array(out, dtype=np.float32)
+
+
+def rich_observation_one(core: RoutingCore, max_model_len: int, layout: int = RICH_LAYOUT) -> np.ndarray:
+    """``rich_observation`` of a single environment (B = 1) in Python numbers, from
+    ``counters_one``, the simulator's visible pending prefill tokens and iteration ends, the
+    predicted remaining tokens (``RoutingCore._predicted_remaining``, whose sums stay NumPy's) and,
+    from layout 2 on, the head's prefix hits and the cache usage as the view has them: the same
+    values (the tests hold them equal)."""
+    c = counters_one(core)
+    K = core.K
+    queue, prompt, bucket = c["queue_len"], c["head_prompt_tokens"], c["head_pred_bucket"]
+    has_request = queue > 0
+    t = core.t.item()
+    onehot = [0.0] * K
+    if has_request:
+        onehot[bucket] = 1.0
+    wait_s = t - core._arrival_one[core.n_dispatched.item()] if has_request else 0.0
+    out = [float(has_request), queue / 64.0,
+           (np.log1p(np.array([prompt])) / np.log1p(max_model_len)).item(),  # (NumPy's log1p, as the batched code)
+           *onehot, c["head_pred_tokens"] / 1000.0, wait_s / 10.0]
+    state = core.sim.instance_state()
+    remaining_by_class = core._predicted_remaining()[0].tolist()
+    if layout >= 2:  # (the view's queries: the router's knowledge of the caches)
+        view = core.view()
+        hits, cached = iter(view.head_prefix_hit_blocks[0].tolist()), iter(view.prefix_cached_blocks[0].tolist())
+    for ((seqs, capacity_blocks, coefficients), prefill_s_per_token, running, waiting, decoding, free, context,
+         pending, busy_until, by_class, impact) in zip(
+            core.instance_constants_one, core.prefill_s_per_token.tolist(), c["num_running"], c["num_waiting"],
+            c["num_decoding"], c["kv_blocks_free"], c["decode_context_tokens"],
+            state.pending_prefill_tokens[0].tolist(), state.busy_until_s[0].tolist(), remaining_by_class,
+            c["impact"]):
+        iteration_s = iteration_time_ms(coefficients, decoding, 0, 0, context) / 1000.0 if decoding > 0 else 0.0
+        lone_decode_s = (coefficients[0] + coefficients[1] + coefficients[6]) / 1000.0
+        batch = min(max(running + waiting, 1), seqs)
+        drain_s = pending * prefill_s_per_token + sum(by_class) / batch * (
+            iteration_s if iteration_s > 0 else lone_decode_s)
+        busy = busy_until - t
+        out += [running / seqs, waiting / seqs, (capacity_blocks - free) / capacity_blocks, pending / 4096.0,
+                *[tokens / 10_000.0 for tokens in by_class], drain_s / 10.0, iteration_s / 0.1,
+                busy if busy > 0.0 else 0.0, impact, prompt * prefill_s_per_token]
+        if layout >= 2:
+            out += [next(hits) * KV_BLOCK_TOKENS / max(prompt, 1), next(cached) / capacity_blocks]
+    return np.clip(np.array(out), -1.0, OBS_HIGH).astype(np.float32)
 
 
 def step_info_one(core: RoutingCore, h: float) -> dict:

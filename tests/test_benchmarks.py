@@ -31,3 +31,15 @@ def test_the_env_benchmark_runs_with_its_single_env_breakdown(mode):
 def test_the_simulator_benchmark_runs_under_both_schedulers():
     out = _run("benchmarks/bench_simulator.py", "--quick")
     assert "vllm-v0" in out and "vllm-v1" in out
+
+
+def test_the_simulator_benchmark_runs_the_multiturn_scenario_with_prefix_hits():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_simulator
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    result = bench_simulator.run(1, 4, 0.0, 100, multiturn=True)
+    # multiturn-chat's own cluster (vLLM v1, prefix caching on): later turns hit earlier ones
+    assert result["scheduler"] == "vllm-v1" and result["N"] == 4
+    assert 0.0 < result["prefix_hit_rate"] < 1.0 and result["cpu_requests_per_s"] > 0

@@ -325,6 +325,7 @@ def check_prefix_caches(ref, fast) -> None:
             assert inst.cache.shared == held - len(inst.cache.refs), "references are the running requests' only"
     for row, cache in fast._caches.items():
         cache.check(int(fast.free_blocks[row]))
+        assert fast._lru_len[row] == len(cache.lru), "the count of cached free blocks is the cache's"
     assert ((fast.free_blocks >= 0) & (fast.free_blocks <= fast._capacity)).all()
     # what a router sees of the caches (KV events of the iterations finished) agrees
     assert_same_ints("prefix_cached_blocks", ref.prefix_cached_blocks(), fast.prefix_cached_blocks())

@@ -70,10 +70,10 @@ class PrefixKeys:
         """The keys of the blocks of a prefix given as block ids (any iterable of ints)."""
         table = self._keys
         parent, out = -1, []
-        for block_id in block_ids:
-            key = table.setdefault((parent, int(block_id)), len(table))
-            out.append(key)
-            parent = key
+        setdefault, append = table.setdefault, out.append
+        for block_id in block_ids:  # (a NumPy integer hashes and compares as the int it holds)
+            parent = setdefault((parent, block_id), len(table))
+            append(parent)
         return tuple(out)
 
     def known_keys(self, block_ids) -> list[int]:
@@ -177,13 +177,20 @@ class PrefixCache:
         """A request filled the block of ``key`` in the instance's iteration ``iteration``: it
         becomes cached and referenced by the request (True), unless the key is cached already
         (False: the request's block stays its own)."""
-        if key in self.refs or key in self.lru:
-            return False
-        self._at(iteration)
-        self.refs[key] = 1
-        if self._journal is not None:
-            self._journal.append((key, True))
-        return True
+        return bool(self.register_all((key,), iteration))
+
+    def register_all(self, keys, iteration: int) -> list[int]:
+        """:meth:`register` for each of ``keys`` in order (the blocks a request filled); returns the
+        keys that became cached (the request holds them)."""
+        refs, lru, journal = self.refs, self.lru, self._journal
+        stored = [key for key in keys if key not in refs and key not in lru]
+        if stored:
+            self._at(iteration)
+            for key in stored:
+                refs[key] = 1
+            if journal is not None:
+                journal.extend((key, True) for key in stored)
+        return stored
 
     def release(self, keys) -> tuple[int, int]:
         """A request drops its references to ``keys`` (block order; released last block first).

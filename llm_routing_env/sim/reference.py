@@ -329,9 +329,7 @@ class _Instance:
         """``r``'s prefix blocks within its first ``filled_tokens`` are computed: cache them (a
         key cached already leaves r's block its own)."""
         full = min(len(r.keys), filled_tokens // KV_BLOCK_TOKENS)
-        for key in r.keys[r.prefix_done:full]:
-            if self.cache.register(key, self.iterations):
-                r.held.append(key)
+        r.held += self.cache.register_all(r.keys[r.prefix_done:full], self.iterations)
         r.prefix_done = max(r.prefix_done, full)
 
     def _free(self, r: _Request) -> None:

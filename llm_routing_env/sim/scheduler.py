@@ -33,7 +33,8 @@ from ..profiles import KV_BLOCK_TOKENS, iteration_time_ms
 from .prefix_cache import max_hit_blocks
 from .state import (
     _BLOCK, _CLOCK, _FIRST_NEED, _FREE, _HALF_F, _MAX_ROOM_MS, _MAX_RUN, _MS_PER_S, _NO_LIMIT, _ONE,
-    _RUNNING, _SLACK15, _WAITING, END, GEN0, PREFILLED, PROMPT, Q, TARGET, _ceil_blocks, _run_ms,
+    _RUNNING, _SLACK15, _WAITING, END, GEN0, PREFILLED, PROMPT, Q, TARGET, _ceil_blocks, _chunk_blocks, _run_ms,
+    _split_budget,
 )
 
 
@@ -114,9 +115,12 @@ class SchedulerSteps:
                     prefills = early[:4]
                 else:
                     prefills = self._prefill_chunks(rows[p_idx], budget_left[p_idx])
+                    if self.v1:
+                        chunk_need = np.zeros(k_rows, dtype=np.int64)
+                        chunk_need[p_idx] = _chunk_blocks(prefills[1][PREFILLED], prefills[2]).sum(axis=1)
                 chunk, prior = prefills[2], prefills[1][PREFILLED]
                 if self.v1:  # the chunks take the blocks they fill
-                    free[p_idx] -= (_ceil_blocks(prior + chunk) - _ceil_blocks(prior)).sum(axis=1)
+                    free[p_idx] -= chunk_need[p_idx]
                 chunk_total = np.zeros(k_rows, dtype=np.int64)
                 chunk_sq, chunk_prior = chunk_total.copy(), chunk_total.copy()
                 chunk_total[p_idx] = chunk.sum(axis=1)
@@ -133,12 +137,9 @@ class SchedulerSteps:
                     self._look_up_prefixes(cand, free[a_idx] - taken,
                                            None if preempted is None else ~preempted[a_idx])
                 cand["chunk"] = np.minimum(cand["x"], budget_left[:, None] - (cand["cum_x"] - cand["x"]))
-                if self.v1:  # an admitted request takes the blocks of its chunk only
-                    if "prior" in cand:  # (its hit's blocks too, bar those it shares)
-                        cand["need"] = _ceil_blocks(cand["prior"] + np.maximum(cand["chunk"], 0)) - cand["shared"]
-                    else:
-                        cand["need"] = _ceil_blocks(np.maximum(cand["chunk"], 0))
-                    cand["cum_need"] = cand["need"].cumsum(axis=1)
+                if self.v1:  # an admitted request takes the blocks of its chunk only (and its hit's)
+                    chunk = np.maximum(cand["chunk"], 0)
+                    self._set_candidate_need(cand, cand["prior"] + chunk if "prior" in cand else chunk)
                 adm = self._admitted(a_idx, cand, self._admissible(cand, free[a_idx] - taken, chunked=True,
                                                                    budget=budget_left))
         if adm is not None:  # the admitted requests' chunks join the batch; they take their blocks
@@ -217,9 +218,13 @@ class SchedulerSteps:
         iteration is in flight: the counters as scheduled (preemptions are applied already,
         admissions are not yet, results are not), with the decode clock ``clock`` (the iterations
         of a decode run but the last) and the prefill tokens still pending."""
-        self._vis_int[:, rows] = self._int_counters[:, rows]
+        if rows.size == self._rows:  # every row (rows are sorted and unique): whole tables copy faster
+            self._vis_int[:] = self._int_counters
+            self._vis_time[:] = self._time_counters
+        else:
+            self._vis_int[:, rows] = self._int_counters[:, rows]
+            self._vis_time[:, rows] = self._time_counters[:, rows]
         self._vis_int[_CLOCK, rows] = clock
-        self._vis_time[:, rows] = self._time_counters[:, rows]
         # (the running prefills' remaining tokens are those before this iteration's chunks)
         self._vis_pending[rows] = self._pending_prefill_tokens(rows)
         if adm is not None:  # admitted requests are running (their prefill still pending)
@@ -233,9 +238,18 @@ class SchedulerSteps:
         pos = (self.w_head[rows, None] + np.arange(K)) % self._wcap
         q = self.waiting[rows[:, None], pos]  # positions past a row's count hold stale entries
         x = self.prompt[q] + self.generated[q]  # prefill targets
-        need = _ceil_blocks(x)
-        return {"rows": rows, "limit": limit, "q": q, "x": x, "cum_x": x.cumsum(axis=1), "need": need,
-                "cum_need": need.cumsum(axis=1)}
+        cand = {"rows": rows, "limit": limit, "q": q, "x": x, "cum_x": x.cumsum(axis=1)}
+        self._set_candidate_need(cand, x)  # v0: the whole target's blocks
+        return cand
+
+    @staticmethod
+    def _set_candidate_need(cand, tokens) -> None:
+        """The candidates' KV block needs (and their running sums): the blocks of ``tokens``, bar the
+        hit blocks that other requests reference (``shared``, with prefix caching)."""
+        need = _ceil_blocks(tokens)
+        if "shared" in cand:
+            need = need - cand["shared"]
+        cand["need"], cand["cum_need"] = need, need.cumsum(axis=1)
 
     def _admissible(self, cand, free, chunked, budget=None) -> np.ndarray:
         """Which candidates each row admits (FCFS: a prefix of each row, as every rule is monotone)."""
@@ -321,36 +335,41 @@ class SchedulerSteps:
             on &= admitting
         if not np.count_nonzero(on):
             return
-        for i in on.nonzero()[0].tolist():  # (in the iteration being scheduled: its index is the count so far)
-            row = int(rows[i])
-            self._caches[row].evict_to(int(free[i]), int(self._iterations_flat[row]))
+        # (in the iteration being scheduled: its index is the count so far)
+        self._evict_to(rows[on], free[on], self._iterations_flat[rows[on]])
         q, x = cand["q"], cand["x"]
         has = (np.arange(x.shape[1]) < cand["limit"][:, None]) & on[:, None] & (self._n_keys[q] > 0)
         if not np.count_nonzero(has):
             return
+        i_idx, j_idx = has.nonzero()
+        caches, keys = self._caches, self._keys
+        found = [caches[row].lookup(keys[qi], max_hit_blocks(xi))
+                 for row, qi, xi in zip(rows[i_idx].tolist(), q[i_idx, j_idx].tolist(), x[i_idx, j_idx].tolist())]
         prior, shared = np.zeros_like(x), np.zeros_like(x)
-        for i, j in zip(*has.nonzero()):
-            hit, prior_shared = self._caches[int(rows[i])].lookup(self._keys[q[i, j]], max_hit_blocks(int(x[i, j])))
-            prior[i, j], shared[i, j] = hit * KV_BLOCK_TOKENS, prior_shared
+        prior[i_idx, j_idx], shared[i_idx, j_idx] = np.array(found, dtype=np.int64).T
+        prior *= KV_BLOCK_TOKENS
         cand["target"], cand["prior"], cand["shared"] = x, prior, shared
         cand["x"] = x - prior
         cand["cum_x"] = cand["x"].cumsum(axis=1)
-        cand["need"] = _ceil_blocks(x) - shared  # v0: the whole target's blocks, bar the shared ones
-        cand["cum_need"] = cand["need"].cumsum(axis=1)
+        self._set_candidate_need(cand, x)  # v0: the whole target's blocks, bar the shared ones
 
     def _admit_prefixes(self, slot_rows, q, prior, shared, done) -> None:
         """The admitted requests with prefix keys take their hits (blocks others reference are
         shared: the admission check counted those known before the step, ``shared``) and cache the
         prefix blocks their first chunk fills."""
+        # (a loop with scalar writes: the requests are few per step at B = 1, where NumPy's cost per
+        # call would dominate, and the cache's work per request dominates at large B anyway)
+        caches, all_keys, lru_len = self._caches, self._keys, self._lru_len
         for row, qi, hit_tokens, known_shared, filled in zip(slot_rows.tolist(), q.tolist(), prior.tolist(),
                                                              shared.tolist(), done.tolist()):
-            keys = self._keys[qi]
+            keys = all_keys[qi]
             if not keys:
                 continue
-            cache = self._caches[row]
             hit = hit_tokens // KV_BLOCK_TOKENS
             held = list(keys[:hit])
-            more_shared = cache.acquire(held) - known_shared
+            now_shared = caches[row].acquire(held)
+            lru_len[row] -= hit - now_shared  # (the hit blocks that were cached free leave the free pool)
+            more_shared = now_shared - known_shared
             if more_shared:  # (a block taken by an earlier admission of this step)
                 self.free_blocks[row] += more_shared
                 self._vis_int[_FREE, row] += more_shared  # (in the router's view: taken when scheduled)
@@ -369,22 +388,21 @@ class SchedulerSteps:
         full = min(len(keys), filled_tokens // KV_BLOCK_TOKENS)
         done = int(self._prefix_done[q])
         if full > done:
-            held = self._held[q]
-            for key in keys[done:full]:
-                if cache.register(key, iteration):
-                    held.append(key)
+            self._held[q] += cache.register_all(keys[done:full], iteration)
             self._prefix_done[q] = full
 
     def _release_prefixes(self, slot_rows, q, to_free: bool) -> None:
         """Requests ``q`` (in the order given) drop their prefix blocks; with ``to_free``, the
         shared blocks that stay held are taken back from ``free_blocks`` (which got the blocks of
         all their tokens)."""
+        caches, all_held, lru_len = self._caches, self._held, self._lru_len
         for row, qi in zip(slot_rows.tolist(), q.tolist()):
-            held = self._held[qi]
+            held = all_held[qi]
             self._prefix_done[qi] = 0
             if held:
-                delta, _ = self._caches[row].release(held)
-                self._held[qi] = []
+                delta, freed = caches[row].release(held)
+                lru_len[row] += freed
+                all_held[qi] = []
                 if to_free:
                     self.free_blocks[row] += delta
 
@@ -394,15 +412,21 @@ class SchedulerSteps:
         scheduled. A decode run's earlier iterations evict first, down to ``free_before_last`` (the
         free blocks before its last iteration took its blocks; None without runs), so that the KV
         events of the finished ones are seen while the last is in flight."""
-        on = self._cache_rows[rows]
-        for i in on.nonzero()[0].tolist():
-            row = int(rows[i])
-            cache = self._caches[row]
-            last = int(self._iterations_flat[row]) - 1
-            if free_before_last is not None and len(cache.lru) > free_before_last[i]:
-                cache.evict_to(int(free_before_last[i]), last - 1)
-            if len(cache.lru) > self.free_blocks[row]:
-                cache.evict_to(int(self.free_blocks[row]), last)
+        last = self._iterations_flat[rows] - 1
+        if free_before_last is not None:
+            self._evict_to(rows, free_before_last, last - 1)
+        self._evict_to(rows, self.free_blocks[rows], last)
+
+    def _evict_to(self, rows, free, iteration) -> None:
+        """Evict cached free blocks of ``rows`` until they fit in ``free``, in the rows' iterations
+        ``iteration`` (their KV events)."""
+        free = np.maximum(free, 0)
+        over = (self._lru_len[rows] > free).nonzero()[0]  # (rows without a cache have none)
+        if over.size:
+            rows, free = rows[over], free[over]
+            for row, free_blocks, it in zip(rows.tolist(), free.tolist(), iteration[over].tolist()):
+                self._caches[row].evict_to(free_blocks, it)
+            self._lru_len[rows] = free
 
     def _complete(self, rows, clock, end_s) -> None:
         """Complete the decoding requests of ``rows`` whose END is the clock (the iteration ending at
@@ -450,8 +474,7 @@ class SchedulerSteps:
             prior = block[PREFILLED]
             held = np.where(decoding, _ceil_blocks(kv_tokens), _ceil_blocks(prior)) * valid
             rem = np.where(valid & ~decoding, block[TARGET] - prior, 0)
-            chunk = np.clip(chunk_budget[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
-            need = need + (_ceil_blocks(prior + chunk) - _ceil_blocks(prior))
+            need = need + _chunk_blocks(prior, _split_budget(chunk_budget, rem))
         if self._caches:
             held = self._prefix_shares(rows, block[Q], held)
         suffix_after = held.sum(axis=1, keepdims=True) - held.cumsum(axis=1)
@@ -502,8 +525,7 @@ class SchedulerSteps:
         """Chunked prefill: each running prefill, in running order, gets what is left of the budget."""
         block = self.slots[:, rows, : int(self._tail[rows].max())]
         rem = np.where(block[Q] >= 0, block[TARGET] - block[PREFILLED], 0)
-        chunk = np.clip(budget_left[:, None] - (rem.cumsum(axis=1) - rem), 0, rem)
-        return rows, block, chunk, rem > 0
+        return rows, block, _split_budget(budget_left, rem), rem > 0
 
     def _v1_prefill_chunks(self, rows, n, n_dec):
         """v1, before preemption: the running prefills' chunks (the four results of
@@ -514,9 +536,8 @@ class SchedulerSteps:
         if p_idx.size == 0:
             return None
         p_rows, block, chunk, prefilling = self._prefill_chunks(rows[p_idx], self._budget[rows[p_idx]] - n_dec[p_idx])
-        prior = block[PREFILLED]
         chunk_need = np.zeros(rows.size, dtype=np.int64)
-        chunk_need[p_idx] = (_ceil_blocks(prior + chunk) - _ceil_blocks(prior)).sum(axis=1)
+        chunk_need[p_idx] = _chunk_blocks(block[PREFILLED], chunk).sum(axis=1)
         return p_rows, block, chunk, prefilling, chunk_need
 
     def _advance_prefills(self, rows, block, chunk, prefilling, clock_before, clock, end_s) -> None:

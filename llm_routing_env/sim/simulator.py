@@ -153,7 +153,7 @@ class ClusterSimulator(RouterQueries, SchedulerSteps, BatchedState):
                 and prompt + output <= self._max_model_len[inst]
                 and self.status[c * self.R + rid] == NOT_DISPATCHED):
             return None
-        return (*np.array([[c], [rid], [inst], [prompt], [output]]), np.array([float(arrival)]))
+        return (*np.array([c, rid, inst, prompt, output]).reshape(5, 1), np.array([float(arrival)]))
 
     def advance_to(self, t_s) -> None:
         """Run every instance's iterations that start before ``t_s`` (scalar or per cluster)."""

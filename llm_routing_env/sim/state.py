@@ -79,6 +79,17 @@ def _ceil_blocks(tokens):
     return -(-tokens // KV_BLOCK_TOKENS)
 
 
+def _chunk_blocks(prior, chunk):
+    """KV blocks a prefill chunk of ``chunk`` tokens fills beyond the ``prior`` tokens computed."""
+    return _ceil_blocks(prior + chunk) - _ceil_blocks(prior)
+
+
+def _split_budget(budget, remaining):
+    """Each row's token ``budget`` split over its prefills in running order: each gets what is left,
+    up to its ``remaining`` tokens (rows x requests)."""
+    return np.clip(budget[:, None] - (remaining.cumsum(axis=1) - remaining), 0, remaining)
+
+
 def _run_ms(k, t0_ms, half_c5n):
     """Duration of k decode iterations whose first takes t0_ms, each one's decode context n tokens
     more than the last: k * t0 + c5 * n * k * (k - 1) / 2, with half_c5n = c5 * n / 2. One
@@ -148,6 +159,7 @@ class BatchedState:
         BR = self.B * self.R
         self._caches: dict[int, PrefixCache] = {}
         self._cache_rows = np.zeros(self._rows, dtype=bool)
+        self._lru_len = np.zeros(self._rows, dtype=np.int64)  # len(lru) of each row's cache (0: none)
         self._n_keys = np.zeros(BR, dtype=np.int64)
         self._keys: list[tuple] = [()] * BR
         self._held: list[list] = [[] for _ in range(BR)] if self._caching else []
@@ -223,6 +235,7 @@ class BatchedState:
             for row in rows.tolist():
                 self._caches.pop(row, None)
             self._cache_rows[rows] = False
+            self._lru_len[rows] = 0
             R = self.R
             for lo in (idx * R).tolist():  # each cluster's request slots are one contiguous range
                 self._keys[lo:lo + R] = [()] * R

@@ -95,7 +95,7 @@ class RouterQueries:
             "running_valid": np.arange(width) < n_visible[:, None],
             "running_generated": generated,
             "running_prefill_done": prefill_done,
-            "waiting_request": np.take_along_axis(self.waiting, pos, axis=1),
+            "waiting_request": self.waiting[np.arange(self._rows)[:, None], pos],
             "waiting_valid": np.arange(w) < self.w_count[:, None],
         }
 
