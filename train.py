@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_routing_env.cli import entry_point
+from llm_routing_env.observations import RICH_INSTANCE_FEATURES, RICH_LAYOUT
 
 VARIANT_SCHEDULE = {"baseline": "none", "aware": "aware", "guided": "guided"}
 DEFAULTS = {"algo": "dqn", "variant": "guided", "obs": "paper", "mode": "tick", "reward": "latency",
@@ -260,7 +261,7 @@ def make_model(settings: dict, venv, tensorboard_dir: str):
         from agents.policies import InstanceScoringPolicy, MaskableInstanceScoringPolicy
 
         policy = MaskableInstanceScoringPolicy if algo == "maskable-ppo" else InstanceScoringPolicy
-        kwargs = {"hidden": hidden, "hold": settings["mode"] == "tick"}
+        kwargs = {"hidden": hidden, "hold": settings["mode"] == "tick", "instance_features": RICH_INSTANCE_FEATURES}
     else:
         policy, kwargs = "MlpPolicy", {"net_arch": [hidden, hidden]}
     if algo == "maskable-ppo":
@@ -375,7 +376,8 @@ def evaluate_model(model, settings: dict, episodes: int, out: Path) -> tuple[flo
     model.save(str(path))
     spec = PolicySpec(label=str(path), name=out.name, kind="learned", mode=settings["mode"], obs=settings["obs"],
                       env={k: settings["env"][k] for k in CARD_ENV_KEYS if k in settings["env"]},
-                      card={"algo": settings["algo"], "obs": settings["obs"], "mode": settings["mode"]})
+                      card={"algo": settings["algo"], "obs": settings["obs"], "mode": settings["mode"],
+                            **({"obs_layout": RICH_LAYOUT} if settings["obs"] == "rich" else {})})
     scores, reasons = [], []
     try:
         for scenario in validation_scenarios(settings):
@@ -411,6 +413,7 @@ def write_model_card(settings: dict, out: Path, wall_s: float | None, history: l
         "algo": settings["algo"],
         "variant": settings["variant"],
         "obs": settings["obs"],
+        **({"obs_layout": RICH_LAYOUT} if settings["obs"] == "rich" else {}),  # (observations.py)
         "mode": settings["mode"],
         "reward": settings["reward"],
         "env": settings["env"],

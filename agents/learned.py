@@ -10,10 +10,13 @@ interface of agents/baselines.py.
 ``algo`` (``dqn``, ``ppo``, ``maskable-ppo``; SB3 class names are accepted too), ``obs``
 (``paper`` / ``rich``), ``mode`` (``tick`` / ``arrival``), ``scenario`` and optionally
 ``num_instances``, ``clusters`` and ``env`` (environment settings; the predictor and decision
-settings are reused at evaluation, reward settings are not). Without a card, the algorithm comes
+settings are reused at evaluation, reward settings are not) and, for ``rich``, ``obs_layout`` (the
+rich layout's version, observations.py; absent: the row width the instance-scoring policy saved,
+else layout 1, the 12 features before the prefix-cache ones; without a card, the first layout the
+observation size fits, the current one first). Without a card, the algorithm comes
 from the zip's policy class (DQN policy -> DQN, maskable policy -> MaskablePPO, actor-critic ->
 PPO), the observation kind and instance count from the observation size (paper: 3 + 6N, rich:
-8 + 12N; the two never coincide) and the mode from the action count (N: arrival, N + 1: tick).
+8 + F N with the layout's F) and the mode from the action count (N: arrival, N + 1: tick).
 
 **Compatibility.** The model runs only where its observation size and action count match the
 environment's; otherwise :class:`ModelError` says what the model expects and what the scenario
@@ -22,7 +25,7 @@ weights (agents/policies.py ``InstanceScoringPolicy``, the cluster-size-agnostic
 padded clusters) runs on any cluster of at most its padded size: the observation is padded with
 -1 rows and the padded actions masked, as in ``llm_routing_env.sb3.MixedClusterVecEnv``.
 
-**Acting.** The observation is ``llm_routing_env.observations.encode(obs, view, max_model_len)``;
+**Acting.** The observation is ``observations.encode(obs, view, max_model_len, obs_layout)``;
 MaskablePPO gets ``view.action_mask`` (padded). The policy is deterministic (SB3's
 ``predict(deterministic=True)``: the most likely action), or with ``stochastic=True`` sampled from
 the policy's action distribution (PPO / MaskablePPO; masked) with the router's per-episode
@@ -50,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, encode, observation_size
+from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_LAYOUT, RICH_LAYOUT_FEATURES, encode, observation_size
 
 from .baselines import Router
 
@@ -94,6 +97,7 @@ class ModelInfo:
     obs: str | None = None
     mode: str | None = None
     num_instances: int | None = None   # the instance count the observation was built for
+    obs_layout: int = 1                # the rich layout it was trained on (module docstring)
 
     @property
     def shared_instance_weights(self) -> bool:
@@ -261,9 +265,23 @@ def describe_model(path, card: dict | None = None) -> ModelInfo:
     info = ModelInfo(path=str(p), name=p.stem, algo=algo, obs_dim=obs_shape[0], n_actions=n_actions,
                      policy_module=module, policy_name=doc_name, card=card, vecnormalize=vecnormalize, notes=notes)
     d = info.obs_dim
+    # the card's layout; without it, the row width given to the scorer policy (agents/policies.py);
+    # else a card means layout 1 (the layout before the cache features), and no card the first
+    # layout, the current one first, that the observation size fits
+    saved = data.get("policy_kwargs")
+    width = saved.get("instance_features") if isinstance(saved, dict) else None
+    rows = d - RICH_GLOBAL_FEATURES
+    fits = [k for k in (RICH_LAYOUT, *RICH_LAYOUT_FEATURES) if rows > 0 and rows % RICH_LAYOUT_FEATURES[k] == 0]
+    layout = card.get("obs_layout", next((k for k, f in RICH_LAYOUT_FEATURES.items() if f == width),
+                                         1 if card or not fits else fits[0]))
+    if isinstance(layout, bool) or layout not in RICH_LAYOUT_FEATURES:
+        raise ModelError(f"{card_path(p)}: unknown obs_layout {layout!r}; known: "
+                         f"{', '.join(map(str, RICH_LAYOUT_FEATURES))}")
+    info.obs_layout = int(layout)
+    F = RICH_LAYOUT_FEATURES[info.obs_layout]
     inferred = {"paper": (d - 3) // 6 if d > 3 and (d - 3) % 6 == 0 else None,
-                "rich": (d - RICH_GLOBAL_FEATURES) // RICH_INSTANCE_FEATURES
-                if d > RICH_GLOBAL_FEATURES and (d - RICH_GLOBAL_FEATURES) % RICH_INSTANCE_FEATURES == 0 else None}
+                "rich": (d - RICH_GLOBAL_FEATURES) // F if d > RICH_GLOBAL_FEATURES and (d - RICH_GLOBAL_FEATURES) % F == 0
+                else None}
     obs = card.get("obs")
     if obs is not None and obs not in inferred:
         raise ModelError(f"{card_path(p)}: unknown observation {obs!r}; known: paper, rich")
@@ -271,7 +289,7 @@ def describe_model(path, card: dict | None = None) -> ModelInfo:
         obs = next((k for k, n in inferred.items() if n), None)
     if obs is None or not inferred[obs]:
         raise ModelError(f"{p}: its {d} observation numbers fit neither the paper encoding (3 + 6N) nor the rich "
-                         f"one (8 + 12N)" + (f" (the card says obs={card['obs']!r})" if "obs" in card else ""))
+                         f"one (8 + {F}N, layout {info.obs_layout})" + (f" (the card says obs={card['obs']!r})" if "obs" in card else ""))
     info.obs, info.num_instances = obs, inferred[obs]
     mode = card.get("mode")
     if mode is not None and mode not in ("tick", "arrival"):
@@ -289,7 +307,7 @@ def check_compatible(info: ModelInfo, num_instances: int) -> tuple[str, str]:
     """(mode, obs) the model runs with on a cluster of ``num_instances``; ModelError otherwise."""
     N = int(num_instances)
     hold = 1 if info.mode == "tick" else 0
-    want_obs, want_actions = observation_size(info.obs, N), N + hold
+    want_obs, want_actions = observation_size(info.obs, N, info.obs_layout), N + hold
     card_n = info.card.get("num_instances")
     trained = (f"{info.path}: the model ({info.algo}, {info.obs} observation, {info.mode} mode) takes "
                f"{info.obs_dim} observation numbers and has {info.n_actions} actions "
@@ -328,8 +346,13 @@ def load_model(info: ModelInfo):
     if info.policy_module.startswith("agents."):
         import agents.policies  # noqa: F401  (custom policy classes must be importable to unpickle)
     cls = algo_class(info.algo)
+    custom = None
+    if info.shared_instance_weights:  # its scorer's row width is the card's layout (absent: layout 1)
+        saved = _zip_data(Path(info.path)).get("policy_kwargs")
+        if isinstance(saved, dict) and "instance_features" not in saved:
+            custom = {"policy_kwargs": {**saved, "instance_features": RICH_LAYOUT_FEATURES[info.obs_layout]}}
     try:
-        model = cls.load(info.path, device="cpu")
+        model = cls.load(info.path, device="cpu", custom_objects=custom)
     except Exception as e:  # SB3/torch raise many types for bad files
         raise ModelError(f"{info.path}: the {info.algo} model does not load ({type(e).__name__}: {e})") from e
     obs_shape = tuple(model.observation_space.shape or ())
@@ -369,7 +392,7 @@ class LearnedRouter(Router):
 
     def _choose(self, view, valid, go):
         B, N = valid.shape
-        obs = encode(self.obs, view, self.max_model_len)
+        obs = encode(self.obs, view, self.max_model_len, self.info.obs_layout)
         mask = np.asarray(view.action_mask, dtype=bool)
         if obs.shape[1] != self.info.obs_dim:  # padded cluster-size-agnostic model
             padded = np.full((B, self.info.obs_dim), -1.0, dtype=np.float32)

@@ -24,7 +24,7 @@ from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+from llm_routing_env.observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, RICH_LAYOUT_FEATURES
 
 PADDED_ROW_VALUE = -1.0
 
@@ -141,10 +141,11 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 class InstanceScorer(nn.Module):
     """Shared-weight scoring of instances: logits (B, N [+ 1 hold]) and a value latent (B, hidden)."""
 
-    def __init__(self, hidden: int = 64, hold: bool = False, n_actions: int | None = None):
+    def __init__(self, hidden: int = 64, hold: bool = False, n_actions: int | None = None,
+                 instance_features: int = RICH_INSTANCE_FEATURES):
         super().__init__()
-        G, Fi = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
-        self.hold = hold
+        G, Fi = RICH_GLOBAL_FEATURES, instance_features
+        self.hold, self.instance_features = hold, instance_features
         self.score = _mlp(G + Fi, hidden, 1)                 # one row + the request -> a logit
         self.hold_score = _mlp(G + 2 * Fi, hidden, 1) if hold else None
         self.value_latent = nn.Sequential(_mlp(G + 2 * Fi, hidden, hidden), nn.ReLU())
@@ -152,9 +153,8 @@ class InstanceScorer(nn.Module):
         self.latent_dim_pi = n_actions if n_actions is not None else 0
         self.latent_dim_vf = hidden
 
-    @staticmethod
-    def split(obs: th.Tensor):
-        G, Fi = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+    def split(self, obs: th.Tensor):
+        G, Fi = RICH_GLOBAL_FEATURES, self.instance_features
         request = obs[:, :G]
         rows = obs[:, G:].reshape(obs.shape[0], -1, Fi)
         present = rows[..., 0] > PADDED_ROW_VALUE / 2  # running share >= 0 for real instances
@@ -185,13 +185,25 @@ class InstanceScorer(nn.Module):
 class _ScorerPolicyMixin:
     """Turns an SB3 actor-critic policy into one whose actor is an :class:`InstanceScorer`."""
 
-    def __init__(self, *args, hidden: int = 64, hold: bool = False, **kwargs):
-        self._hidden, self._hold = hidden, hold
+    # instance_features: the rich layout's F (observations.RICH_LAYOUT_FEATURES); None: the one the
+    # observation size fits, the current layout's first (agents/learned.py passes the card's layout
+    # when it loads a model saved without it)
+    def __init__(self, *args, hidden: int = 64, hold: bool = False, instance_features: int | None = None,
+                 **kwargs):
+        self._hidden, self._hold, self._instance_features = hidden, hold, instance_features
         kwargs.setdefault("net_arch", None)
         super().__init__(*args, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = InstanceScorer(self._hidden, self._hold, n_actions=int(self.action_space.n))
+        if self._instance_features is None:
+            rows = int(self.observation_space.shape[0]) - RICH_GLOBAL_FEATURES
+            fits = [f for f in (RICH_INSTANCE_FEATURES, *RICH_LAYOUT_FEATURES.values()) if rows > 0 and rows % f == 0]
+            if not fits:
+                raise ValueError(f"an observation of {rows + RICH_GLOBAL_FEATURES} numbers is no rich layout "
+                                 f"({RICH_GLOBAL_FEATURES} + N x {sorted(set(RICH_LAYOUT_FEATURES.values()))})")
+            self._instance_features = fits[0]
+        self.mlp_extractor = InstanceScorer(self._hidden, self._hold, n_actions=int(self.action_space.n),
+                                            instance_features=self._instance_features)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
@@ -199,7 +211,7 @@ class _ScorerPolicyMixin:
 
     def _get_constructor_parameters(self) -> dict:
         data = super()._get_constructor_parameters()
-        data.update(hidden=self._hidden, hold=self._hold)
+        data.update(hidden=self._hidden, hold=self._hold, instance_features=self._instance_features)
         return data
 
 

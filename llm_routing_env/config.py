@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .impact import ImpactConfig
+from .observations import RICH_LAYOUT, check_layout
 from .predictors import predictor_names
 from .scenarios import Scenario, load_scenario
 
@@ -25,6 +26,7 @@ class EnvConfig:
     scenario: Scenario
     mode: str = "tick"
     obs: str = "paper"
+    obs_layout: int = RICH_LAYOUT  # the rich observation's layout version (observations.py)
     reward: str = "latency"
     reward_scale: float = 0.01
     completion_reward: float = 60.0
@@ -58,6 +60,7 @@ class EnvConfig:
 
         choice("mode", MODES)
         choice("obs", OBSERVATIONS)
+        check_layout(self.obs_layout)
         choice("reward", REWARDS)
         choice("predictor", tuple(predictor_names()))
         for name in ("reward_scale", "decision_interval_s"):

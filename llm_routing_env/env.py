@@ -119,7 +119,7 @@ class LLMRoutingEnv(gym.Env):
         self.render_mode = _check_render_mode(render_mode)
         self.config = EnvConfig.from_kwargs(**kwargs)
         self.core = RoutingCore(self.config, num_envs=1)
-        self.observation_space = observation_space(self.config.obs, self.config.num_instances)
+        self.observation_space = observation_space(self.config.obs, self.config.num_instances, self.config.obs_layout)
         self.action_space = spaces.Discrete(self.config.num_actions)
         self._max_len = self.config.scenario.max_model_len
 
@@ -152,7 +152,7 @@ class LLMRoutingEnv(gym.Env):
     def _obs(self) -> np.ndarray:
         if self.config.obs == "paper":
             return paper_observation_one(self.core, self._max_len)
-        return encode(self.config.obs, self.core.view(), self._max_len)[0]
+        return encode(self.config.obs, self.core.view(), self._max_len, self.config.obs_layout)[0]
 
     def render(self):
         if self.render_mode == "ansi":
@@ -180,7 +180,7 @@ class LLMRoutingVectorEnv(VectorEnv):
         self.config = EnvConfig.from_kwargs(**kwargs)
         self.core = RoutingCore(self.config, num_envs=num_envs)
         self.num_envs = int(num_envs)
-        self.single_observation_space = observation_space(self.config.obs, self.config.num_instances)
+        self.single_observation_space = observation_space(self.config.obs, self.config.num_instances, self.config.obs_layout)
         self.single_action_space = spaces.Discrete(self.config.num_actions)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -235,7 +235,7 @@ class LLMRoutingVectorEnv(VectorEnv):
         return self.core.view()
 
     def _obs(self) -> np.ndarray:
-        return encode(self.config.obs, self.core.view(), self._max_len)
+        return encode(self.config.obs, self.core.view(), self._max_len, self.config.obs_layout)
 
     def render(self):
         if self.render_mode == "ansi":

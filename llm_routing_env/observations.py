@@ -19,15 +19,23 @@ paper never gives n_p; 1 makes the stated 27 numbers for N = 4), capacity as the
 slots and KV blocks (the paper's g is unspecified), and every entry scaled to about unit range
 (the paper only rounds and caps the queue).
 
-``rich``: ``G = 8`` request/router features followed by ``N`` rows of ``F = 12`` instance
-features, so a policy can score every instance with the same weights (the row layout does not
+``rich``: ``G = 8`` request/router features followed by ``N`` rows of ``F`` instance
+features (``F = 14`` in the current layout, 12 in layout 1), so a policy can score every instance with the same weights (the row layout does not
 depend on N). Request: has-request flag, router queue / 64, log prompt tokens / log max_model_len,
 predicted bucket one-hot (3), predicted decode tokens / 1000, wait at the router / 10 s. Instance:
 running / max_num_seqs, waiting / max_num_seqs, KV utilization, pending prefill tokens / 4096,
 predicted remaining decode tokens per length class / 10,000 (3), estimated time to drain / 10 s,
 decode iteration time / 0.1 s, time until the iteration in flight ends / 1 s, the head request's
-mixing penalty (impact.py, in [-1, 1]), and its prefill time there (s). Values are clipped to
-[-1, 4].
+mixing penalty (impact.py, in [-1, 1]), and its prefill time there (s); from layout 2 on, the
+head request's matched-prefix fraction there (``head_prefix_hit_blocks`` x 16 / prompt tokens,
+under the environment's ``cache_knowledge``; 0 without a request) and the instance's prefix cache
+usage (``prefix_cached_blocks`` / KV capacity). Values are clipped to [-1, 4].
+
+**Layouts.** The ``rich`` layout has a version (:data:`RICH_LAYOUT`, the current one;
+:data:`RICH_LAYOUT_FEATURES` gives each version's F): a model card records the layout its model was
+trained on (``obs_layout``; a card without it means layout 1, the 12 features before the cache
+features), and the environment (``obs_layout``) and the learned router build that layout, so an
+older model keeps its exact observations.
 
 True output lengths never enter: only the predictor's outputs and tokens generated so far.
 """
@@ -37,27 +45,37 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from .profiles import KV_BLOCK_TOKENS
 from .view import RouterView
 
 RICH_GLOBAL_FEATURES = 8
-RICH_INSTANCE_FEATURES = 12
+RICH_LAYOUT_FEATURES = {1: 12, 2: 14}  # instance features per version of the rich layout
+RICH_LAYOUT = 2                        # the current layout (what new models train on)
+RICH_INSTANCE_FEATURES = RICH_LAYOUT_FEATURES[RICH_LAYOUT]
 OBS_HIGH = 4.0
 
 
-def observation_size(obs: str, num_instances: int) -> int:
+def check_layout(layout) -> int:
+    if isinstance(layout, bool) or layout not in RICH_LAYOUT_FEATURES:
+        raise ValueError(f"obs_layout must be one of {', '.join(map(str, RICH_LAYOUT_FEATURES))} (the rich "
+                         f"observation's layout versions; current {RICH_LAYOUT}), got {layout!r}")
+    return int(layout)
+
+
+def observation_size(obs: str, num_instances: int, layout: int = RICH_LAYOUT) -> int:
     if obs == "paper":
         return 3 + 6 * num_instances
-    return RICH_GLOBAL_FEATURES + RICH_INSTANCE_FEATURES * num_instances
+    return RICH_GLOBAL_FEATURES + RICH_LAYOUT_FEATURES[check_layout(layout)] * num_instances
 
 
-def observation_space(obs: str, num_instances: int) -> spaces.Box:
+def observation_space(obs: str, num_instances: int, layout: int = RICH_LAYOUT) -> spaces.Box:
     low = 0.0 if obs == "paper" else -1.0
-    return spaces.Box(low=low, high=OBS_HIGH, shape=(observation_size(obs, num_instances),), dtype=np.float32)
+    return spaces.Box(low=low, high=OBS_HIGH, shape=(observation_size(obs, num_instances, layout),), dtype=np.float32)
 
 
-def encode(obs: str, view: RouterView, max_model_len: int) -> np.ndarray:
-    """(B, D) float32 observations of the given kind."""
-    return paper_observation(view, max_model_len) if obs == "paper" else rich_observation(view, max_model_len)
+def encode(obs: str, view: RouterView, max_model_len: int, layout: int = RICH_LAYOUT) -> np.ndarray:
+    """(B, D) float32 observations of the given kind (``layout``: the rich layout's version)."""
+    return paper_observation(view, max_model_len) if obs == "paper" else rich_observation(view, max_model_len, layout)
 
 
 def paper_observation(view: RouterView, max_model_len: int) -> np.ndarray:
@@ -79,7 +97,7 @@ def paper_observation(view: RouterView, max_model_len: int) -> np.ndarray:
     return np.clip(out, 0.0, OBS_HIGH).astype(np.float32)
 
 
-def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
+def rich_observation(view: RouterView, max_model_len: int, layout: int = RICH_LAYOUT) -> np.ndarray:
     B, N, K = view.decode_bucket_counts.shape
     onehot = np.zeros((B, K))
     onehot[np.arange(B), view.head_pred_bucket] = view.has_request
@@ -97,7 +115,7 @@ def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
     iteration_s = np.where(view.decode_iteration_s > 0, view.decode_iteration_s, lone_decode_s)
     batch = np.clip(view.num_running + view.num_waiting, 1, seqs)
     drain_s = (view.pending_prefill_tokens * view.prefill_s_per_token[None, :] + remaining / batch * iteration_s)
-    instance = np.concatenate([
+    columns = [
         (view.num_running / seqs)[..., None],
         (view.num_waiting / seqs)[..., None],
         (view.kv_blocks_used / view.kv_capacity_blocks)[..., None],
@@ -108,6 +126,10 @@ def rich_observation(view: RouterView, max_model_len: int) -> np.ndarray:
         view.busy_for_s[..., None],
         view.impact[..., None],
         (view.head_prompt_tokens[:, None] * view.prefill_s_per_token[None, :])[..., None],
-    ], axis=2)
-    out = np.concatenate([request, instance.reshape(B, RICH_INSTANCE_FEATURES * N)], axis=1)
+    ]
+    if check_layout(layout) >= 2:  # the prefix cache: the head's matched fraction, the cache's usage
+        matched = view.head_prefix_hit_blocks * KV_BLOCK_TOKENS / np.maximum(view.head_prompt_tokens, 1)[:, None]
+        columns += [matched[..., None], (view.prefix_cached_blocks / view.kv_capacity_blocks)[..., None]]
+    instance = np.concatenate(columns, axis=2)
+    out = np.concatenate([request, instance.reshape(B, RICH_LAYOUT_FEATURES[layout] * N)], axis=1)
     return np.clip(out, -1.0, OBS_HIGH).astype(np.float32)

@@ -120,11 +120,13 @@ class MixedClusterVecEnv(VecEnv):
     """
 
     def __init__(self, parts: list[SB3VecEnv]):
-        from .observations import RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES, observation_space
+        from .observations import RICH_GLOBAL_FEATURES, RICH_LAYOUT_FEATURES, observation_space
 
         configs = [p.core.config for p in parts]
         if len({c.obs for c in configs}) != 1:
             raise ValueError("every part of a MixedClusterVecEnv must use the same observation")
+        if len({c.obs_layout for c in configs}) != 1:
+            raise ValueError("every part of a MixedClusterVecEnv must use the same obs_layout")
         if len({c.mode for c in configs}) != 1:
             raise ValueError("every part of a MixedClusterVecEnv must use the same mode")
         self.parts = parts
@@ -135,12 +137,12 @@ class MixedClusterVecEnv(VecEnv):
         if not self.padded and len(set(self.sizes)) != 1:
             raise ValueError(f"parts of {sorted(set(self.sizes))} instances need obs='rich' (padded); the "
                              f"{configs[0].obs!r} observation cannot mix cluster sizes")
-        self._g, self._f = RICH_GLOBAL_FEATURES, RICH_INSTANCE_FEATURES
+        self._g, self._f = RICH_GLOBAL_FEATURES, RICH_LAYOUT_FEATURES[configs[0].obs_layout]
         self._bounds = np.cumsum([0] + [p.num_envs for p in parts])
         self.render_mode = None
         n_actions = self.n_max + (1 if self.hold else 0)
         from gymnasium import spaces
-        super().__init__(int(self._bounds[-1]), observation_space(configs[0].obs, self.n_max), spaces.Discrete(n_actions))
+        super().__init__(int(self._bounds[-1]), observation_space(configs[0].obs, self.n_max, configs[0].obs_layout), spaces.Discrete(n_actions))
         self._actions = None
 
     def _pad_obs(self, obs: np.ndarray, n: int) -> np.ndarray:

@@ -163,9 +163,8 @@ class SessionWorkload:
         else:
             own = np.zeros(num_sessions, dtype=np.int64)
         # request r = turn k of session i: its time is the start plus k gaps
-        first = np.concatenate([[0], np.cumsum(turns)[:-1]])
+        first = np.cumsum(turns) - turns  # each session's first request
         session = np.repeat(np.arange(num_sessions), turns)
-        k = np.arange(total) - first[session]
         gaps[first] = 0.0
         times = starts[session] + (np.cumsum(gaps) - np.cumsum(gaps)[first][session])
         keep = (times >= 0) & (times < horizon_s)
@@ -231,7 +230,7 @@ _VLLM_MULTI_TURN = "vLLM benchmarks/multi_turn/generate_multi_turn.json"
 _PREFIX_SIGMA = math.sqrt(2 * math.log(1 / 0.85))
 # Think time: the Mooncake FAST'25 conversation trace (github.com/kvcache-ai/Mooncake, FAST25-release)
 # has p50 123 s and p90 483 s between requests sharing a prefix, at 3.4 req/s: about 420 requests
-# apart; the log-space spread is ln(483 / 123) / 1.2816 = 1.07. At the 16.3 req/s of the
+# apart; the log-space spread is ln(483 / 123) / 1.2816 = 1.07. At the 16-17 req/s of the
 # multiturn-chat scenario (0.9 x its saturation, 4 x llama3.1-8b-a100), the same reuse distance in
 # requests is 420 / 16.3 = 26 s: the median think time of ``chat``.
 _THINK_SIGMA = math.log(483 / 123) / 1.2816

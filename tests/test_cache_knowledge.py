@@ -177,3 +177,53 @@ def test_scenario_files_and_gym_make_take_cache_knowledge(tmp_path):
     env = gym.make("llm_routing_env/LLMRouting-v0", scenario="paper-v100", cache_knowledge="polled")
     assert env.unwrapped.core.cache_knowledge == "polled"
     env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The rich observation's cache features and its layout versions
+# --------------------------------------------------------------------------------------------
+
+def test_rich_layout_2_adds_the_cache_features_by_hand(tmp_path):
+    """At E's decision (the eviction case, approximate): instance 0 holds 2 of E's blocks in the
+    router's index (2 x 16 / 40 = 0.8 matched) and 1 cached block of 6 (usage 1/6); instance 1
+    nothing. Layout 2's rows are layout 1's rows plus these two columns."""
+    from llm_routing_env.observations import RICH_GLOBAL_FEATURES, encode, observation_size
+
+    core = _core(tmp_path, "approximate", EVICTING)
+    core.step(np.array([0]))
+    core.step(np.array([0]))
+    view = core.view()
+    new, old = encode("rich", view, 96, layout=2), encode("rich", view, 96, layout=1)
+    assert new.shape == (1, observation_size("rich", 2)) == (1, RICH_GLOBAL_FEATURES + 2 * 14)
+    assert old.shape == (1, observation_size("rich", 2, layout=1)) == (1, RICH_GLOBAL_FEATURES + 2 * 12)
+    rows_new = new[0, RICH_GLOBAL_FEATURES:].reshape(2, 14)
+    rows_old = old[0, RICH_GLOBAL_FEATURES:].reshape(2, 12)
+    assert np.array_equal(new[0, :RICH_GLOBAL_FEATURES], old[0, :RICH_GLOBAL_FEATURES])
+    assert np.array_equal(rows_new[:, :12], rows_old)
+    assert rows_new[:, 12:].tolist() == [[np.float32(0.8), np.float32(1 / 6)], [0.0, 0.0]]
+
+
+def test_env_builds_the_layout_it_is_given():
+    import gymnasium as gym
+
+    for layout, size in ((1, 8 + 12 * 4), (2, 8 + 14 * 4)):
+        env = gym.make("llm_routing_env/LLMRouting-v0", scenario="paper-v100", obs="rich", obs_layout=layout)
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == env.observation_space.shape == (size,)
+        env.close()
+    with pytest.raises(ValueError, match="obs_layout must be one of 1, 2"):
+        EnvConfig.from_kwargs("paper-v100", obs="rich", obs_layout=3)
+
+
+def test_a_card_without_obs_layout_means_layout_1():
+    """The shipped ppo-agnostic was trained on layout 1: its card has no obs_layout, it loads with
+    12-feature rows and acts on layout-1 observations (its evaluation is unchanged, README)."""
+    from pathlib import Path
+
+    from agents.learned import LearnedRouter, describe_model
+
+    path = Path(__file__).resolve().parents[1] / "models" / "ppo-agnostic.zip"
+    info = describe_model(str(path))
+    assert "obs_layout" not in info.card and info.obs_layout == 1 and info.num_instances == 16
+    router = LearnedRouter(info)
+    assert router.model.policy.mlp_extractor.instance_features == 12

@@ -358,7 +358,7 @@ def test_num_instances_override_changes_the_spaces():
     env = gym.make(ID, num_instances=2, num_requests=30, mode="tick")
     assert env.action_space.n == 3 and env.observation_space.shape == (3 + 6 * 2,)
     env = gym.make(ID, num_instances=3, num_requests=30, mode="arrival", obs="rich")
-    assert env.action_space.n == 3 and env.observation_space.shape == (8 + 12 * 3,)
+    assert env.action_space.n == 3 and env.observation_space.shape == (8 + 14 * 3,)
 
 
 VALID_TOML = """\

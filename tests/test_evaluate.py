@@ -45,7 +45,7 @@ def tick_model(tmp_path_factory):
     model.learn(500)
     path = out / "tiny-tick.zip"
     model.save(path)
-    card = {"algo": "maskable-ppo", "obs": "rich", "mode": "tick", "scenario": "paper-v100", "num_instances": 2,
+    card = {"algo": "maskable-ppo", "obs": "rich", "obs_layout": 2, "mode": "tick", "scenario": "paper-v100", "num_instances": 2,
             "env": {"num_instances": 2, "num_requests": 20, "reward": "latency"}}
     path.with_suffix(".json").write_text(json.dumps(card))
     return path

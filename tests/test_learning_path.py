@@ -258,6 +258,7 @@ def _small_model(path: Path, algo: str = "maskable-ppo", obs: str = "rich", card
         model = DoubleDQN("MlpPolicy", venv, seed=0, device="cpu", buffer_size=100)
     model.save(str(path))
     path.with_suffix(".json").write_text(json.dumps({"algo": algo, "obs": obs, "mode": "arrival",
+                                                     **({"obs_layout": 2} if obs == "rich" else {}),
                                                      "scenario": "paper-v100", **(card or {})}))
     return path
 
