@@ -1,4 +1,4 @@
-"""The paper's workload-impact estimator (§2 of paper-facts; Eq. 1-2, whose exact forms are lost).
+"""The paper's workload-impact estimator (arXiv 2408.13510; Eq. 1-2, whose exact forms are lost).
 
 For the request at the head of the router queue (``p`` prompt tokens, ``d`` predicted decode tokens)
 and every instance ``m``, our documented reconstruction:

@@ -14,7 +14,7 @@ index                 meaning
 8 + 6m                instance m: predicted time to its earliest completion (s, 2 decimals) / 10
 ====================  ===========================================================================
 
-Our reading where the paper is ambiguous (paper-facts §4.2): one prefill count per instance (the
+Our reading where the paper is ambiguous (arXiv 2408.13510): one prefill count per instance (the
 paper never gives n_p; 1 makes the stated 27 numbers for N = 4), capacity as the scarcer of batch
 slots and KV blocks (the paper's g is unspecified), and every entry scaled to about unit range
 (the paper only rounds and caps the queue).

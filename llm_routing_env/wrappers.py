@@ -3,7 +3,7 @@
 **Heuristic guidance.** The paper trains with HuRL (Cheng et al., 2021): the reward gets
 ``w_k * h`` where ``h <= 0`` is the workload-impact guidance of the action (``info["impact_h"]``,
 impact.py) and the training discount becomes ``gamma_k``. Schedules over training episodes ``k``
-(paper-facts §4.5, the internally consistent reading):
+(arXiv 2408.13510, the internally consistent reading):
 
 * ``"none"`` (the paper's *baseline* RL): ``w_k = 0``, ``gamma_k = gamma``;
 * ``"aware"`` (*workload-aware* RL): ``w_k = weight`` (constant, 1 by default), ``gamma_k = gamma``;

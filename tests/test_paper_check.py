@@ -1,4 +1,4 @@
-"""The llama2-7b-v100 profile reproduces the paper's interference figures (paper-facts §1.4).
+"""The llama2-7b-v100 profile reproduces the paper's interference figures (arXiv 2408.13510).
 
 ``c0`` and ``c5`` were solved so that these two experiments give 17 s and 31 s (docs/profiles.md);
 the profile keeps them to 5 and 4 significant digits, which moves the figures by a few ms

@@ -513,7 +513,7 @@ SANITY_BATCHES = {
 
 
 def fit_paper_v100() -> tuple[float, float]:
-    """llama2-7b-v100 from the paper's figures alone (docs/profiles.md, paper-facts §1.2, §1.4).
+    """llama2-7b-v100 from the paper's figures alone (docs/profiles.md, arXiv 2408.13510).
 
     c1 = 0.32 ms per token (Fig. 4a's prefill slope, no knee, no attention terms); c0 and c5 such
     that a 1000/1000 request takes 17 s alone and 31 s when a 500/500 request joins every 50 of its

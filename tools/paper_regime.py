@@ -10,7 +10,7 @@ comes from :func:`llm_routing_env.memory.kv_cache_plan`, its timings are ``llama
 candidate is run with :func:`agents.evaluation.evaluate` (what evaluate.py runs) for round-robin
 and the paper's three heuristics (JSQ = ``lot``, Max Capacity, Min-Min; arrival mode), on the same
 episodes (evaluation seeds ``seed .. seed + episodes - 1``), and compared with every fact the paper
-reports (paper-facts §1.4, §6.2): round-robin's E2E (~168-173 s, read as the per-request mean and
+reports (arXiv 2408.13510): round-robin's E2E (~168-173 s, read as the per-request mean and
 as the episode's makespan), the three heuristics' Δ, preemptions, Fig. 1c's TTFT (0-50 s for
 requests arriving over 0-100 s; we report round-robin's mean TTFT over the episode and over the
 requests arriving in the last 20% of the arrival window) and the single-instance 17 s / 31 s
