@@ -69,6 +69,12 @@ def _blocks(tokens):
     return np.ceil(np.asarray(tokens, dtype=np.float64) / KV_BLOCK_TOKENS)
 
 
+def valid_max_min(values: np.ndarray, valid: np.ndarray, keepdims: bool = False) -> tuple:
+    """(B,) largest and smallest of ``values`` (B, N) over each env's allowed instances."""
+    return (np.where(valid, values, -np.inf).max(axis=1, keepdims=keepdims),
+            np.where(valid, values, np.inf).min(axis=1, keepdims=keepdims))
+
+
 def effective_free_blocks(view) -> np.ndarray:
     """(B, N) free KV blocks less those the prompts already sent there (still to prefill) will take."""
     return view.kv_blocks_free - _blocks(view.pending_prefill_tokens)
@@ -675,9 +681,7 @@ class CacheAwareRouter(Router):
 
     def imbalanced(self, view, valid) -> np.ndarray:
         """(B,) SGLang's load gate over the allowed instances."""
-        load = outstanding_requests(view)
-        max_load = np.where(valid, load, -np.inf).max(axis=1)
-        min_load = np.where(valid, load, np.inf).min(axis=1)
+        max_load, min_load = valid_max_min(outstanding_requests(view), valid)
         return (max_load - min_load > self.balance_abs_threshold) & (max_load > self.balance_rel_threshold * min_load)
 
     def _choose(self, view, valid, go):
@@ -722,8 +726,7 @@ class PrefixLoadRouter(Router):
     def scores(self, view, valid) -> np.ndarray:
         """(B, N) weighted score of each instance (higher is better)."""
         q = np.asarray(view.num_waiting, dtype=np.float64)
-        q_max = np.where(valid, q, -np.inf).max(axis=1, keepdims=True)
-        q_min = np.where(valid, q, np.inf).min(axis=1, keepdims=True)
+        q_max, q_min = valid_max_min(q, valid, keepdims=True)
         spread = q_max - q_min
         queue = np.where(spread > 0, (q_max - q) / np.where(spread > 0, spread, 1.0), 1.0)
         kv = 1.0 - view.kv_blocks_used / np.asarray(view.kv_capacity_blocks, dtype=np.float64)[None, :]

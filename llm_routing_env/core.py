@@ -42,6 +42,7 @@ from .predictors import DQN_STATE_BUCKETS, make_predictor
 from .prefix_index import hit_blocks, new_index, record_dispatch
 from .profiles import KV_BLOCK_TOKENS
 from .sim import ClusterSimulator
+from .sim.prefix_cache import max_hit_blocks
 from .view import ClairvoyantView, RouterQueries, RouterView
 
 
@@ -307,7 +308,7 @@ class RoutingCore:
                 out[b] = hit_blocks(self.prefix_index[b], int(head[b]))
         else:  # exact: the KV events of the iterations finished
             out = self.sim.seen_prefix_hits([self.prefix_blocks[b][head[b]] if on[b] else None for b in range(self.B)])
-        cap = np.maximum(self.prompt[np.arange(self.B), head] - 1, 0) // KV_BLOCK_TOKENS  # (prefix_cache.max_hit_blocks)
+        cap = max_hit_blocks(np.maximum(self.prompt[np.arange(self.B), head], 1))  # (no request: prompt 0, cap 0)
         return np.minimum(out, cap[:, None])
 
     def _head_prefix_ids(self, b: int) -> np.ndarray:

@@ -343,15 +343,9 @@ _MAX_BLOCK_ID = 2**63 - 1
 def _parse_prefix_blocks(path, line, text: str, prompt_tokens: int) -> np.ndarray:
     """The ``prefix_blocks`` field: block ids (integers in 0..2**63-1) separated by spaces; at
     most one per full 16-token block of the prompt."""
-    ids = []
-    for k, word in enumerate(text.split()):
-        if not re.fullmatch(r"\d+", word):
-            raise TraceError(path, line, PREFIX_COLUMN,
-                             f"block id #{k + 1} {word!r} is not a non-negative integer (ids are separated by spaces)")
-        v = int(word)
-        if v > _MAX_BLOCK_ID:
-            raise TraceError(path, line, PREFIX_COLUMN, f"block id #{k + 1} {word!r} does not fit in 63 bits")
-        ids.append(v)
+    ids = [_parse_id(path, line, PREFIX_COLUMN, word, f"block id #{k + 1} {word!r}",
+                     "a non-negative integer (ids are separated by spaces)")
+           for k, word in enumerate(text.split())]
     full_blocks = prompt_tokens // KV_BLOCK_TOKENS
     if len(ids) > full_blocks:
         raise TraceError(path, line, PREFIX_COLUMN,
@@ -365,12 +359,18 @@ def _parse_session_id(path, line, text: str) -> int:
     s = text.strip()
     if not s or s == "-1":
         return -1
-    if not re.fullmatch(r"\d+", s):
-        raise TraceError(path, line, SESSION_COLUMN,
-                         f"{text!r} is not a session id (a non-negative integer; empty or -1 for none)")
-    v = int(s)
+    return _parse_id(path, line, SESSION_COLUMN, s, f"{text!r}", "a session id (a non-negative integer; empty or -1 "
+                     "for none)")
+
+
+def _parse_id(path, line, column: str, word: str, named: str, expected: str) -> int:
+    """An id field: an integer in 0..2**63-1 (errors say ``named is not expected`` or that it
+    does not fit)."""
+    if not re.fullmatch(r"\d+", word):
+        raise TraceError(path, line, column, f"{named} is not {expected}")
+    v = int(word)
     if v > _MAX_BLOCK_ID:
-        raise TraceError(path, line, SESSION_COLUMN, f"{text!r} does not fit in 63 bits")
+        raise TraceError(path, line, column, f"{named} does not fit in 63 bits")
     return v
 
 
